@@ -1,0 +1,48 @@
+# attn-course: `make lab` opens the course, `make test` re-executes everything as a test.
+# Both create .venv on first use (torch==2.13.0 first, then this package, editable).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.attn-course-installed
+TORCH  ?= torch==2.13.0
+
+.PHONY: lab test lessons solutions bench chromium clean help
+
+help:
+	@echo "make lab        open JupyterLab on lessons/ (creates .venv if missing)"
+	@echo "make test       run every test: package, notebooks (nbval), browser"
+	@echo "make solutions  re-execute solutions/*.py into solutions/*.ipynb (stored outputs)"
+	@echo "make lessons    regenerate lessons/ from solutions/ with otter assign"
+	@echo "make bench      time every notebook (prints a table)"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m attn_course.lab --install-settings-only
+	touch $@
+
+lab: $(STAMP)
+	$(PY) -m attn_course.lab lessons
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    else echo "WARNING: no Chromium and no root apt-get: the browser test will be skipped"; fi; }
+
+test: $(STAMP) chromium
+	$(PY) -m pytest
+
+solutions: $(STAMP)
+	$(PY) tools/execute_solutions.py
+
+lessons: $(STAMP)
+	$(PY) tools/build_lessons.py
+
+bench: $(STAMP)
+	$(PY) tools/bench_notebooks.py
+
+clean:
+	rm -rf $(VENV) dist build *.egg-info
