@@ -57,10 +57,11 @@ class TemperatureExplorer(widgets.VBox):
         return softmax_with_temperature(self.attn_scores, self.slider.value)
 
     def text(self):
-        """The readout as plain text: temperature, entropy, weights (4 decimals)."""
+        """The readout as plain text: temperature, entropy, scores and weights (4 decimals)."""
         w = self.weights()
         return (f"T = {self.slider.value:.2f}   entropy = {entropy(w).item():.3f} nats "
                 f"(uniform: {math.log(len(w)):.3f})\n"
+                "attn_scores:  " + " ".join(f"{s:.4f}" for s in self.attn_scores.tolist()) + "\n"
                 "attn_weights: " + " ".join(f"{p:.4f}" for p in w.tolist()))
 
     def update(self):
