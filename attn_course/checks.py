@@ -65,9 +65,17 @@ def expect_tensor(name, actual, expected, case="", legend="", atol=1e-5, rtol=1e
     if actual.is_floating_point() and not torch.isfinite(actual).all():
         raise CheckFailure("finite", f"{where}{name} contains NaN or inf; the reference is finite. "
                                      f"Large scores overflow exp(): does softmax subtract the max?")
-    if not torch.allclose(actual.detach().cpu(), expected.detach().cpu(), atol=atol, rtol=rtol):
-        err = (actual.detach().cpu() - expected.detach().cpu()).abs().max().item()
-        extra = hint(actual.detach().cpu(), expected.detach().cpu()) if hint else ""
+    a, e = actual.detach().cpu(), expected.detach().cpu()
+    if not a.is_floating_point():
+        if not torch.equal(a, e):
+            wrong = (a != e).nonzero()[0].tolist()
+            extra = hint(a, e) if hint else ""
+            raise CheckFailure("values", f"{where}{name} differs from the reference at index {wrong}: "
+                                         f"got {a[tuple(wrong)].item()}, expected {e[tuple(wrong)].item()}."
+                                         + (f" {extra}" if extra else ""))
+    elif not torch.allclose(a, e, atol=atol, rtol=rtol):
+        err = (a - e).abs().max().item()
+        extra = hint(a, e) if hint else ""
         raise CheckFailure("values", f"{where}{name} differs from the reference by up to {err:.3g} "
                                      f"(tolerance {atol:g})." + (f" {extra}" if extra else ""))
 
