@@ -206,3 +206,17 @@ def check_attention(fn, thorough=False, seed=5):
                       hint=lambda a, e: "Are the scores divided by sqrt(d_k) before the softmax?")
         expect_tensor("context", context, ref_weights @ value, case, "(..., L, Dv)",
                       hint=lambda a, e: "context is attn_weights @ value.")
+
+
+def check_attention_weights(fn, thorough=False, seed=6):
+    """``fn(query (..., L, D), key (..., S, D)) -> attn_weights (..., L, S)``, softmax(q k^T / sqrt(D))."""
+    g = torch.Generator().manual_seed(seed)
+    for case, batch, L, S, D, _, scale, dtype in _cases(thorough, seed):
+        query = _randn(g, *batch, L, D, scale=scale, dtype=dtype)
+        key = _randn(g, *batch, S, D, dtype=dtype)
+        got = _call(fn, (query.clone(), key.clone()), case)
+        ref_weights = attention.attention_weights(query, key)
+        if isinstance(got, torch.Tensor) and got.shape == ref_weights.shape:
+            expect_rows_sum_to_one("attn_weights", got, case)
+        expect_tensor("attn_weights", got, ref_weights, case, "(..., L, S)",
+                      hint=lambda a, e: "Are the scores divided by sqrt(d_k) before the softmax?")

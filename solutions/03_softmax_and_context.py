@@ -388,16 +388,16 @@ def fixed_attention_weights(query, key):
 
 # %%
 def test_q3_public(fixed_attention_weights):
-    from attn_course.checks import check_attention
-    check_attention(lambda q, k, v: ((w := fixed_attention_weights(q, k)) @ v, w))
+    from attn_course.checks import check_attention_weights
+    check_attention_weights(fixed_attention_weights)
 
 test_q3_public(fixed_attention_weights)
 
 # %%
 # HIDDEN
 def test_q3_hidden(fixed_attention_weights):
-    from attn_course.checks import check_attention
-    check_attention(lambda q, k, v: ((w := fixed_attention_weights(q, k)) @ v, w), thorough=True)
+    from attn_course.checks import check_attention_weights
+    check_attention_weights(fixed_attention_weights, thorough=True)
 
 test_q3_hidden(fixed_attention_weights)
 

@@ -1,0 +1,93 @@
+"""The notebooks as a course: sources and executed notebooks in sync, lessons generated, no leaks.
+
+nbval itself re-executes solutions/ (outputs compared strictly) and lessons/ (run as handed out);
+these tests guard what nbval cannot see: a solutions notebook that was never executed or is stale
+(both pass strict nbval, since cells with no execution count are not compared), lessons/ that
+drift from their sources, a solution that reaches the student notebook, a lesson missing a part.
+"""
+import json
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import build_lessons  # noqa: E402
+
+SOURCES = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.py"))
+LESSON_PARTS = ["Learning goals", "Summary", "Next", "References", "Bug hunt", "Exercise",
+                "# BEGIN QUESTION", 'tags=["nbval-ignore-output"]']
+
+
+def test_there_are_lessons():
+    assert len(SOURCES) >= 3, f"expected lessons 01-03 in solutions/, found {[p.name for p in SOURCES]}"
+
+
+def test_every_notebook_has_a_source():
+    for folder in ("solutions", "lessons"):
+        for nb in (ROOT / folder).glob("*.ipynb"):
+            assert (ROOT / "solutions" / f"{nb.stem}.py").exists(), f"{folder}/{nb.name} has no solutions/{nb.stem}.py"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_solution_notebook_executed_from_current_source(source):
+    ipynb = source.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} missing: run `make solutions`"
+    nb = nbformat.read(ipynb, as_version=4)
+    fresh = jupytext.read(source)
+    assert [(c.cell_type, c.source) for c in nb.cells] == [(c.cell_type, c.source) for c in fresh.cells], (
+        f"{ipynb.name} is stale: its cells differ from {source.name}; run `make solutions`")
+    counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1)), (
+        f"{ipynb.name} was not executed once top to bottom (execution counts {counts}); run `make solutions`")
+    errors = [(i, o.ename) for i, c in enumerate(nb.cells) for o in c.get("outputs", [])
+              if o.output_type == "error"]
+    assert not errors, f"{ipynb.name} stores errors: {errors}"
+    assert "widgets" not in nb.metadata, f"{ipynb.name} stores widget state (random model ids)"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_lesson_has_every_part(source):
+    text = source.read_text()
+    missing = [part for part in LESSON_PARTS if part not in text]
+    assert not missing, f"{source.name} lacks: {missing}"
+    assert text.count("# BEGIN QUESTION") == text.count("# BEGIN SOLUTION NO PROMPT") >= 1
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_student_lesson_gives_no_answer_away(source):
+    lesson = ROOT / "lessons" / f"{source.stem}.ipynb"
+    nb = nbformat.read(lesson, as_version=4)
+    text = "\n".join(c.source for c in nb.cells)
+    leaked = [line for line in build_lessons.solution_lines(source.read_text()) if line in text]
+    assert not leaked, f"lessons/{lesson.name} contains solution code: {leaked}"
+    assert "# HIDDEN" not in text and "thorough=True" not in text, "hidden tests reached the student"
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "lessons ship without outputs"
+    n_questions = source.read_text().count("# BEGIN QUESTION")
+    assert text.count("grader.check(") == n_questions, "every question needs its self-check cell"
+    assert text.count("raise NotImplementedError") >= n_questions
+
+
+def test_build_refuses_a_source_whose_solution_markers_are_missing(tmp_path):
+    """Without the raw BEGIN/END SOLUTION cells otter ships the solution silently; the build must refuse."""
+    source = (ROOT / "solutions" / "03_softmax_and_context.py").read_text()
+    stripped = source.replace("# %% [raw]\n# # BEGIN SOLUTION\n", "").replace("# %% [raw]\n# # END SOLUTION\n", "")
+    assert stripped != source
+    broken = tmp_path / "03_softmax_and_context.py"
+    broken.write_text(stripped)
+    with pytest.raises(SystemExit, match="solution|marker"):
+        build_lessons.build(broken, tmp_path / "lessons", None)
+
+
+def test_committed_lessons_are_what_the_sources_generate():
+    problems = build_lessons.check()
+    assert not problems, "\n".join(problems)
+
+
+def test_notebooks_are_valid_json_with_a_python_kernel():
+    for nb_path in list((ROOT / "solutions").glob("*.ipynb")) + list((ROOT / "lessons").glob("*.ipynb")):
+        nb = json.loads(nb_path.read_text())
+        assert nb["metadata"]["kernelspec"]["name"] == "python3", nb_path
