@@ -301,7 +301,11 @@ class MultiHeadAttention(nn.Module):
     def from_torch(cls, mha):
         """A ``MultiHeadAttention`` with the weights of a ``torch.nn.MultiheadAttention`` (same E)."""
         if not mha._qkv_same_embed_dim:
-            raise ValueError("from_torch needs kdim == vdim == embed_dim")
+            raise ValueError(f"from_torch needs kdim == vdim == embed_dim; got kdim={mha.kdim}, "
+                             f"vdim={mha.vdim}, embed_dim={mha.embed_dim}")
+        if mha.bias_k is not None or mha.add_zero_attn:
+            raise ValueError("from_torch cannot copy add_bias_kv=True or add_zero_attn=True: they append "
+                             "extra keys that this module does not have")
         has_bias = mha.in_proj_bias is not None
         ours = cls(mha.embed_dim, mha.num_heads, dropout=mha.dropout, bias=has_bias)
         ours = ours.to(device=mha.in_proj_weight.device, dtype=mha.in_proj_weight.dtype)

@@ -30,11 +30,10 @@ def get_device(choice=None):
     >>> get_device("cpu")
     device(type='cpu')
     """
-    if choice is None:
-        choice = os.environ.get(DEVICE_ENV, "auto")
-    choice = str(choice).strip().lower()
+    raw = os.environ.get(DEVICE_ENV, "") if choice is None else choice
+    choice = str(raw).strip().lower() or "auto"  # unset or empty: auto
     if choice not in _CHOICES:
-        raise ValueError(f"{DEVICE_ENV} must be one of {' | '.join(_CHOICES)}; got {choice!r}")
+        raise ValueError(f"{DEVICE_ENV} must be one of {' | '.join(_CHOICES)}; got {raw!r}")
     if choice == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"{DEVICE_ENV}=cuda but torch.cuda.is_available() is False "
                          f"(torch {torch.__version__}); use cpu or auto")

@@ -1,0 +1,239 @@
+"""Heatmaps, PNG rendering, the temperature widget, and the JupyterLab launcher's settings and argv."""
+import json
+import math
+import re
+import socket
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+
+from attn_course import lab  # noqa: E402
+from attn_course.plot import attention_heatmap, figure_png, new_figure, weights_bar  # noqa: E402
+from attn_course.widgets import TemperatureExplorer  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+# ----------------------------------------------------------------- attention_heatmap
+ATTN_WEIGHTS = torch.tensor([[0.1, 0.2, 0.3, 0.4],
+                             [0.25, 0.25, 0.25, 0.25],
+                             [0.7, 0.1, 0.1, 0.1]])  # (L=3, S=4)
+QUERY_LABELS = ["the", "cat", "sat"]
+KEY_LABELS = ["le", "chat", "s'est", "assis"]
+
+
+def tick_texts(labels):
+    return [t.get_text() for t in labels]
+
+
+def test_heatmap_returns_axes_with_labels():
+    ax = attention_heatmap(ATTN_WEIGHTS, QUERY_LABELS, KEY_LABELS, title="cross-attention")
+    assert isinstance(ax, Axes)
+    assert tick_texts(ax.get_yticklabels()) == QUERY_LABELS
+    assert tick_texts(ax.get_xticklabels()) == KEY_LABELS
+    assert ax.get_title() == "cross-attention"
+    assert "query" in ax.get_ylabel() and "key" in ax.get_xlabel()
+    image = ax.images[0].get_array()
+    assert image.shape == (3, 4)
+    torch.testing.assert_close(torch.as_tensor(image.data), ATTN_WEIGHTS)
+
+
+def test_heatmap_annotates_each_cell_with_its_value():
+    ax = attention_heatmap(ATTN_WEIGHTS, QUERY_LABELS, KEY_LABELS)
+    assert sorted(t.get_text() for t in ax.texts) == sorted(f"{v:.2f}" for v in ATTN_WEIGHTS.flatten().tolist())
+    ax2 = attention_heatmap(ATTN_WEIGHTS, annotate=False, colorbar=False)
+    assert len(ax2.texts) == 0
+
+
+def test_heatmap_default_labels_are_positions_and_draws_on_given_axes():
+    fig = new_figure()
+    given = fig.add_subplot()
+    ax = attention_heatmap(ATTN_WEIGHTS.numpy(), ax=given, colorbar=False)
+    assert ax is given
+    assert tick_texts(ax.get_xticklabels()) == ["0", "1", "2", "3"]
+    assert tick_texts(ax.get_yticklabels()) == ["0", "1", "2"]
+
+
+def test_heatmap_accepts_tensors_that_require_grad():
+    w = ATTN_WEIGHTS.clone().requires_grad_()
+    ax = attention_heatmap(w, colorbar=False)
+    assert ax.images[0].get_array().shape == (3, 4)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4), (4,), (1, 1, 3, 4)])
+def test_heatmap_rejects_non_2d(shape):
+    with pytest.raises(ValueError) as info:
+        attention_heatmap(torch.zeros(shape))
+    assert str(shape) in str(info.value) and "2-D" in str(info.value)
+
+
+@pytest.mark.parametrize("query_labels, key_labels, named", [
+    (["a", "b"], KEY_LABELS, "query_labels needs 3"),
+    (QUERY_LABELS, ["a", "b", "c", "d", "e"], "key_labels needs 4"),
+])
+def test_heatmap_rejects_wrong_label_counts(query_labels, key_labels, named):
+    with pytest.raises(ValueError, match=named):
+        attention_heatmap(ATTN_WEIGHTS, query_labels, key_labels)
+
+
+def test_weights_bar_draws_one_bar_per_key():
+    ax = weights_bar(torch.tensor([0.1, 0.6, 0.3]), ["a", "b", "c"])
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == pytest.approx([0.1, 0.6, 0.3])
+    assert tick_texts(ax.get_xticklabels()) == ["a", "b", "c"]
+    with pytest.raises(ValueError):
+        weights_bar(torch.zeros(2, 3))
+    with pytest.raises(ValueError):
+        weights_bar(torch.zeros(3), ["a"])
+
+
+# ----------------------------------------------------------------- figure_png
+def test_figure_png_returns_png_bytes():
+    fig = new_figure((3, 2))
+    attention_heatmap(ATTN_WEIGHTS, QUERY_LABELS, KEY_LABELS, ax=fig.add_subplot())
+    png = figure_png(fig)
+    assert isinstance(png, bytes) and png.startswith(PNG_MAGIC)
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # IHDR
+    assert (width, height) == (300, 200)
+    assert (int.from_bytes(figure_png(fig, dpi=50)[16:20], "big")) == 150
+
+
+def test_new_figure_is_not_registered_with_pyplot():
+    before = plt.get_fignums()
+    new_figure()
+    assert plt.get_fignums() == before
+
+
+# ----------------------------------------------------------------- TemperatureExplorer
+SCORES = torch.tensor([2.0, 1.0, 0.5, -1.0, 0.0])
+LABELS = ["the", "cat", "sat", "on", "mat"]
+
+
+def readout(explorer):
+    text = explorer.text()
+    weights = re.search(r"attn_weights:\s+(.*)", text).group(1).split()
+    ent = float(re.search(r"entropy = ([0-9.]+) nats", text).group(1))
+    return torch.tensor([float(w) for w in weights]), ent
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5, 1.0, 2.3, 5.0])
+def test_temperature_text_weights_follow_the_slider(temperature):
+    explorer = TemperatureExplorer(SCORES, LABELS)
+    explorer.slider.value = temperature
+    weights, ent = readout(explorer)
+    expected = torch.softmax(SCORES.double() / temperature, dim=-1)
+    torch.testing.assert_close(weights.double(), expected, atol=5.1e-5, rtol=0)
+    assert ent == pytest.approx(-(expected * expected.clamp_min(1e-300).log()).sum().item(), abs=6e-4)
+    assert f"T = {temperature:.2f}" in explorer.text()
+    assert f"<pre>{explorer.text()}</pre>" == explorer.readout.value
+    torch.testing.assert_close(explorer.weights().double(), expected, atol=1e-6, rtol=0)
+
+
+def test_temperature_initial_value_and_uniform_readout():
+    explorer = TemperatureExplorer(SCORES, temperature=2.0)
+    assert explorer.slider.value == 2.0
+    assert f"(uniform: {math.log(5):.3f})" in explorer.text()
+    scores_line = re.search(r"attn_scores:\s+(.*)", explorer.text()).group(1).split()
+    assert [float(s) for s in scores_line] == SCORES.tolist()
+
+
+def test_temperature_image_changes_when_the_slider_moves():
+    explorer = TemperatureExplorer(SCORES, LABELS)
+    first = bytes(explorer.image.value)
+    assert first.startswith(PNG_MAGIC)
+    explorer.slider.value = 0.2
+    second = bytes(explorer.image.value)
+    assert second.startswith(PNG_MAGIC) and second != first
+    explorer.slider.value = 1.0
+    assert bytes(explorer.image.value) == first  # back at T = 1: the same picture again
+
+
+def test_temperature_entropy_decreases_as_t_decreases():
+    explorer = TemperatureExplorer(SCORES, LABELS)
+    entropies = []
+    for temperature in (5.0, 2.0, 1.0, 0.5, 0.2, 0.1):
+        explorer.slider.value = temperature
+        entropies.append(readout(explorer)[1])
+    assert all(a > b for a, b in zip(entropies, entropies[1:])), entropies
+    assert entropies[0] < math.log(5)
+    assert entropies[-1] < 0.01
+
+
+@pytest.mark.parametrize("scores, labels, named", [
+    (torch.zeros(2, 3), None, "(2, 3)"),
+    (torch.tensor(1.0), None, "()"),
+    (SCORES, ["a", "b"], "needs 5"),
+])
+def test_temperature_explorer_rejects_bad_inputs(scores, labels, named):
+    with pytest.raises(ValueError) as info:
+        TemperatureExplorer(scores, labels)
+    assert named in str(info.value)
+
+
+# ----------------------------------------------------------------- lab: settings and command
+def test_install_settings_writes_overrides(tmp_path):
+    path = lab.install_settings(prefix=tmp_path)
+    assert Path(path) == tmp_path / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    settings = json.loads(Path(path).read_text())
+    assert settings["@jupyterlab/apputils-extension:kernels-settings"]["commsOverSubshells"] == "disabled"
+    assert settings["@jupyterlab/apputils-extension:notification"]["checkForUpdates"] is False
+
+
+def test_install_settings_merges_with_existing_content(tmp_path):
+    path = lab.settings_file(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({
+        "@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"},
+        "@jupyterlab/apputils-extension:kernels-settings": {"commsOverSubshells": "perComm",
+                                                            "someOtherSetting": 3},
+    }))
+    lab.install_settings(prefix=tmp_path)
+    settings = json.loads(path.read_text())
+    assert settings["@jupyterlab/apputils-extension:themes"] == {"theme": "JupyterLab Dark"}
+    kernels = settings["@jupyterlab/apputils-extension:kernels-settings"]
+    assert kernels == {"commsOverSubshells": "disabled", "someOtherSetting": 3}
+    lab.install_settings(prefix=tmp_path)  # idempotent
+    assert json.loads(path.read_text()) == settings
+
+
+def test_install_settings_only_entry_point(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    assert lab.main(["--install-settings-only"]) == 0
+    path = lab.settings_file(tmp_path)
+    assert str(path) in capsys.readouterr().out
+    assert json.loads(path.read_text())["@jupyterlab/apputils-extension:kernels-settings"] == {
+        "commsOverSubshells": "disabled"}
+
+
+def test_lab_command_serves_localhost_with_token(tmp_path):
+    cmd = lab.lab_command(tmp_path, 8899, "abc123", open_browser=False)
+    assert cmd[:3] == [sys.executable, "-m", "jupyterlab"]
+    assert "--ip=127.0.0.1" in cmd
+    assert "--port=8899" in cmd
+    assert "--IdentityProvider.token=abc123" in cmd
+    assert f"--ServerApp.root_dir={tmp_path.resolve()}" in cmd
+    assert "--no-browser" in cmd
+    assert "--no-browser" not in lab.lab_command(tmp_path, 8899, "abc123", open_browser=True)
+    assert not any(arg.startswith("--ip=0.0.0.0") for arg in cmd)
+
+
+def test_free_port_skips_a_taken_port():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        free = lab.free_port(start=port, tries=20)
+    assert free != port and port < free < port + 20
