@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.attn-course-installed
 TORCH  ?= torch==2.13.0
 
-.PHONY: lab test lessons solutions bench chromium clean help
+.PHONY: lab test lessons solutions bench grade chromium clean help
 
 help:
 	@echo "make lab        open JupyterLab on lessons/ (creates .venv if missing)"
@@ -14,6 +14,7 @@ help:
 	@echo "make solutions  re-execute solutions/*.py into solutions/*.ipynb (stored outputs)"
 	@echo "make lessons    regenerate lessons/ from solutions/ with otter assign"
 	@echo "make bench      time every notebook (prints a table)"
+	@echo "make grade SUBMISSIONS=dir OUT=dir [LESSON=03] [JOBS=2] [TIMEOUT=120]   grade submitted notebooks"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +44,10 @@ lessons: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) tools/bench_notebooks.py
+
+grade: $(STAMP)
+	@test -n "$(SUBMISSIONS)" -a -n "$(OUT)" || { echo "usage: make grade SUBMISSIONS=dir OUT=dir [LESSON=03] [JOBS=2] [TIMEOUT=120]"; exit 2; }
+	$(VENV)/bin/attn-course grade "$(SUBMISSIONS)" --out "$(OUT)" $(if $(LESSON),--lesson "$(LESSON)") $(if $(JOBS),--jobs $(JOBS)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info

@@ -17,3 +17,7 @@ __all__ = [
     "masked_softmax", "padding_mask", "randn", "scaled_dot_product_attention", "scaled_dot_scores",
     "seed_everything", "softmax_with_temperature", "weighted_sum",
 ]
+
+from .self_cross import CrossAttention, SelfAttention, cross_attention, self_attention  # noqa: E402
+
+__all__ += ["CrossAttention", "SelfAttention", "cross_attention", "self_attention"]

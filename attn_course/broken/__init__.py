@@ -5,5 +5,14 @@ differs from it by a small change that a real tutorial or a real code base has s
 do not say what is wrong: finding that out is the exercise. The answers live with the solutions.
 """
 from .v2 import attention_weights_v2, pad_batch_v2, scaled_dot_scores_v2
+from .self_v2 import cross_attention_v2
+from .heads_v2 import merge_heads_v2, multi_head_attention_v2, split_heads_v2
+from .hard_v2 import hard_attention_v2
+from .block_v2 import (SinusoidalPositionalEncoding_v2, TransformerBlock_v2, masked_softmax_v2,
+                       masked_softmax_v3, masked_softmax_v4)
 
-__all__ = ["attention_weights_v2", "pad_batch_v2", "scaled_dot_scores_v2"]
+__all__ = ["cross_attention_v2", "attention_weights_v2", "pad_batch_v2", "scaled_dot_scores_v2",
+           "merge_heads_v2", "multi_head_attention_v2", "split_heads_v2",
+           "hard_attention_v2",
+           "SinusoidalPositionalEncoding_v2", "TransformerBlock_v2", "masked_softmax_v2", "masked_softmax_v3",
+           "masked_softmax_v4"]

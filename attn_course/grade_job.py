@@ -1,0 +1,251 @@
+"""One submission, graded with otter-grader's own machinery inside ``attn_course.sandbox``.
+
+``main(spec)`` runs in a process forked from the grading server (``grade_preload``). It lays out the
+folder ``otter run`` would (``autograder/source`` from the lesson's autograder zip,
+``autograder/submission`` with the notebook and a copy of the tests), then, in the sandbox, calls
+otter's ``PythonRunner.run``: otter's ``GradingPreprocessor`` adds its grading cells, the notebook
+executes, and otter's ``Checker`` runs every test, public and hidden, with its points. One thing
+differs from ``otter run``: the cells execute in this process, in an IPython shell, instead of a
+Jupyter kernel started per submission (three times faster here; the learner's code shares the
+process with the tests either way). Figures are not rendered (plain-text display only).
+
+It writes ``result.json`` in the work folder: per question the score, the points possible and each
+test case (name, hidden, points, passed, message); the cells that raised; the notebook's output
+size. Its own stdout and stderr go to ``output.log`` there.
+"""
+import io
+import json
+import os
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+from . import sandbox
+
+OUTPUT_KEEP = 32 * 1024  # bytes of the notebook's printed output kept for the log
+
+
+class CappedText(io.TextIOBase):
+    """A text stream that keeps the first ``keep`` characters and counts the rest (megabytes of output are cheap)."""
+
+    def __init__(self, keep=OUTPUT_KEEP):
+        self.keep, self.parts, self.kept, self.total = keep, [], 0, 0
+
+    def writable(self):
+        return True
+
+    def write(self, text):
+        text = str(text)
+        self.total += len(text)
+        if self.kept < self.keep:
+            self.parts.append(text[:self.keep - self.kept])
+            self.kept += len(self.parts[-1])
+        return len(text)
+
+    def getvalue(self):
+        return "".join(self.parts)
+
+
+def _shell_class():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    class GradingShell(InteractiveShell):
+        """IPython without a front end: ``%matplotlib inline`` needs no GUI event loop."""
+
+        def enable_gui(self, gui=None):
+            pass
+
+    return GradingShell
+
+
+class InProcessExecutor:
+    """Stands in for nbconvert's ``ExecutePreprocessor`` inside otter's ``grade_notebook``.
+
+    Runs each code cell with ``InteractiveShell.run_cell`` and goes on after an error (otter grades
+    with ``allow_errors``). Records which cells raised, and the printed output (capped).
+    """
+
+    def __init__(self, config=None, **kwargs):
+        self.cell_errors, self.output = [], CappedText()
+
+    def preprocess(self, nb, resources=None):
+        shell = _shell_class().instance(colors="NoColor", history_length=0)
+        shell.history_manager.enabled = False
+        shell.display_formatter.active_types = ["text/plain"]  # no PNG rendering
+        saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = self.output
+        try:
+            for cell in nb.cells:
+                if cell.cell_type != "code":
+                    continue
+                result = shell.run_cell(cell.source, store_history=False)
+                error = result.error_before_exec or result.error_in_exec
+                if error is not None:
+                    lines = [line for line in cell.source.splitlines() if line.strip()]
+                    self.cell_errors.append({"cell": cell.get("id"),
+                                             "source": lines[0][:80] if lines else "",
+                                             "error": f"{type(error).__name__}: {str(error)[:300]}"})
+        finally:
+            sys.stdout, sys.stderr = saved
+        return nb, resources
+
+
+def _quiet_otter(executor_holder):
+    """Point otter's grade_notebook at the in-process executor; drop its kernel log forwarding.
+
+    otter forwards a kernel's log records over TCP to a server in the grading process; in one
+    process that server would receive its own records again, endlessly.
+    """
+    import nbconvert.preprocessors
+    import otter.execute
+    import otter.logging
+
+    def make_executor(*args, **kwargs):
+        executor_holder.append(InProcessExecutor(*args, **kwargs))
+        return executor_holder[-1]
+
+    nbconvert.preprocessors.ExecutePreprocessor = make_executor
+    otter.logging.send_logs = lambda *args, **kwargs: None
+    otter.logging.set_level = lambda *args, **kwargs: None
+    otter.execute.start_server = lambda: (("127.0.0.1", 9), lambda: None)
+
+
+def _public_message(message):
+    """The exception line(s) of otter's failure message, without its header and the test's source line."""
+    lines = (message or "").splitlines()
+    if lines and lines[0].startswith("❌"):
+        lines = lines[1:]
+    if lines and lines[0].startswith("Error at line"):
+        lines = lines[1:]
+        while lines and lines[0].startswith("  "):
+            lines = lines[1:]
+    return "\n".join(lines).strip()
+
+
+def _case_names(test_file):
+    """The test functions' names, in the order otter collected them (it numbers them ``q1 - 1`` ...)."""
+    import ast
+
+    try:
+        tree = ast.parse(getattr(test_file, "source", None) or Path(test_file.path).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return []
+    return [node.name for node in tree.body if isinstance(node, ast.FunctionDef) and any(
+        getattr(getattr(d, "func", d), "id", "") == "test_case" for d in node.decorator_list)]
+
+
+def _results(scores, executor):
+    questions = {}
+    for name, test_file in scores.results.items():
+        tests, names = [], _case_names(test_file)
+        for i, tcr in enumerate(test_file.test_case_results):
+            case = tcr.test_case
+            auto = case.name == f"{name} - {i + 1}" and i < len(names)
+            tests.append({"name": names[i] if auto else case.name, "hidden": bool(case.hidden),
+                          "points": case.points, "passed": bool(tcr.passed),
+                          "message": "" if tcr.passed else _public_message(tcr.message)})
+        questions[name] = {"score": test_file.score, "possible": test_file.possible, "tests": tests}
+    error = scores.catastrophic_error
+    return {"questions": questions, "catastrophic": None if error is None else f"{type(error).__name__}: {error}",
+            "cell_errors": executor.cell_errors if executor else [],
+            "output_bytes": executor.output.total if executor else 0,
+            "output_head": executor.output.getvalue() if executor else ""}
+
+
+def _grade_inside(work, notebook_name, notes):
+    """In the sandbox: run otter's Python runner on ``work/autograder``; write ``work/result.json``."""
+    import nbformat
+    from otter.run.run_autograder.runners import create_runner
+
+    home = work / "home"
+    os.environ.update({"HOME": str(home), "TMPDIR": str(work / "tmp"), "USER": "grader", "LOGNAME": "grader",
+                       "MPLCONFIGDIR": str(home / ".config" / "matplotlib"), "IPYTHONDIR": str(home / ".ipython"),
+                       "JUPYTER_CONFIG_DIR": str(home / ".jupyter"), "JUPYTER_DATA_DIR": str(home / ".local"),
+                       "ATTN_COURSE_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": ""})   # grading is CPU-only
+    import tempfile
+    tempfile.tempdir = None
+    autograder_dir = work / "autograder"
+    config = json.loads((autograder_dir / "source" / "otter_config.json").read_text())
+    runner = create_runner(config, autograder_dir=str(autograder_dir), logo=False, print_summary=False,
+                           print_score=False)
+    runner.ag_config.otter_run = True
+    executors = []
+    _quiet_otter(executors)
+    original = nbformat.read(autograder_dir / "submission" / notebook_name, as_version=4)
+    numbers = {cell.get("id"): n for n, cell in enumerate(original.cells, start=1)}
+    os.chdir(autograder_dir)
+    scores = runner.run()
+    executor = executors[-1] if executors else None
+    if executor is not None:
+        for error in executor.cell_errors:
+            error["cell"] = numbers.get(error["cell"]) if error["cell"] else None
+    result = _results(scores, executor)
+    result["notes"] = list(notes)
+    partial = work / "result.json.partial"
+    partial.write_text(json.dumps(result))
+    os.replace(partial, work / "result.json")
+    sys.stdout.flush()
+    os._exit(0)  # a learner's stray thread must not keep the process alive
+
+
+def prepare(work, notebook_name, lesson, uid):
+    """Lay out otter's folders from ``work/submission.ipynb`` and ``work/autograder.zip``; hand them to ``uid``.
+
+    The notebook is saved as ``notebook_name``, with otter's ``assignment_name`` set to ``lesson``
+    where the learner's copy lost it (otter refuses a notebook without it).
+
+    Returns the paths the sandbox makes read-only (the tests). The tests and the notebook stay
+    owned by the grader; the submission folder is sticky, so the learner's code may add files
+    there but cannot rename or replace the tests.
+    """
+    autograder = work / "autograder"
+    source, submission = autograder / "source", autograder / "submission"
+    for folder in (source, submission, autograder / "results", work / "home", work / "tmp"):
+        folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(work / "autograder.zip") as zf:
+        zf.extractall(source)
+    (work / "autograder.zip").unlink()
+    nb = json.loads((work / "submission.ipynb").read_text(encoding="utf-8"))
+    (work / "submission.ipynb").unlink()
+    if not isinstance(nb.get("metadata"), dict):
+        nb["metadata"] = {}
+    if not isinstance(nb["metadata"].get("otter"), dict):
+        nb["metadata"]["otter"] = {}
+    nb["metadata"]["otter"].setdefault("assignment_name", lesson)
+    (submission / notebook_name).write_text(json.dumps(nb), encoding="utf-8")
+    (autograder / "submission_metadata.json").write_text("{}")
+    for init in (autograder / "__init__.py", submission / "__init__.py"):
+        init.write_text("")
+    shutil.copytree(source / "tests", submission / "tests")       # what otter's prepare_files does
+    shutil.rmtree(source / "tests")
+    for path in [submission / "tests", *(submission / "tests").iterdir(), submission / notebook_name]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    if uid is not None:
+        for path in [work, *work.rglob("*")]:
+            if not path.is_relative_to(submission / "tests") and path != submission / notebook_name:
+                os.chown(path, uid, uid)
+        os.chown(submission, 0, 0)
+        submission.chmod(0o1777)
+    return [submission / "tests"]
+
+
+def main(spec):
+    """The job process: prepare, grade in the sandbox, exit with the sandboxed child's exit code."""
+    from . import tripwire
+
+    tripwire.enable()                                   # armed by grade_preload too; this keeps it so
+    work = Path(spec["work_dir"])
+    log = os.open(work / "output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", buffering=0), write_through=True)
+    sys.stderr = sys.stdout
+    readonly = prepare(work, spec["notebook_name"], spec["lesson"], spec["uid"])
+    plan = sandbox.Plan(work_dir=work, hide=spec["hide"], keep=spec["keep"], readonly=readonly, uid=spec["uid"],
+                        limits=sandbox.Limits(**spec["limits"]))
+    code = sandbox.run(lambda inside: _grade_inside(inside, spec["notebook_name"], plan.notes), plan)
+    (work / "notes.json").write_text(json.dumps(plan.notes))
+    sys.stdout.flush()
+    os._exit(code if code >= 0 else 128 - code)

@@ -1,0 +1,159 @@
+"""The grader's reports: grades.csv, feedback/<submission>.md and the summary printed at the end.
+
+grades.csv has the columns ``submission, lesson, <one per question>, total, max, status``, one row
+per file of the submissions folder. With submissions of several lessons in one folder, each
+question column is named ``<lesson>:<question>`` (lessons share question names such as
+``q3_bug_hunt``). A submission that could not be graded scores 0 on its lesson's questions; one
+whose lesson is unknown has empty question cells and an empty ``max``.
+
+A feedback file gives the score of each question and, for each test case, whether it passed: a
+public test (the self-check the learner saw) with its message, a hidden test by name and points
+only.
+"""
+import ast
+import csv
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+
+def _literal(node):
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError):
+        return None
+
+
+def question_points(zip_path):
+    """``{question: points possible}`` read from an autograder's exception-based test files.
+
+    Follows otter's rules: ``points = [a, b]`` gives each test case its points; ``points = n`` is
+    the question's total; otherwise the test cases' own ``points=``, or 1 for the question.
+    """
+    questions = {}
+    with zipfile.ZipFile(zip_path) as zf:
+        for member in sorted(n for n in zf.namelist() if n.startswith("tests/") and n.endswith(".py")):
+            tree = ast.parse(zf.read(member))
+            name, total, cases = Path(member).stem, None, []
+            for node in tree.body:
+                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                    if node.targets[0].id == "name":
+                        name = _literal(node.value) or name
+                    elif node.targets[0].id == "points":
+                        total = _literal(node.value)
+                elif isinstance(node, ast.FunctionDef):
+                    for deco in node.decorator_list:
+                        if isinstance(deco, ast.Call) and getattr(deco.func, "id", "") == "test_case":
+                            kw = {k.arg: _literal(k.value) for k in deco.keywords}
+                            cases.append(kw.get("points"))
+            if isinstance(total, list):
+                possible = sum(total)
+            elif isinstance(total, (int, float)):
+                possible = total
+            elif all(p in (0, None) for p in cases):
+                possible = 1 if None in cases else 0
+            else:
+                possible = sum(p for p in cases if p is not None)
+            questions[name] = possible
+    return questions
+
+
+def _num(x):
+    return "" if x is None else (int(x) if float(x) == int(x) else round(float(x), 3))
+
+
+def _columns(subs, points, extra=()):
+    lessons = sorted({s.lesson for s in subs if s.lesson in points} | {e for e in extra if e in points})
+    qualified = len(lessons) > 1
+    return [(lesson, q, f"{lesson}:{q}" if qualified else q) for lesson in lessons for q in points[lesson]]
+
+
+def rows(subs, points):
+    """The CSV rows as dicts (column -> value), in the order of ``subs``."""
+    columns = _columns(subs, points)
+    out = []
+    for sub in subs:
+        row = {"submission": sub.name, "lesson": sub.lesson or ""}
+        known = sub.lesson in points
+        graded = (sub.result or {}).get("questions", {})
+        scores = {q: graded.get(q, {}).get("score", 0) for q in points.get(sub.lesson, {})}
+        for lesson, q, column in columns:
+            row[column] = _num(scores[q]) if lesson == sub.lesson else ""
+        row["total"] = _num(sum(scores.values())) if known else 0
+        row["max"] = _num(sum(points[sub.lesson].values())) if known else ""
+        row["status"] = sub.status
+        out.append(row)
+    return out
+
+
+def _feedback(sub, points):
+    lines = [f"# {sub.name}", ""]
+    questions = points.get(sub.lesson, {})
+    result = sub.result or {}
+    got = {q: result.get("questions", {}).get(q, {}).get("score", 0) for q in questions}
+    score = (f"score **{_num(sum(got.values()))} / {_num(sum(questions.values()))}**" if questions
+             else "not graded")
+    lines.append(f"Lesson {sub.lesson or 'unknown'} · {score} · status: {sub.status}")
+    if sub.status != "ok":
+        lines += ["", "This submission could not be graded as it is. Check that it is the lesson's notebook, "
+                      "that it opens in JupyterLab, and that *Restart Kernel and Run All Cells* finishes."]
+    if questions:
+        lines += ["", "| question | points | max |", "|---|---|---|"]
+        lines += [f"| {q} | {_num(got[q])} | {_num(p)} |" for q, p in questions.items()]
+    for q, detail in result.get("questions", {}).items():
+        lines += ["", f"## {q}: {_num(detail['score'])} / {_num(detail['possible'])}", ""]
+        for test in detail["tests"]:
+            kind, pts = ("hidden" if test["hidden"] else "public"), _num(test["points"])
+            verdict = "passed" if test["passed"] else "failed"
+            lines.append(f"- {kind} test `{test['name']}` ({pts} point{'s' if pts != 1 else ''}): {verdict}")
+            if not test["passed"] and not test["hidden"] and test["message"]:
+                lines += ["", "  ```", *("  " + m for m in test["message"].splitlines()), "  ```"]
+    errors = result.get("cell_errors") or []
+    if errors:
+        lines += ["", "## Cells that raised an error", ""]
+        for e in errors[:20]:
+            where = f"cell {e['cell']}" if e.get("cell") else "a cell"
+            lines.append(f"- {where} (`{e['source']}`): {e['error']}")
+    return "\n".join(lines) + "\n"
+
+
+def write(subs, points, out_dir, lessons=()):
+    """Write ``out_dir/grades.csv`` and ``out_dir/feedback/*.md``; ``lessons`` get columns even without rows."""
+    out_dir = Path(out_dir)
+    header = ["submission", "lesson", *[c for _, _, c in _columns(subs, points, lessons)], "total", "max", "status"]
+    with open(out_dir / "grades.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows(subs, points))
+    feedback = out_dir / "feedback"
+    feedback.mkdir(exist_ok=True)
+    for sub in subs:
+        (feedback / sub.feedback).write_text(_feedback(sub, points), encoding="utf-8")
+
+
+def _table(header, body):
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)),
+                      *(fmt.format(*map(str, r)) for r in body)])
+
+
+def summary(subs, points, out_dir, seconds, jobs, sandbox_description):
+    """The table printed at the end: mean score per question, count per status, where the files are."""
+    table = rows(subs, points)
+    body = []
+    for lesson, q, column in _columns(subs, points):
+        values = [r[column] for r in table if r["lesson"] == lesson]
+        body.append([lesson, q, len(values), f"{sum(values) / len(values):.2f}" if values else "-",
+                     _num(points[lesson][q])])
+    parts = [f"graded {len(subs)} submission{'s' if len(subs) != 1 else ''} in {seconds:.0f} s with {jobs} "
+             f"job{'s' if jobs != 1 else ''}; sandbox: {sandbox_description}"]
+    if body:
+        parts += ["", _table(["lesson", "question", "n", "mean", "max"], body)]
+    counts = Counter(s.status for s in subs)
+    if counts:
+        parts += ["", _table(["status", "count"], sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))]
+    out_dir = Path(out_dir)
+    parts += ["", f"wrote {out_dir / 'grades.csv'}, {out_dir / 'feedback'}/ ({len(subs)} files) and "
+                  f"{out_dir / 'grading.log'}"]
+    return "\n".join(parts)

@@ -1,0 +1,235 @@
+"""The classroom grader: a folder of submitted notebooks -> grades.csv, a feedback file each, a log.
+
+``grade(submissions, out_dir, ...)`` (the command ``attn-course grade``) finds each submission's
+lesson (otter's ``assignment_name`` in the notebook's metadata, else a lesson name inside the file
+name), fetches the lesson's autograder (``attn_course.assign.autograder``: rebuilt when missing or
+stale), and grades every notebook on a copy, in a process of its own forked from a server that has
+already imported torch and otter (``grade_preload``), inside ``attn_course.sandbox``, with a
+wall-clock timeout. Nothing in the submissions folder is ever written. A submission that cannot be
+graded (not a notebook, unknown lesson, timeout, crash) gets a row whose ``status`` says why; the
+run goes on. Reports: ``attn_course.grade_report``.
+"""
+import json
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
+import site
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+from . import assign, grade_report, sandbox
+from .submissions import discover, resolve_lesson
+
+_SYSTEM = {Path(p) for p in ("/", "/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/opt", "/var", "/srv",
+                             "/home", "/proc", "/sys", "/dev", "/run", "/tmp", "/mnt", "/media")}  # never hidden
+LOG = logging.getLogger("attn_course.grading")
+
+
+def _tests_in_zip(zip_path):
+    with zipfile.ZipFile(zip_path) as zf:
+        return {Path(n).name: zf.read(n) for n in zf.namelist() if n.startswith("tests/") and not n.endswith("/")}
+
+
+def _tests_intact(work, expected):
+    folder = work / "autograder" / "submission" / "tests"
+    try:
+        found = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    except OSError:
+        return False
+    return {k: v for k, v in found.items() if not k.startswith("__")} == expected
+
+
+def _read_result(work):
+    path = work / "result.json"
+    if not path.is_file() or path.stat().st_size > 16 << 20:
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _finish(sub, work, exitcode, timed_out, timeout, expected_tests):
+    result = _read_result(work)
+    notes_file = work / "notes.json"
+    sub.notes = (result or {}).get("notes") or (json.loads(notes_file.read_text()) if notes_file.is_file() else [])
+    log_tail = ""
+    if (work / "output.log").is_file():
+        with open(work / "output.log", "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 4000))
+            log_tail = f.read().decode("utf-8", "replace")
+    if timed_out:
+        sub.status = f"timeout after {timeout:g} s"
+    elif result is not None and result.get("catastrophic"):
+        sub.status = "grading error: " + result["catastrophic"][:120]
+    elif result is not None and not _tests_intact(work, expected_tests):
+        sub.status = "tests modified by the submission: not graded"
+    elif result is not None:
+        sub.status, sub.result = "ok", result
+    elif exitcode == sandbox.SETUP_FAILED:
+        sub.status = "sandbox error (see grading.log)"
+    elif exitcode == 128 + 24:
+        sub.status = "CPU time limit exceeded"
+    elif exitcode is not None and exitcode > 128:
+        sub.status = f"killed by signal {exitcode - 128} (memory limit?)"
+    else:
+        sub.status = f"exited early (code {exitcode})"
+    details = [f"exit code {exitcode}"]
+    if result is not None:
+        details += [f"{len(result.get('cell_errors', []))} cells raised",
+                    f"{result.get('output_bytes', 0)} characters printed"]
+    LOG.info("%s: %s in %.1f s (%s)%s", sub.name, sub.status, sub.seconds, "; ".join(details),
+             "".join(f"\n    sandbox note: {n}" for n in sub.notes))
+    for error in (result or {}).get("cell_errors", [])[:10]:
+        LOG.info("    cell %s (%s): %s", error.get("cell") or "?", error.get("source", ""), error.get("error", ""))
+    if result is not None and result.get("cell_errors") and result.get("output_head", "").strip():
+        LOG.info("    its output begins:\n%s", "\n".join("      " + line[:200] for line in
+                                                          result["output_head"][:1500].splitlines()))
+    if sub.status != "ok" and log_tail.strip():
+        LOG.info("%s: end of its grading output:\n%s", sub.name, log_tail.rstrip())
+
+
+def _start(ctx, sub, work, zip_path, uid, limits, hide, keep):
+    from . import grade_job
+
+    work.mkdir()
+    shutil.copyfile(sub.path, work / "submission.ipynb")
+    shutil.copyfile(zip_path, work / "autograder.zip")
+    spec = {"work_dir": str(work), "notebook_name": f"{sub.lesson}.ipynb", "lesson": sub.lesson, "uid": uid,
+            "hide": hide, "keep": keep, "limits": vars(limits)}
+    process = ctx.Process(target=grade_job.main, args=(spec,), name=f"grade {sub.name}")
+    process.start()
+    return process
+
+
+def run_jobs(subs, zips, out_dir, submissions_dir, timeout, jobs, limits, bar=None):
+    """Grade every Submission without a status, ``jobs`` at a time; fill in status, result and seconds."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["attn_course.grade_preload"])
+    submissions_dir = Path(submissions_dir).resolve()
+    hide = [str(p) for p in {assign.ROOT, submissions_dir if submissions_dir.is_dir() else submissions_dir.parent,
+                             Path(out_dir).resolve(), Path.home(), Path("/root")} if p not in _SYSTEM]
+    keep = [str(Path(assign.__file__).resolve().parent), sys.prefix, sys.base_prefix, *site.getsitepackages(),
+            site.getusersitepackages()]                       # what the notebook may import; nothing that holds
+    keep = [k for k in keep if Path(k).is_dir() and not any(Path(h).is_relative_to(k) for h in hide)]  # a hidden one
+    expected = {lesson: _tests_in_zip(z) for lesson, z in zips.items()}
+    base = Path(tempfile.mkdtemp(prefix="attn-course-grade-"))
+    base.chmod(0o711)
+    pending, running, slots = [s for s in subs if s.status is None], {}, list(range(jobs))
+    try:
+        while pending or running:
+            while pending and slots:
+                sub, slot = pending.pop(0), slots.pop(0)
+                work, uid = base / f"{len(running)}-{slot}-{time.monotonic_ns()}", sandbox.job_uid(slot)
+                try:
+                    process = _start(ctx, sub, work, zips[sub.lesson], uid, limits, hide, keep)
+                except OSError as exc:                                    # the file went away meanwhile
+                    sub.status = f"could not read the submission ({exc.strerror})"
+                    LOG.info("%s: %s", sub.name, sub.status)
+                    slots.append(slot)
+                    if bar is not None:
+                        bar.update(1)
+                    continue
+                running[process.sentinel] = (process, sub, work, time.monotonic(), slot, uid)
+            if not running:
+                continue
+            now = time.monotonic()
+            wait_for = max(0.05, min(start + timeout - now for _, _, _, start, _, _ in running.values()))
+            multiprocessing.connection.wait(list(running), timeout=wait_for)
+            for sentinel, (process, sub, work, start, slot, uid) in list(running.items()):
+                alive = process.is_alive()
+                timed_out = alive and time.monotonic() - start > timeout
+                if alive and not timed_out:
+                    continue
+                if timed_out:
+                    sandbox.kill_tree(process.pid, uid)
+                process.join(10)
+                sub.seconds = time.monotonic() - start
+                if uid is not None:
+                    sandbox.kill_tree(process.pid, uid)                  # anything left behind by that user
+                _finish(sub, work, process.exitcode, timed_out, timeout, expected[sub.lesson])
+                shutil.rmtree(work, ignore_errors=True)
+                del running[sentinel]
+                slots.append(slot)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(sub.name[:30])
+    finally:
+        for process, _, _, _, _, uid in running.values():
+            sandbox.kill_tree(process.pid, uid)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def grade(submissions, out_dir, lesson=None, timeout=120.0, jobs=None, memory_mb=6144, progress=True):
+    """Grade a folder of notebooks (or one notebook); write OUT_DIR/grades.csv, feedback/, grading.log.
+
+    Returns the exit code: 0 graded (whatever the statuses), 1 nothing to grade (an empty CSV is
+    written), 2 bad arguments (message printed).
+    """
+    from tqdm import tqdm
+
+    submissions, out_dir = Path(submissions), Path(out_dir)
+    if not submissions.exists():
+        print(f"attn-course grade: {submissions} does not exist")
+        return 2
+    known = assign.lessons()
+    try:
+        forced = resolve_lesson(lesson, known) if lesson else None
+    except ValueError as exc:
+        print(f"attn-course grade: {exc}")
+        return 2
+    jobs = max(1, jobs or min(os.cpu_count() or 1, 8))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out_dir / "grading.log", mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    started = time.monotonic()
+    try:
+        description = sandbox.probe()
+        LOG.info("grading %s into %s; timeout %g s, %d jobs, %d MiB per process; sandbox: %s",
+                 submissions, out_dir, timeout, jobs, memory_mb, description)
+        try:
+            subs = discover(submissions, known, forced)
+        except OSError as exc:
+            print(f"attn-course grade: cannot read {submissions}: {exc.strerror}")
+            return 2
+        zips = {}
+        for name in sorted({s.lesson for s in subs if s.status is None and s.lesson}):
+            try:
+                zips[name] = assign.autograder(name)
+                LOG.info("lesson %s: autograder %s", name, zips[name])
+            except Exception as exc:                                       # a lesson that cannot be built
+                LOG.info("lesson %s: no autograder: %s", name, exc)
+                for sub in subs:
+                    if sub.lesson == name and sub.status is None:
+                        sub.status = f"no autograder for {name} (see grading.log)"
+        todo = [s for s in subs if s.status is None]
+        limits = sandbox.Limits(cpu_seconds=int(timeout) + 60, memory_bytes=memory_mb << 20)
+        if todo:
+            with tqdm(total=len(todo), desc="grading", unit="notebook", disable=not progress) as bar:
+                run_jobs(subs, zips, out_dir, submissions, timeout, min(jobs, len(todo)), limits, bar)
+        points = {name: grade_report.question_points(z) for name, z in zips.items()}
+        if forced and forced not in points:
+            try:
+                points[forced] = grade_report.question_points(assign.autograder(forced))
+            except Exception as exc:
+                LOG.info("lesson %s: no autograder: %s", forced, exc)
+        grade_report.write(subs, points, out_dir, lessons=[forced] if forced else [])
+        elapsed = time.monotonic() - started
+        LOG.info("done: %d submissions in %.1f s", len(subs), elapsed)
+        print(grade_report.summary(subs, points, out_dir, elapsed, jobs, description))
+        if not subs:
+            print(f"attn-course grade: no submissions in {submissions}; wrote an empty {out_dir / 'grades.csv'}")
+            return 1
+        return 0
+    finally:
+        LOG.removeHandler(handler)
+        handler.close()

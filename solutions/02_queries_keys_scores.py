@@ -1,0 +1,618 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [raw]
+# # ASSIGNMENT CONFIG
+# name: 02_queries_keys_scores
+# init_cell: true
+# check_all_cell: false
+# export_cell: false
+# run_tests: true
+# solutions_pdf: false
+# template_pdf: false
+# tests:
+#   files: false
+#   ok_format: false
+# generate:
+#   pdf: false
+#   show_stdout: true
+
+# %% [markdown]
+# # Lesson 02 — Queries, keys, values and scores
+#
+# **Learning goals.** After this lesson you can
+# 1. multiply batches of matrices with `torch.bmm` and `@`, and predict the result's shape,
+#    broadcasting included;
+# 2. make queries, keys and values from token embeddings with linear maps, and say what each one is for;
+# 3. compute five scoring rules on the same inputs — concat, additive (Bahdanau), dot, scaled dot,
+#    general (Luong) — and explain why the plain concat rule cannot work;
+# 4. explain, with a measurement, why the transformer divides its scores by $\sqrt{d_k}$;
+# 5. find a bug that changes no shape and raises no error.
+#
+# Lesson 01 turned a sentence into embeddings of shape `(B, T, E)`. This lesson turns embeddings
+# into `attn_scores`: one number per (query, key) pair saying how well they match. Lesson 03 turns
+# the scores into weights and the weights into context vectors.
+#
+# Shape legend (the same in every lesson): **B** batch, **L** query length, **S** key/value length,
+# **D** head_dim (the paper's $d_k$), **E** d_model, **V** vocabulary. PyTorch calls d_model
+# `embed_dim`, Hugging Face `hidden_size`.
+
+# %%
+# %matplotlib inline
+import math
+
+import matplotlib.pyplot as plt
+import torch
+from torch import nn
+
+import attn_course as ac
+from attn_course import checks, data, plot
+from attn_course.widgets import ScaleExplorer
+
+torch.set_printoptions(precision=4, sci_mode=False)
+device = ac.get_device()  # ATTN_COURSE_DEVICE = cpu | cuda | auto
+g = ac.seed_everything(0)  # a seeded CPU generator: the same numbers on every device
+
+# %% [markdown]
+# ## 1. Batched matrix products: `torch.bmm` and `@`
+#
+# Attention is mostly matrix products, done for every sentence of a batch at once.
+# `torch.bmm(a, b)` multiplies B pairs of matrices: `(B, n, m) @ (B, m, p) -> (B, n, p)`. The inner
+# sizes `m` must agree; the batch size B must be the same on both sides. Entry `[b, i, j]` is the dot
+# product of row `i` of `a[b]` with column `j` of `b[b]`.
+
+# %%
+a = ac.randn(2, 3, 4, generator=g, device=device)              # (B=2, n=3, m=4)
+b = ac.randn(2, 4, 5, generator=g, device=device)              # (B=2, m=4, p=5)
+c = torch.bmm(a, b)                                             # (2, 3, 4) @ (2, 4, 5) -> (2, 3, 5)
+print("torch.bmm:", tuple(a.shape), "@", tuple(b.shape), "->", tuple(c.shape))
+one_by_one = torch.stack([a[i] @ b[i] for i in range(2)])       # two (3, 4) @ (4, 5) -> (2, 3, 5)
+checks.expect_tensor("torch.bmm(a, b)", c, one_by_one, legend="(B, n, p)")
+print("equal to one matrix product per batch element: yes")
+row_dot_column = (a[0, 1] * b[0, :, 2]).sum()                   # row 1 of a[0] . column 2 of b[0]
+print(f"c[0, 1, 2] = {c[0, 1, 2].item():.3f} = row 1 of a[0] . column 2 of b[0] = {row_dot_column.item():.3f}")
+
+# %% [markdown]
+# The operator `@` (`torch.matmul`) does the same and more: it treats every dimension but the last
+# two as batch dimensions and **broadcasts** them, as `+` does. A weight matrix without a batch
+# dimension is shared by the whole batch, and a size-1 dimension stretches to match. `torch.bmm`
+# accepts exactly three dimensions and equal batch sizes, nothing else.
+
+# %%
+weight = ac.randn(4, 5, generator=g, device=device)             # (m=4, p=5): no batch dim
+print("a @ weight:     ", tuple((a @ weight).shape))            # (2, 3, 4) @ (4, 5) -> (2, 3, 5)
+q_heads = ac.randn(2, 8, 3, 4, generator=g, device=device)      # (B=2, H=8, L=3, D=4)
+k_heads = ac.randn(2, 8, 6, 4, generator=g, device=device)      # (B=2, H=8, S=6, D=4)
+print("q @ k^T per head:", tuple((q_heads @ k_heads.transpose(-2, -1)).shape))  # (2, 8, 3, 4) @ (2, 8, 4, 6) -> (2, 8, 3, 6)
+left = ac.randn(2, 1, 3, 4, generator=g, device=device)         # (2, 1, 3, 4)
+right = ac.randn(1, 6, 4, 5, generator=g, device=device)        # (1, 6, 4, 5)
+print("broadcast 1s:   ", tuple((left @ right).shape))          # batch (2, 1) with (1, 6) -> (2, 6): (2, 6, 3, 5)
+try:
+    torch.bmm(a, weight)                                        # (2, 3, 4) with (4, 5): not 3-D
+except RuntimeError as err:
+    print("torch.bmm(a, weight) raises", type(err).__name__, "- bmm does not broadcast")
+
+# %% [markdown]
+# `k_heads.transpose(-2, -1)` swaps the last two axes only: `(B, H, S, D) -> (B, H, D, S)`. Never
+# `.T` on a tensor of more than two dimensions: it reverses *all* axes.
+#
+# ## 2. Queries, keys and values
+#
+# Attention was born in translation (Bahdanau et al. 2015). An **encoder** reads the source
+# sentence into one state per word; a **decoder** writes the translation one word at a time. At
+# each step the decoder
+#
+# - asks a **query**: "what do I need now?" (from its own state),
+# - matches it against a **key** per source word: "what do I contain?" — one score per pair,
+# - and gets back a mix of the **values**: "what I hand over if chosen", weighted by the scores.
+#
+# It is a soft dictionary lookup. A Python `dict` returns the one value whose key equals the query
+# exactly; attention returns a blend of all values, weighted by how well each key matches.
+
+# %%
+dict_keys = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])  # (S=3, D=2): three keys
+dict_values = torch.tensor([[10.0], [20.0], [30.0]])               # (S=3, Dv=1): what each key holds
+probe = torch.tensor([[0.5, 3.0]])                                 # (L=1, D=2): a query close to key 1
+attn_scores = probe @ dict_keys.transpose(-2, -1)                  # (1, 2) @ (2, 3) -> (1, 3)
+attn_weights = torch.softmax(attn_scores, dim=-1)                  # (1, 3), sums to 1 over the keys
+print("attn_scores: ", attn_scores.round(decimals=3))
+print("attn_weights:", attn_weights.round(decimals=3))
+print("answer:      ", (attn_weights @ dict_values).round(decimals=2), "(the value of key 1 is 20)")  # (1, 3) @ (3, 1) -> (1, 1)
+
+# %% [markdown]
+# Where do queries, keys and values come from? From the embeddings, through three learned linear
+# maps (Vaswani et al. 2017, section 3.2.2):
+#
+# $$Q = X W_Q, \qquad K = X W_K, \qquad V = X W_V, \qquad X \in \mathbb{R}^{T \times E},\; W_Q, W_K, W_V \in \mathbb{R}^{E \times D}.$$
+#
+# The same word gets three different vectors, one per role. We take a real sentence (Dickens), give
+# each token a seeded random embedding (lesson 01), and build the three maps with `nn.Linear`. Its
+# weights are set so that queries and keys have entries of variance about 1; section 4 shows why
+# that matters.
+
+# %%
+tokens = data.tokenize(data.sentences()[0])                     # Dickens, A Tale of Two Cities
+vocab = data.Vocab([tokens])
+ids = torch.tensor([vocab.encode(tokens)])                      # (B=1, T=14)
+E, D = 32, 16                                                   # d_model, head_dim (= d_k)
+embedding = nn.Embedding(len(vocab), E)                         # V rows of E numbers
+q_proj, k_proj, v_proj = (nn.Linear(E, D, bias=False) for _ in range(3))  # E -> D, three roles
+with torch.no_grad():
+    embedding.weight.copy_(ac.randn(len(vocab), E, generator=g))
+    for proj in (q_proj, k_proj, v_proj):
+        proj.weight.copy_(ac.randn(D, E, generator=g) / math.sqrt(E))   # (D, E): entries of variance 1/E
+    q_proj, k_proj, v_proj = q_proj.to(device), k_proj.to(device), v_proj.to(device)
+    x = embedding(ids).to(device)                               # (1, 14) -> (1, 14, E=32)
+    query, key, value = q_proj(x), k_proj(x), v_proj(x)         # (1, 14, 32) -> (1, 14, D=16) each
+print(tokens)
+print("x:", tuple(x.shape), " query:", tuple(query.shape), " key:", tuple(key.shape), " value:", tuple(value.shape))
+checks.expect_tensor("query", query, x @ q_proj.weight.transpose(0, 1), legend="(B, T, D)")
+print("nn.Linear(x) equals x @ W^T: yes;  std of query entries:", round(query.std().item(), 2))
+
+# %% [markdown]
+# Here all three come from the same sentence: every word asks about every word (self-attention,
+# lesson 05), so L = S = 14. In translation the queries come from the decoder and the keys and
+# values from the encoder, and L ≠ S. Three decoder states ask about the 14 source words:
+
+# %%
+decoder_states = ac.randn(1, 3, E, generator=g, device=device)  # (B=1, L=3, E): three decoder steps
+with torch.no_grad():
+    dec_query = q_proj(decoder_states)                          # (1, 3, E) -> (1, 3, D)
+cross_scores = torch.bmm(dec_query, key.transpose(1, 2))        # (1, 3, D) @ (1, D, 14) -> (1, 3, 14)
+cross_context = torch.softmax(cross_scores, dim=-1) @ value     # (1, 3, 14) @ (1, 14, D) -> (1, 3, D)
+print("scores:", tuple(cross_scores.shape), "= one per (decoder step, source word)")
+print("what each step gets back:", tuple(cross_context.shape), "= one mix of values per query")
+
+# %% [markdown]
+# ## 3. Five scoring rules
+#
+# A scoring rule maps a query $q_i$ and a key $k_j$ to one number $e_{ij}$. Over all pairs it turns
+# `query (B, L, Dq)` and `key (B, S, Dk)` into `attn_scores (B, L, S)`. The classic rules:
+#
+# | rule | $e_{ij}$ | parameters | source |
+# |---|---|---|---|
+# | concat | $w^\top [q_i ; k_j] + b$ | $w \in \mathbb{R}^{D_q + D_k}$ | one linear layer on the concatenation |
+# | additive | $v^\top \tanh(W_q q_i + W_k k_j)$ | $W_q, W_k \in \mathbb{R}^{A \times D}$, $v \in \mathbb{R}^A$ | Bahdanau et al. 2015, appendix A.1.2 |
+# | dot | $q_i^\top k_j$ | none | Luong et al. 2015, eq. 8 |
+# | scaled dot | $q_i^\top k_j / \sqrt{d_k}$ | none | Vaswani et al. 2017, eq. 1 |
+# | general | $q_i^\top W k_j$ | $W \in \mathbb{R}^{D_q \times D_k}$ | Luong et al. 2015, eq. 8 |
+#
+# The additive rule is the concat rule with a $\tanh$ and a second layer: $W_q q + W_k k = W[q; k]$
+# with $W = [W_q\; W_k]$. (Luong et al. call that tanh version "concat"; here "concat" is the plain
+# linear layer.) `attn_course.AttentionScore(method, query_dim)` wraps all five behind one
+# interface; we run them on the same queries and keys. Their parameters are random: nothing is
+# trained yet.
+
+# %%
+methods = ["concat", "additive", "dot", "scaled_dot", "general"]
+torch.manual_seed(0)                                            # AttentionScore draws its parameters
+rules = {m: ac.AttentionScore(m, query_dim=D).to(device) for m in methods}
+with torch.no_grad():
+    rule_scores = {m: rule(query, key)[0] for m, rule in rules.items()}   # (1, 14, D) x (1, 14, D) -> (14, 14)
+rule_weights = {m: torch.softmax(s, dim=-1) for m, s in rule_scores.items()}  # (14, 14), rows sum to 1
+print(f"{'rule':>10} | parameters | attn_scores | score std | mean max weight")
+for m in methods:
+    n_params = sum(p.numel() for p in rules[m].parameters())
+    print(f"{m:>10} | {n_params:10d} | {tuple(rule_scores[m].shape)!s:>11} | {rule_scores[m].std().item():9.2f} "
+          f"| {rule_weights[m].max(dim=-1).values.mean().item():.3f}")
+checks.expect_tensor("scaled_dot", rule_scores["scaled_dot"], rule_scores["dot"] / math.sqrt(D))
+checks.expect_tensor("general", rule_scores["general"], query[0] @ rules["general"].weight @ key[0].transpose(0, 1))
+print("scaled_dot = dot / sqrt(D) and general = q W k^T: checked")
+
+# %% [markdown]
+# Every rule gives a `(14, 14)` matrix, but of very different spreads: the untrained concat and
+# additive rules give small scores and nearly uniform weights; dot and general, the largest. Below
+# are the attention weights (softmax over each row), each panel on its own colour scale so that its
+# pattern shows. Rows are queries, columns keys.
+
+# %%
+titles = [r"concat: $w^\top[q;k]+b$", r"additive: $v^\top\tanh(W_q q+W_k k)$", r"dot: $q^\top k$",
+          r"scaled dot: $q^\top k/\sqrt{d_k}$", r"general: $q^\top W k$"]
+fig = plot.attention_grid([rule_weights[m] for m in methods], titles, tokens, tokens, ncols=3,
+                          share_scale=False, panel_size=(4.6, 4.0))
+fig.suptitle("attn_weights of five scoring rules on the same queries and keys (each panel its own colour scale)")
+plt.show()
+
+# %% [markdown]
+# Two things to see:
+#
+# - The rows of "it", "was", "the", "of", "times" appear twice, identical: the same token has the
+#   same embedding and so the same query. Nothing here knows *where* a token is (lesson 07).
+# - **Every row of the concat panel is the same.** Whatever the query, concat ranks the keys the
+#   same way. Why? $w^\top [q_i ; k_j] + b = w_q^\top q_i + w_k^\top k_j + b$: the query's term
+#   $w_q^\top q_i$ is the same for every key $j$, and softmax ignores anything added to a whole row.
+#   The query is never asked. The tanh of the additive rule mixes $q_i$ and $k_j$ before the sum and
+#   fixes exactly that.
+
+# %%
+w_concat = rules["concat"].linear.weight[0]                     # (Dq + Dk,) = [w_q ; w_k]
+w_q, w_k = w_concat[:D], w_concat[D:]                           # (D,), (D,)
+with torch.no_grad():
+    query_term = query[0] @ w_q                                 # (14, D) @ (D,) -> (14,): one number per query
+    key_term = key[0] @ w_k                                     # (14, D) @ (D,) -> (14,): one number per key
+    split = query_term[:, None] + key_term[None, :] + rules["concat"].linear.bias  # (14, 1) + (1, 14) -> (14, 14)
+checks.expect_tensor("concat scores", rule_scores["concat"], split)
+print("concat scores = query term + key term + b: checked")
+for m in ("concat", "additive"):
+    spread = (rule_weights[m] - rule_weights[m][0]).abs().max().item()   # largest gap to row 0
+    print(f"{m:>8}: largest difference between two rows of attn_weights = {spread:.3f}")
+
+# %% [markdown]
+# One more connection. The transformer scores with a dot product of *projected* vectors:
+# $(x_i W_Q) \cdot (x_j W_K) = x_i^\top (W_Q W_K^\top)\, x_j$. That is the general rule on the
+# embeddings, with a $W$ of rank at most D. Two small maps do the work of one big $E \times E$ matrix.
+
+# %%
+with torch.no_grad():
+    W_general = q_proj.weight.transpose(0, 1) @ k_proj.weight   # (E, D) @ (D, E) -> (E, E)
+    checks.expect_tensor("general scores on x", ac.general_scores(x, x, W_general), ac.dot_scores(query, key),
+                         legend="(B, L, S)", atol=1e-4)
+print("dot(x W_q, x W_k) = general(x, x, W_q W_k^T): checked;  rank of W:",
+      torch.linalg.matrix_rank(W_general.cpu()).item(), "of", E)
+
+# %% [markdown]
+# ### Exercise 1 — scaled dot-product scores
+#
+# Write `scaled_dot_scores(query, key)` for `query (..., L, D)` and `key (..., S, D)`, returning
+# `attn_scores (..., L, S)` with $e_{ij} = q_i \cdot k_j / \sqrt{d_k}$, where $d_k$ is the last
+# dimension of `query`. Use `@` and `key.transpose(-2, -1)`, so any leading batch dimensions work.
+
+# %% [raw]
+# # BEGIN QUESTION
+# name: q1_scaled_dot_scores
+# points: [1, 2]
+
+# %% [raw]
+# # BEGIN SOLUTION
+
+# %%
+def scaled_dot_scores(query, key):
+    """attn_scores (..., L, S) = query key^T / sqrt(d_k), d_k = query.shape[-1]."""
+    """ # BEGIN PROMPT
+    raise NotImplementedError("Exercise 1: write scaled_dot_scores")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
+    d_k = query.shape[-1]
+    return query @ key.transpose(-2, -1) / math.sqrt(d_k)      # (..., L, D) @ (..., D, S) -> (..., L, S)
+    # END SOLUTION
+
+
+# %% [raw]
+# # END SOLUTION
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+def test_q1_public(scaled_dot_scores):
+    from attn_course.checks import check_scaled_dot_scores
+    check_scaled_dot_scores(scaled_dot_scores)
+
+test_q1_public(scaled_dot_scores)
+
+# %%
+# HIDDEN
+def test_q1_hidden(scaled_dot_scores):
+    from attn_course.checks import check_scaled_dot_scores
+    check_scaled_dot_scores(scaled_dot_scores, thorough=True)
+
+test_q1_hidden(scaled_dot_scores)
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
+
+# %% [markdown]
+# ### Exercise 2 — additive (Bahdanau) scores
+#
+# Write `additive_scores(query, key, w_query, w_key, v)` with
+# $e_{ij} = v^\top \tanh(W_q q_i + W_k k_j)$ for `query (..., L, Dq)`, `key (..., S, Dk)`,
+# `w_query (A, Dq)`, `w_key (A, Dk)`, `v (A,)`, returning `attn_scores (..., L, S)`.
+#
+# No loop over i and j: project once, then let broadcasting build every pair (section 1).
+# `query @ w_query.T` is `(..., L, A)`; with `unsqueeze` make it `(..., L, 1, A)` and the keys'
+# `(..., 1, S, A)`. Their sum is `(..., L, S, A)`; `tanh`, then `@ v` leaves `(..., L, S)`.
+
+# %% [raw]
+# # BEGIN QUESTION
+# name: q2_additive_scores
+# points: [1, 2]
+
+# %% [raw]
+# # BEGIN SOLUTION
+
+# %%
+def additive_scores(query, key, w_query, w_key, v):
+    """attn_scores (..., L, S) = v . tanh(W_q q_i + W_k k_j) for every query i and key j."""
+    """ # BEGIN PROMPT
+    raise NotImplementedError("Exercise 2: write additive_scores")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
+    q = (query @ w_query.T).unsqueeze(-2)                       # (..., L, Dq) -> (..., L, 1, A)
+    k = (key @ w_key.T).unsqueeze(-3)                           # (..., S, Dk) -> (..., 1, S, A)
+    return torch.tanh(q + k) @ v                                # (..., L, S, A) @ (A,) -> (..., L, S)
+    # END SOLUTION
+
+
+# %% [raw]
+# # END SOLUTION
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+def test_q2_public(additive_scores):
+    from attn_course.checks import check_additive_scores
+    check_additive_scores(additive_scores)
+
+test_q2_public(additive_scores)
+
+# %%
+# HIDDEN
+def test_q2_hidden(additive_scores):
+    from attn_course.checks import check_additive_scores
+    check_additive_scores(additive_scores, thorough=True)
+
+test_q2_hidden(additive_scores)
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
+
+# %% [markdown]
+# ## 4. Why divide by $\sqrt{d_k}$?
+#
+# Vaswani et al. (2017, section 3.2.1) scale the dot product by $1/\sqrt{d_k}$. Their footnote 4
+# gives the reason: if the entries of $q$ and $k$ are independent with mean 0 and variance 1, then
+#
+# $$q \cdot k = \sum_{i=1}^{d_k} q_i k_i \quad\text{has mean 0 and variance } d_k .$$
+#
+# A sum of $d_k$ terms of variance 1 each. So the scores' standard deviation grows like
+# $\sqrt{d_k}$: at $d_k = 64$ typical scores are ±8, at $d_k = 1024$ ±32. Large scores push softmax
+# into **saturation**: nearly all weight on the largest score. There its gradient is nearly zero,
+# and the model stops learning where to look. In the paper's words: the dot products "grow large
+# in magnitude, pushing the softmax function into regions where it has extremely small gradients".
+#
+# How small? The Jacobian of $p = \mathrm{softmax}(e)$ is $\partial p_i / \partial e_j = p_i(\delta_{ij} - p_j)$,
+# i.e. $J = \mathrm{diag}(p) - p p^\top$. The gradient reaching the scores (and, through them, $W_Q$
+# and $W_K$) is $J^\top$ times the gradient arriving at $p$. For a one-hot $p$, $J = 0$.
+# First, the formula against autograd:
+
+# %%
+scores_row = ac.randn(5, generator=g)                           # (S=5,): one query's scores
+p = torch.softmax(scores_row, dim=-1)                           # (5,)
+jacobian = torch.diag(p) - torch.outer(p, p)                    # (5,) -> (5, 5): diag(p) - p p^T
+by_autograd = torch.autograd.functional.jacobian(lambda e: torch.softmax(e, dim=-1), scores_row)  # (5, 5)
+torch.testing.assert_close(jacobian, by_autograd)
+print("diag(p) - p p^T equals autograd's Jacobian of softmax: yes")
+one_hot_ish = torch.softmax(scores_row * 50, dim=-1)            # the same scores, 50 times larger
+print(f"Frobenius norm of the Jacobian: {torch.linalg.matrix_norm(jacobian).item():.3f} at these scores, "
+      f"{torch.linalg.matrix_norm(torch.diag(one_hot_ish) - torch.outer(one_hot_ish, one_hot_ish)).item():.3f} "
+      f"at 50 times these scores (weights {one_hot_ish.max().item():.3f} on one key)")
+
+# %% [markdown]
+# Now the measurement. For each $d_k$ in 4 … 1024 we draw 300 queries and, for each, 16 keys with
+# independent standard-normal entries, score them with and without the division by $\sqrt{d_k}$,
+# and record four statistics: the std of the scores, the mean largest weight, the mean entropy of
+# the weights (in nats; uniform over 16 keys: $\log 16 = 2.77$), and the mean Frobenius norm of the
+# softmax Jacobian.
+
+# %%
+d_ks, num_queries, S = [4, 16, 64, 256, 1024], 300, 16
+stats = {False: [], True: []}                                   # scaled? -> one row of statistics per d_k
+for d_k in d_ks:
+    q = ac.randn(num_queries, 1, d_k, generator=g, device=device)   # (N=300, 1, d_k): unit-variance queries
+    k = ac.randn(num_queries, S, d_k, generator=g, device=device)   # (N, S=16, d_k): 16 keys per query
+    raw = torch.bmm(q, k.transpose(1, 2))                           # (N, 1, d_k) @ (N, d_k, S) -> (N, 1, S)
+    for scaled, attn_scores in ((False, raw), (True, raw / math.sqrt(d_k))):
+        attn_weights = torch.softmax(attn_scores, dim=-1)           # (N, 1, S)
+        jac = torch.diag_embed(attn_weights) - attn_weights.unsqueeze(-1) * attn_weights.unsqueeze(-2)  # (N, 1, S, S)
+        stats[scaled].append([attn_scores.std().item(), attn_weights.max(dim=-1).values.mean().item(),
+                              ac.entropy(attn_weights).mean().item(), torch.linalg.matrix_norm(jac).mean().item()])
+names = ["score std", "max weight", "entropy (nats)", "|Jacobian|_F"]
+print(f"{'':5} | " + " | ".join(f"{n:^15}" for n in names))
+print(f"{'d_k':>5} | " + " | ".join(f"{'q.k':>7} {'scaled':>7}" for n in names))
+for i, d_k in enumerate(d_ks):
+    print(f"{d_k:5d} | " + " | ".join(f"{stats[False][i][c]:7.2f} {stats[True][i][c]:7.2f}" for c in range(4)))
+
+# %%
+fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), layout="constrained")
+titles = ["std of attn_scores", "mean largest attention weight", "mean entropy of attn_weights (nats)",
+          "mean Frobenius norm of the softmax Jacobian"]
+for c, (ax, title) in enumerate(zip(axes.flat, titles)):
+    ax.plot(d_ks, [row[c] for row in stats[False]], "o-", color="C3", label=r"$q\cdot k$ (not scaled)")
+    ax.plot(d_ks, [row[c] for row in stats[True]], "s-", color="C0", label=r"$q\cdot k/\sqrt{d_k}$")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(d_ks, [str(d) for d in d_ks])
+    ax.set_title(title)
+    ax.set_xlabel(r"$d_k$ (head_dim), log scale")
+axes[0, 0].plot(d_ks, [math.sqrt(d) for d in d_ks], color="gray", linewidth=6, alpha=0.35, zorder=0,
+               label=r"$\sqrt{d_k}$ (footnote 4)")
+axes[0, 1].axhline(1 / S, color="gray", linestyle=":", label=f"uniform: 1/S = 1/{S}")
+axes[1, 0].axhline(math.log(S), color="gray", linestyle=":", label=f"uniform: log S = {math.log(S):.2f}")
+for c, ax in enumerate(axes.flat):
+    ax.set_ylim(bottom=0 if c else None)
+    ax.legend(fontsize=8)
+fig.suptitle(f"Softmax saturation: {num_queries} random queries x {S} keys per $d_k$")
+plt.show()
+
+# %% [markdown]
+# Without scaling the std follows $\sqrt{d_k}$ exactly, the largest weight climbs towards 1, the
+# entropy falls towards 0 and the Jacobian — the gradient's path back to $W_Q$ and $W_K$ — shrinks
+# more than fivefold between $d_k = 4$ and $d_k = 1024$. With scaling all four curves are flat: the
+# softmax sees scores of std 1 at every head size. Vaswani et al. note that additive attention
+# beats the *unscaled* dot product at large $d_k$ (Britz et al. 2017): its tanh keeps every score
+# below $\lVert v \rVert_1$, however long the vectors. The division gives the dot product the same
+# protection, and it stays one fast matrix product.
+#
+# **Try it.** One query, eight keys, entries of variance 1. Move $d_k$ from 1 to 1024 with the
+# switch off, then on. At which $d_k$ does the unscaled softmax put (nearly) everything on one key?
+# What does the switch do to the score std?
+
+# %% tags=["nbval-ignore-output"]
+explorer = ScaleExplorer(num_keys=8, d_k=64, scaled=False)
+explorer
+
+# %% [markdown]
+# The same in numbers, one line per setting. One query is noisy (its eight scores may happen to
+# lie close together); the measurement above averages 300.
+
+# %%
+for scaled in [False, True]:
+    explorer.checkbox.value = scaled                            # what ticking the box does
+    for d_k in [1, 16, 256, 1024]:
+        explorer.slider.value = d_k                             # what moving the slider does
+        print(explorer.text().splitlines()[0])
+explorer.slider.value, explorer.checkbox.value = 64, False
+
+# %% [markdown]
+# ## 5. Bug hunt
+#
+# A colleague's model trains, but its attention never seems to settle on anything. Their scoring
+# function is `scaled_dot_scores_v2(query, key)`. Its docstring is word for word the reference's;
+# every shape is right and it raises no error.
+#
+# 1. Compare it with the reference `ac.scaled_dot_scores` on random unit-variance queries and keys
+#    of growing $d_k$: the std of the scores, and the entropy of their softmax.
+# 2. Look at both on our sentence.
+# 3. Read its source and find the one change.
+
+# %%
+import inspect
+
+from attn_course.broken import scaled_dot_scores_v2
+
+g_bug = torch.Generator().manual_seed(1)
+print(f"{'d_k':>5} | {'score std: reference':>20} {'v2':>6} | {'entropy: reference':>18} {'v2':>6}")
+for d_k in [1, 4, 16, 64, 256]:
+    q = ac.randn(200, 1, d_k, generator=g_bug, device=device)   # (N=200, L=1, d_k)
+    k = ac.randn(200, 16, d_k, generator=g_bug, device=device)  # (N, S=16, d_k)
+    reference, suspect = ac.scaled_dot_scores(q, k), scaled_dot_scores_v2(q, k)   # (N, 1, 16) each
+    h_ref, h_sus = (ac.entropy(torch.softmax(s, dim=-1)).mean().item() for s in (reference, suspect))
+    print(f"{d_k:5d} | {reference.std().item():20.3f} {suspect.std().item():6.3f} | {h_ref:18.3f} {h_sus:6.3f}")
+print(f"entropy in nats; uniform weights over 16 keys: log 16 = {math.log(16):.3f}")
+
+# %%
+with torch.no_grad():
+    pair = [torch.softmax(fn(query, key)[0], dim=-1) for fn in (ac.scaled_dot_scores, scaled_dot_scores_v2)]  # (14, 14) each
+fig = plot.attention_grid(pair, ["reference: ac.scaled_dot_scores", "scaled_dot_scores_v2"], tokens, tokens,
+                          ncols=2, share_scale=True, vmin=0.0, panel_size=(5.2, 4.4))
+fig.suptitle(f"softmax of the scores on our sentence, d_k = {D} (one colour scale)")
+plt.show()
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>At d_k = 1 the two columns agree exactly. At d_k = 4, 16, 64,
+# 256, by what factor is v2's std smaller than the reference's? Write that factor as a function of
+# d_k.</details>
+# <details><summary>Hint 2</summary>The factor is 1/sqrt(d_k). The reference divides q·k by
+# sqrt(d_k); v2 divides by sqrt(d_k) once more. What is sqrt(d_k) · sqrt(d_k)?</details>
+# <details><summary>Hint 3</summary>Look at the line that sets <code>scale</code> when none is
+# given: <code>1.0 / query.shape[-1]</code> is 1/d_k, not 1/sqrt(d_k). The scores' std becomes
+# 1/sqrt(d_k) instead of 1, so the weights flatten towards uniform as d_k grows, and the model
+# cannot look anywhere in particular.</details>
+#
+# ### Exercise 3 — fix it
+#
+# Write `fixed_scaled_dot_scores(query, key, scale=None)`, returning `attn_scores (..., L, S)`: the
+# same code with the bug removed (`scale=None` means the paper's default).
+# `inspect.getsource(scaled_dot_scores_v2)` shows where to start.
+
+# %%
+print(inspect.getsource(scaled_dot_scores_v2))
+
+# %% [raw]
+# # BEGIN QUESTION
+# name: q3_bug_hunt
+# points: [1, 1]
+
+# %% [raw]
+# # BEGIN SOLUTION
+
+# %%
+def fixed_scaled_dot_scores(query, key, scale=None):
+    """attn_scores (..., L, S) = query key^T * scale, scale = 1 / sqrt(d_k) by default."""
+    """ # BEGIN PROMPT
+    raise NotImplementedError("Exercise 3: fix scaled_dot_scores_v2")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale   # sqrt(d_k), not d_k
+    return query @ key.transpose(-2, -1) * scale                           # (..., L, D) @ (..., D, S) -> (..., L, S)
+    # END SOLUTION
+
+
+# %% [raw]
+# # END SOLUTION
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+def test_q3_public(fixed_scaled_dot_scores):
+    from attn_course.checks import check_scaled_dot_scores
+    check_scaled_dot_scores(fixed_scaled_dot_scores)
+
+test_q3_public(fixed_scaled_dot_scores)
+
+# %%
+# HIDDEN
+def test_q3_hidden(fixed_scaled_dot_scores):
+    from attn_course.checks import check_scaled_dot_scores
+    check_scaled_dot_scores(fixed_scaled_dot_scores, thorough=True)
+
+test_q3_hidden(fixed_scaled_dot_scores)
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
+
+# %% [markdown]
+# The check that grades Exercise 3 would have caught v2, and says how:
+
+# %%
+try:
+    checks.check_scaled_dot_scores(scaled_dot_scores_v2)
+except checks.CheckFailure as failure:
+    print(failure)
+
+# %% [markdown]
+# ## Summary
+#
+# - `torch.bmm`: `(B, n, m) @ (B, m, p) -> (B, n, p)`, three dimensions exactly. `@` also
+#   broadcasts batch dimensions: `(B, H, L, D) @ (B, H, D, S) -> (B, H, L, S)`, a shared weight
+#   `(m, p)` for the whole batch. Swap the last two axes with `transpose(-2, -1)`, never `.T`.
+# - Queries, keys and values are three linear maps of the input, `(B, T, E) -> (B, T, D)`:
+#   a query asks, keys are matched against it, values are what comes back.
+# - A scoring rule gives `attn_scores (B, L, S)`. Concat + linear ignores the query (its term cancels
+#   in the softmax); additive adds a tanh and works; dot, scaled dot and general are products.
+#   The transformer's dot product of projections is a general rule of rank D on the inputs.
+# - For unit-variance entries, $q \cdot k$ has std $\sqrt{d_k}$. Unscaled, softmax saturates as
+#   $d_k$ grows: largest weight → 1, entropy → 0, Jacobian → 0, learning stalls. Dividing by
+#   $\sqrt{d_k}$ keeps the scores at std 1 for every head size.
+# - Scaling by the wrong power of $d_k$ runs and keeps every shape: measure the scores' std.
+#
+# **Next:** lesson 03 turns scores into attention weights with softmax, explores the softmax
+# temperature (of which $\sqrt{d_k}$ is one), and sums the values into context vectors.
+#
+# **References.** Vaswani et al. (2017), *Attention Is All You Need*, section 3.2.1, eq. 1 and
+# footnote 4; section 3.2.2 (projections). Bahdanau, Cho & Bengio (2015), *Neural Machine Translation
+# by Jointly Learning to Align and Translate*, appendix A.1.2 (additive scores). Luong, Pham &
+# Manning (2015), *Effective Approaches to Attention-based Neural Machine Translation*, section 3.1,
+# eq. 8 (dot, general, concat). Britz, Goldie, Luong & Le (2017), *Massive Exploration of Neural
+# Machine Translation Architectures* (additive vs dot-product attention). PyTorch documentation of
+# `torch.bmm` and `torch.matmul` (broadcasting).

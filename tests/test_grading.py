@@ -1,0 +1,377 @@
+"""The classroom grader (`attn-course grade`) on a corpus of hostile and broken submissions.
+
+The corpus (tests/grading_corpus) is generated from lesson 03 as handed out and its solution: the
+solution, the untouched lesson, each broken implementation of attn_course.broken pasted in, answers
+that merely call the reference, an infinite loop, sys.exit() and os._exit(), errors at import and at
+top level, megabytes of output, a memory hog, a notebook that attacks files outside its folder, one
+that reads the answer key and rewrites the hidden tests, one that opens network connections,
+malformed JSON, a non-notebook, unknown lessons, and two names that differ only in case. One run of
+the command grades it all (2 jobs); every row of grades.csv must be as expected, and no submission
+may change (sha256 before and after).
+"""
+import csv
+import hashlib
+import json
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+import grading_corpus
+from attn_course import assign, checks, grade_report, grading, sandbox, submissions, tripwire
+
+ROOT = Path(__file__).resolve().parents[1]
+LESSON = "03_softmax_and_context"
+TIMEOUT = 90  # seconds per submission: a normal one takes 5-15 s on 2 busy cores
+ISOLATED = sandbox.isolated()
+HOSTILE = ("escape_files.ipynb", "reads_answer_key.ipynb", "network.ipynb")
+
+
+def _sha256s(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).iterdir())}
+
+
+def _grade(submissions, out, *extra, timeout=900):
+    return subprocess.run([sys.executable, "-m", "attn_course.cli", "grade", str(submissions), "--out", str(out),
+                           "--no-progress", *extra], capture_output=True, text=True, timeout=timeout)
+
+
+class _Listener:
+    """A TCP server on the host's loopback that records every connection it accepts."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port, self.accepted = self.sock.getsockname()[1], []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, addr = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(addr)
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    base = tmp_path_factory.mktemp("grading")
+    submissions, out, token = base / "submissions", base / "out", uuid.uuid4().hex[:12]
+    listener = _Listener()
+    expected = grading_corpus.build(submissions, LESSON, out_dir=out, port=listener.port, token=token,
+                                    hostile=ISOLATED)
+    before = _sha256s(submissions)
+    run = _grade(submissions, out, "--timeout", str(TIMEOUT), "--jobs", "2")
+    with open(out / "grades.csv", newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames, {r["submission"]: r for r in reader}
+    listener.sock.close()
+    return dict(base=base, submissions=submissions, out=out, token=token, expected=expected, before=before,
+                after=_sha256s(submissions), run=run, header=header, rows=rows, listener=listener,
+                points=grade_report.question_points(assign.autograder(LESSON)))
+
+
+def test_command_succeeds_and_prints_a_summary(corpus):
+    run = corpus["run"]
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "mean" in run.stdout and "status" in run.stdout and "grades.csv" in run.stdout, run.stdout
+    assert f"timeout after {TIMEOUT} s" in run.stdout                      # the status counts
+    assert (corpus["out"] / "grading.log").stat().st_size < 1 << 20       # megabytes of output stay out
+
+
+def test_csv_columns(corpus):
+    assert corpus["header"] == ["submission", "lesson", *corpus["points"], "total", "max", "status"]
+
+
+def test_one_row_per_submission(corpus):
+    assert set(corpus["rows"]) == set(corpus["expected"])
+
+
+@pytest.mark.parametrize("name", grading_corpus.names(LESSON))
+def test_row_is_as_expected(corpus, name):
+    if name not in corpus["expected"]:
+        pytest.skip(f"{name} is left out where the system refuses namespaces ({sandbox.probe()})")
+    row, expected = corpus["rows"][name], corpus["expected"][name]
+    problems = grading_corpus.matches(expected, row, corpus["points"])
+    assert not problems, f"{name} ({expected.what}): " + "; ".join(problems) + f"\nrow: {row}"
+    if expected.lesson:
+        scores = [float(row[q]) for q in corpus["points"]]
+        assert float(row["total"]) == sum(scores) and float(row["max"]) == sum(corpus["points"].values())
+
+
+def test_no_submission_changed(corpus):
+    assert corpus["after"] == corpus["before"]
+
+
+def test_nothing_escaped(corpus):
+    token = corpus["token"]
+    leftovers = [p for folder in (corpus["submissions"], corpus["out"], ROOT, ROOT / "attn_course", Path("/tmp"),
+                                  Path("/var/tmp"), corpus["base"]) for p in folder.glob(f"*pwned*{token}*")]
+    assert not leftovers
+
+
+@pytest.mark.skipif(not ISOLATED, reason="this system refuses a new network namespace")
+def test_no_network(corpus):
+    assert corpus["listener"].accepted == []
+    assert corpus["rows"]["network.ipynb"]["q1_softmax_with_temperature"] == "3"
+
+
+def test_feedback_files(corpus):
+    feedback = corpus["out"] / "feedback"
+    names = sorted(p.name for p in feedback.iterdir())
+    assert len(names) == len(corpus["expected"]) == len({n.lower() for n in names})   # the twins do not collide
+    twins = [n for n in names if n.lower().startswith("twin_")]
+    assert len(twins) == 2 and {"score **8 / 8**" in (feedback / n).read_text() for n in twins} == {True, False}
+    untouched = (feedback / "untouched.md").read_text()
+    assert "public test `test_q1_public` (1 point): failed" in untouched
+    assert "not implemented yet (Exercise 1: write softmax_with_temperature)" in untouched   # public message
+    assert "hidden test `test_q1_hidden` (2 points): failed" in untouched
+    assert "thorough" not in untouched and "batched" not in untouched                        # hidden: name only
+    calls = (feedback / "calls_reference.md").read_text()
+    assert "[reference]" in calls and "attn_course.attention.softmax_with_temperature" in calls
+    assert "scores no points when graded" in calls
+    assert "MemoryError" in (feedback / "resource_hog.md").read_text()
+    assert "timeout after" in (feedback / "infinite_loop.md").read_text()
+
+
+def test_empty_folder_writes_a_header_and_exits_1(tmp_path):
+    (tmp_path / "empty").mkdir()
+    run = _grade(tmp_path / "empty", tmp_path / "out", timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "no submissions" in run.stdout
+    assert (tmp_path / "out" / "grades.csv").read_text().splitlines() == ["submission,lesson,total,max,status"]
+
+
+def test_empty_folder_with_a_lesson_has_its_question_columns(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert grading.grade(tmp_path / "empty", tmp_path / "out", lesson="3", progress=False) == 1
+    header = (tmp_path / "out" / "grades.csv").read_text().splitlines()[0]
+    assert header == "submission,lesson,q1_softmax_with_temperature,q2_attend,q3_bug_hunt,total,max,status"
+
+
+def test_bad_arguments_exit_2(tmp_path):
+    assert _grade(tmp_path / "missing", tmp_path / "out", timeout=120).returncode == 2
+    (tmp_path / "subs").mkdir()
+    run = _grade(tmp_path / "subs", tmp_path / "out", "--lesson", "99", timeout=120)
+    assert run.returncode == 2 and "known lessons" in run.stdout
+
+
+def test_every_lesson_solution_full_marks_and_broken_less(tmp_path):
+    """One folder with several lessons: their solutions, untouched notebooks and broken implementations."""
+    stems = [p.stem for p in assign.sources() if (ROOT / "lessons" / f"{p.stem}.ipynb").exists()]
+    expected = {}
+    for stem in stems:
+        expected.update(grading_corpus.build(tmp_path / "subs", stem, basic=True))
+    run = _grade(tmp_path / "subs", tmp_path / "out", "--timeout", str(TIMEOUT), "--jobs", "2")
+    assert run.returncode == 0, run.stdout + run.stderr
+    with open(tmp_path / "out" / "grades.csv", newline="", encoding="utf-8") as f:
+        rows = {r["submission"]: r for r in csv.DictReader(f)}
+    problems = []
+    for name, want in expected.items():
+        points = {f"{want.lesson}:{q}" if len(stems) > 1 else q: p
+                  for q, p in grade_report.question_points(assign.autograder(want.lesson)).items()}
+        want.scores = {f"{want.lesson}:{q}" if len(stems) > 1 else q: v for q, v in want.scores.items()}
+        problems += [f"{name}: {p}" for p in grading_corpus.matches(want, rows[name], points)]
+    assert not problems, "\n".join(problems)
+
+
+# ----------------------------------------------------------------- pieces, without grading anything
+def test_resolve_and_detect_lesson():
+    known = {"03_softmax_and_context": None, "05_self_attention": None}
+    assert submissions.resolve_lesson("3", known) == "03_softmax_and_context"
+    assert submissions.resolve_lesson("03_soft", known) == "03_softmax_and_context"
+    with pytest.raises(ValueError, match="known lessons"):
+        submissions.resolve_lesson("04", known)
+    meta = {"metadata": {"otter": {"assignment_name": "05_self_attention"}}}
+    assert submissions.detect_lesson(meta, "alice_03_softmax_and_context.ipynb", known) == ("05_self_attention", None)
+    assert submissions.detect_lesson({}, "Alice_03_SOFTMAX_and_context (1).ipynb", known)[0] == "03_softmax_and_context"
+    assert submissions.detect_lesson({}, "alice.ipynb", known)[0] is None
+    forced = submissions.detect_lesson(meta, "x.ipynb", known, forced="03_softmax_and_context")
+    assert forced[0] is None and forced[1].startswith("wrong lesson")
+
+
+def test_feedback_names_are_unique_ignoring_case():
+    names = submissions._feedback_names(["Bob.ipynb", "bob.ipynb", "BOB.ipynb", "bob.txt", "a/b.ipynb"])
+    assert len({n.lower() for n in names.values()}) == 5
+    assert names["BOB.ipynb"] == "BOB.md" and all("/" not in n for n in names.values())
+
+
+def test_question_points_agree_with_otter():
+    from otter.test_files.exception_test import ExceptionTestFile
+    import tempfile
+    import zipfile
+    zip_path = assign.autograder(LESSON)
+    ours = grade_report.question_points(zip_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        zipfile.ZipFile(zip_path).extractall(tmp)
+        files = [ExceptionTestFile.from_file(str(p)) for p in sorted(Path(tmp, "tests").glob("*.py"))]
+        theirs = {t.name: t.possible for t in files}
+    assert ours == theirs == {"q1_softmax_with_temperature": 3, "q2_attend": 3, "q3_bug_hunt": 2}
+
+
+def test_solution_answers_fill_the_answer_cells():
+    import nbformat
+    lesson = nbformat.read(ROOT / "lessons" / f"{LESSON}.ipynb", as_version=4)
+    answers = assign.solution_answers((ROOT / "solutions" / f"{LESSON}.py").read_text())
+    filled = assign.fill_answers(lesson, answers)
+    cells = [filled.cells[i].source for i in assign.answer_cells(filled)]
+    assert cells == answers and all("NotImplementedError" not in c and "SOLUTION" not in c for c in cells)
+    assert [c.source for c in lesson.cells if "raise NotImplementedError" in c.source]          # not modified
+    with pytest.raises(ValueError, match="answer cells"):
+        assign.fill_answers(lesson, answers[:1])
+
+
+def test_autograder_is_rebuilt_when_its_source_changes(tmp_path, monkeypatch):
+    (tmp_path / "solutions").mkdir()
+    (tmp_path / "dist").mkdir()
+    source = tmp_path / "solutions" / "09_x.py"
+    source.write_text("one")
+    built = []
+    monkeypatch.setattr(assign, "build", lambda py, lessons, dist: built.append(py) or (
+        (dist / "09_x-autograder.zip").write_text("zip"), Path(f"{dist}/09_x-autograder.zip.sha256").write_text(
+            assign.source_digest(py))))
+    assign.autograder("09_x", root=tmp_path)
+    assign.autograder("09_x", root=tmp_path)
+    source.write_text("two")
+    assign.autograder("09_x", root=tmp_path)
+    assert len(built) == 2
+
+
+@pytest.fixture
+def armed():
+    tripwire.enable()
+    yield
+    tripwire.enable(False)
+
+
+def _by_hand(attn_scores, temperature):
+    scaled = attn_scores / temperature
+    e = (scaled - scaled.amax(-1, keepdim=True)).exp()
+    return e / e.sum(-1, keepdim=True)
+
+
+def test_tripwire_is_off_by_default():
+    import attn_course as ac
+    assert not tripwire.enabled()
+    checks.check_softmax_with_temperature(ac.softmax_with_temperature, thorough=True)
+
+
+def test_tripwire_catches_the_reference_under_any_name(armed):
+    import torch
+    from attn_course.attention import softmax_with_temperature as alias
+    import attn_course as ac
+    for fn, label in [(lambda s, t: alias(s, t), "attn_course.attention.softmax_with_temperature"),
+                      (lambda s, t: ac.masked_softmax(s / t), "attn_course.attention.masked_softmax"),
+                      (lambda s, t: torch.softmax(s / t, -1), "torch.softmax"),
+                      (lambda s, t: (s / t).softmax(dim=-1), "torch.Tensor.softmax"),
+                      (lambda s, t: torch.nn.functional.softmax(s / t, -1), "torch.nn.functional.softmax")]:
+        with pytest.raises(checks.CheckFailure) as info:
+            checks.check_softmax_with_temperature(fn)
+        assert info.value.kind == "reference" and label in str(info.value)
+    checks.check_softmax_with_temperature(_by_hand, thorough=True)             # torch.exp is fine
+    assert sys.getprofile() is None
+
+
+def test_tripwire_per_exercise(armed):
+    import torch
+    import attn_course as ac
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    with pytest.raises(checks.CheckFailure, match=r"\[reference\].*scaled_dot_product_attention"):
+        checks.check_attention(lambda q, k, v: (sdpa(q, k, v), ac.attention_weights(q, k)))
+    mha = torch.nn.MultiheadAttention(8, 1, batch_first=True)
+    with pytest.raises(checks.CheckFailure, match="torch.nn.MultiheadAttention"):
+        checks.check_attention(lambda q, k, v: mha(q[None], k[None], v[None]))
+    weights = lambda q, k: torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, dim=-1)
+    checks.check_attention(lambda q, k, v: (weights(q, k) @ v, weights(q, k)), thorough=True)  # softmax allowed here
+    checks.check_attention_weights(weights, thorough=True)
+    with pytest.raises(checks.CheckFailure, match="reference"):
+        checks.check_attention_weights(lambda q, k: ac.attention_weights(q, k))
+
+
+def test_tripwire_reports_the_reference_before_an_error(armed):
+    import attn_course as ac
+
+    def calls_then_fails(attn_scores, temperature):
+        ac.softmax_with_temperature(attn_scores, temperature)
+        raise RuntimeError("after the call")
+    with pytest.raises(checks.CheckFailure) as info:
+        checks.check_softmax_with_temperature(calls_then_fails)
+    assert info.value.kind == "reference"
+
+
+def test_sandbox_hides_the_course_and_the_network(tmp_path):
+    if not ISOLATED:
+        pytest.skip(f"this system refuses namespaces: {sandbox.probe()}")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key.txt").write_text("answers")
+    work = tmp_path / "work"
+    work.mkdir()
+    work.chmod(0o777)
+    plan = sandbox.Plan(work_dir=work, hide=[str(secret), str(ROOT)], keep=[str(ROOT / "attn_course"), sys.prefix,
+                                                                            sys.base_prefix],
+                        uid=sandbox.job_uid(0), limits=sandbox.Limits(cpu_seconds=30, memory_bytes=2 << 30))
+
+    def probe(inside):
+        import os
+        import resource
+        seen = {"cwd_is_tmp": str(inside) == "/tmp", "uid": os.getuid(),
+                "secret": os.path.exists(str(secret / "key.txt")) or os.path.exists(str(ROOT / "solutions")),
+                "package": os.path.exists(str(ROOT / "attn_course" / "checks.py")),
+                "as_limit": resource.getrlimit(resource.RLIMIT_AS)[0], "processes": len(os.listdir("/proc"))}
+        try:
+            socket.create_connection(("1.1.1.1", 53), timeout=2).close()
+            seen["network"] = True
+        except OSError:
+            seen["network"] = False
+        try:
+            open(str(ROOT / "pwned.txt"), "w").close()
+            seen["wrote_repo"] = True
+        except OSError:
+            seen["wrote_repo"] = False
+        (inside / "seen.json").write_text(json.dumps(seen))
+
+    assert sandbox.run(probe, plan) == 0
+    seen = json.loads((work / "seen.json").read_text())
+    assert seen["cwd_is_tmp"] and seen["package"] and not seen["secret"] and not seen["network"]
+    assert not seen["wrote_repo"] and not (ROOT / "pwned.txt").exists()
+    assert seen["as_limit"] == 2 << 30 and seen["uid"] != 0
+
+
+def test_sandbox_without_namespaces_still_limits_and_says_so(tmp_path, monkeypatch):
+    def refuse(flags):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(sandbox, "_unshare", refuse)
+    plan = sandbox.Plan(work_dir=tmp_path, limits=sandbox.Limits(cpu_seconds=30, memory_bytes=2 << 30))
+
+    def probe(inside):
+        import resource
+        seen = {"inside": str(inside), "as": resource.getrlimit(resource.RLIMIT_AS)[0],
+                "cpu": resource.getrlimit(resource.RLIMIT_CPU)[0]}
+        (inside / "seen.json").write_text(json.dumps(seen))
+    assert sandbox.run(probe, plan) == 0
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert seen == {"inside": str(tmp_path), "as": 2 << 30, "cpu": 30}
+    assert any("no network, mount or PID namespace" in note for note in plan.notes)
+
+
+def test_sandbox_reports_the_exit_code(tmp_path):
+    import os
+    plan = sandbox.Plan(work_dir=tmp_path)
+    assert sandbox.run(lambda inside: os._exit(3), plan) == 3
+    assert sandbox.run(lambda inside: sys.exit(4), plan) == 4
+    assert sandbox.run(lambda inside: 1 / 0, plan) == 1
+
+
+def test_tests_modified_on_disk_are_noticed(tmp_path):
+    tests = tmp_path / "autograder" / "submission" / "tests"
+    tests.mkdir(parents=True)
+    (tests / "q1.py").write_bytes(b"original")
+    assert grading._tests_intact(tmp_path, {"q1.py": b"original"})
+    (tests / "q1.py").write_bytes(b"def test(): pass")
+    assert not grading._tests_intact(tmp_path, {"q1.py": b"original"})
