@@ -100,7 +100,9 @@ def _feedback(sub, points):
     if questions:
         lines += ["", "| question | points | max |", "|---|---|---|"]
         lines += [f"| {q} | {_num(got[q])} | {_num(p)} |" for q, p in questions.items()]
-    for q, detail in result.get("questions", {}).items():
+    graded = result.get("questions", {})
+    for q in [*[q for q in questions if q in graded], *[q for q in graded if q not in questions]]:
+        detail = graded[q]
         lines += ["", f"## {q}: {_num(detail['score'])} / {_num(detail['possible'])}", ""]
         for test in detail["tests"]:
             kind, pts = ("hidden" if test["hidden"] else "public"), _num(test["points"])

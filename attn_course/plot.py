@@ -167,7 +167,6 @@ def attention_grid(matrices, titles=None, query_labels=None, key_labels=None, nc
     return fig
 
 
-from matplotlib.patches import Rectangle  # noqa: E402
 
 
 def token_grid(ids, tokens=None, key_padding_mask=None, ax=None, title=None, row_labels=None,
@@ -176,13 +175,13 @@ def token_grid(ids, tokens=None, key_padding_mask=None, ax=None, title=None, row
 
     Each cell shows the token id, with the token above it when ``tokens`` are given. Cells where
     ``key_padding_mask`` is True (**True = padding**, as ``torch.nn.MultiheadAttention`` expects)
-    are grey and hatched; the others are white.
+    are grey; the others are white.
 
     Args:
         ids: (B, T) integer tensor of token ids.
         tokens: None, or B sequences of T strings (e.g. ``vocab.decode(ids[b])`` for each row b);
             tokens longer than ``max_chars`` are cut and end in "…".
-        key_padding_mask: None, or a (B, T) bool tensor, True = padding.
+        key_padding_mask: None, or a (B, T) bool tensor, True = padding (shaded grey).
         ax: the Axes to draw on; a new pyplot figure sized to the grid when None.
         title: the Axes title.
         row_labels: B strings naming the rows (default ``b=0``, ``b=1``, ...).
@@ -217,10 +216,7 @@ def token_grid(ids, tokens=None, key_padding_mask=None, ax=None, title=None, row
     if ax is None:
         _, ax = plt.subplots(figsize=(0.5 * T + 1.2, 0.5 * B + 1.0), layout="constrained")
     padded = key_padding_mask if key_padding_mask is not None else torch.zeros(B, T, dtype=torch.bool)
-    ax.imshow(padded.float().numpy(), cmap="Greys", vmin=0.0, vmax=4.0, aspect="auto")
-    for b, t in padded.nonzero().tolist():
-        ax.add_patch(Rectangle((t - 0.5, b - 0.5), 1, 1, fill=False, hatch="///", edgecolor="0.55",
-                               linewidth=0))
+    ax.imshow(padded.float().numpy(), cmap="Greys", vmin=0.0, vmax=3.0, aspect="auto")
     for b in range(B):
         for t in range(T):
             text = str(ids[b, t].item())
@@ -228,7 +224,7 @@ def token_grid(ids, tokens=None, key_padding_mask=None, ax=None, title=None, row
                 tok = str(tokens[b][t])
                 text = (tok if len(tok) <= max_chars else tok[:max_chars - 1] + "…") + "\n" + text
             ax.text(t, b, text, ha="center", va="center", fontsize=7, linespacing=1.3,
-                    color="0.35" if padded[b, t] else "black")
+                    in_layout=False)                       # inside the cells: no need to lay them out
     ax.set_xticks(range(T), range(T), fontsize=7)
     ax.set_yticks(range(B), row_labels if row_labels is not None else [f"b={b}" for b in range(B)])
     ax.set_xticks([x - 0.5 for x in range(1, T)], minor=True)

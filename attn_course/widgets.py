@@ -652,7 +652,8 @@ class PaddingExplorer(widgets.VBox):
 
     Attributes:
         select (SelectMultiple over sentence indices), max_len (IntSlider), readout (HTML),
-        image (Image); ``batch()`` returns ``(ids, key_padding_mask)``, ``text()`` the readout as text.
+        image (Image); ``batch()`` returns ``(ids, key_padding_mask)``, ``text()`` the readout as text;
+        ``set(selected, max_len)`` moves both controls and redraws once.
 
     Raises:
         ValueError: ``sentences`` empty or not all str; ``embedding_dim`` not an int >= 1; an index in
@@ -694,8 +695,29 @@ class PaddingExplorer(widgets.VBox):
         self.image = widgets.Image(format="png", layout=widgets.Layout(width="760px"))
         self.image.add_class("padding-chart")
         super().__init__([self.select, self.max_len, self.readout, self.image])
-        self.select.observe(lambda change: self.update(), names="value")
-        self.max_len.observe(lambda change: self.update(), names="value")
+        self._paused = False
+        self.select.observe(lambda change: self._paused or self.update(), names="value")
+        self.max_len.observe(lambda change: self._paused or self.update(), names="value")
+        self.update()
+
+    def set(self, selected=None, max_len=None):
+        """Choose sentences (indices) and/or the truncation length, as the controls do; redraw once.
+
+        Raises:
+            ValueError: an index outside 0..len(sentences)-1, or ``max_len`` outside 1..longest.
+        """
+        if selected is not None and any(not 0 <= i < len(self.sentences) for i in selected):
+            raise ValueError(f"selected must hold indices in 0..{len(self.sentences) - 1}; got {list(selected)}")
+        if max_len is not None and not self.max_len.min <= max_len <= self.max_len.max:
+            raise ValueError(f"max_len must lie in 1..{self.max_len.max}; got {max_len}")
+        self._paused = True
+        try:
+            if selected is not None:
+                self.select.value = tuple(selected)
+            if max_len is not None:
+                self.max_len.value = max_len
+        finally:
+            self._paused = False
         self.update()
 
     def batch(self):

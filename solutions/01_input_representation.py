@@ -165,12 +165,11 @@ explorer
 
 # %%
 print(explorer.text(), end="\n\n")
-explorer.select.value = (1, 5)                 # what choosing sentences does: "Call me Ishmael.", "The cat ..."
+explorer.set(selected=[1, 5])                        # choose "Call me Ishmael." and "The cat sat on the mat."
 print(explorer.text(), end="\n\n")
-explorer.select.value = tuple(range(len(sentences)))
-explorer.max_len.value = 8                     # what moving the slider does: keep at most 8 tokens
+explorer.set(selected=range(len(sentences)), max_len=8)   # all six, cut to at most 8 tokens each
 print(explorer.text())
-explorer.max_len.value = explorer.max_len.max
+explorer.set(max_len=explorer.max_len.max)           # back to no truncation
 
 # %% [markdown]
 # ### Exercise 1 — pad a batch
@@ -345,17 +344,17 @@ print("one_hot(ids) @ weight == F.embedding(ids, weight) == embedding(ids): yes"
 
 # %%
 weight, rows = embedding.weight.detach().cpu(), ids[1, :4].cpu().tolist()   # (V, E); ids of "call me ishmael ."
-fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(8, 7), layout="constrained", width_ratios=[1, 1])
+fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(7.5, 6), layout="constrained", width_ratios=[1, 1.6])
 ax0.imshow(weight, cmap="RdBu_r", vmin=-2.5, vmax=2.5)
-for i in rows:
-    ax0.add_patch(plt.Rectangle((-0.5, i - 0.5), E, 1, fill=False, edgecolor="black", linewidth=2))
-    ax0.annotate(vocab.itos[i], (E - 0.5, i), xytext=(E + 1.5, i), va="center",
-                 arrowprops={"arrowstyle": "-", "color": "black"})
-ax0.set(title=f"embedding.weight (V={V}, E={E})", xlabel="dimension", ylabel="token id")
+for k, i in enumerate(sorted(rows)):                                         # labels in id order: no crossing lines
+    ax0.add_patch(plt.Rectangle((-0.5, i - 0.5), E, 1, fill=False, edgecolor="black", linewidth=1.5))
+    ax0.annotate(f"id {i}: {vocab.itos[i]!r}", (E - 0.5, i), xytext=(E + 2, 2 + 7 * k), va="center",
+                 arrowprops={"arrowstyle": "-", "linewidth": 0.8})
+ax0.set(title=f"embedding.weight\n(V={V}, E={E})", xlabel="dimension", ylabel="token id")
 im = ax1.imshow(x[1, :4].detach().cpu(), cmap="RdBu_r", vmin=-2.5, vmax=2.5)   # (T=4, E)
-ax1.set_yticks(range(4), [f"t={t}: {vocab.itos[i]} (id {i})" for t, i in enumerate(rows)])
-ax1.set(title="embedding(ids[1, :4])  (T=4, E=8)", xlabel="dimension")
-fig.colorbar(im, ax=[ax0, ax1], shrink=0.5, label="value")
+ax1.set_yticks(range(4), [f"t={t}: {vocab.itos[i]!r}" for t, i in enumerate(rows)])
+ax1.set(title=f"embedding(ids[1, :4])  (T=4, E={E}):\nrows {rows} of the table", xlabel="dimension")
+fig.colorbar(im, ax=ax1, location="bottom", shrink=0.8, label="value")
 plt.show()
 
 # %% [markdown]
@@ -454,7 +453,7 @@ torch.manual_seed(0)
 word_vectors = nn.Embedding(V, E, padding_idx=vocab.pad_id).to(device)             # a fresh table (V, E)
 predict = nn.Linear(E, V).to(device)                                                # E -> one logit per token
 optimizer = torch.optim.Adam([*word_vectors.parameters(), *predict.parameters()], lr=0.05)
-for step in range(300):
+for step in range(100):
     logits = predict(word_vectors(center))                                          # (N,) -> (N, E) -> (N, V)
     loss = F.cross_entropy(logits, neighbour)
     optimizer.zero_grad()
@@ -466,8 +465,9 @@ for word in ["best", "worst", "happy"]:
 
 # %% [markdown]
 # "best" and "worst" are now each other's nearest neighbour: not because the model knows they are
-# opposites, but because they share their contexts. Six sentences are too few for much more; the
-# other neighbours are still mostly accidents. Trained on billions of tokens, the same idea gives
+# opposites, but because they share their contexts; "happy" has moved next to the words around it,
+# "all happy families are". Six sentences are too few for much more: most other neighbours are
+# still accidents. Trained on billions of tokens, the same idea gives
 # embeddings in which neighbours are meaningful. Lesson 06 loads a real pretrained table,
 # all-MiniLM-L6-v2's (V = 30,522 WordPiece tokens, E = 384), and runs its attention heads.
 #

@@ -66,6 +66,7 @@ TEST_USER_SETTINGS = {
 KERNELS_SETTINGS = "/lab/api/settings/@jupyterlab/apputils-extension:kernels-settings"
 TIMEOUT_MS = 30_000  # 2 CPU cores, shared with nbval workers under `make test`
 RUN_ALL_TIMEOUT_S = 180
+START_TIMEOUT_MS = 120_000  # page load, then the kernel's start, on a busy machine
 TOLERANCE = 5e-4  # weights are printed with 4 decimals
 C0_BLUE = (0x1F, 0x77, 0xB4)  # matplotlib's default bar colour
 
@@ -333,8 +334,8 @@ def test_temperature_explorer_in_jupyterlab(lab, page):
 
     n_cells = len(nbformat.read(lab.notebook, as_version=4).cells)
     page.goto(f"{lab.url}/lab/tree/{lab.notebook.name}?token={lab.token}&reset")
-    expect(page.locator(".jp-NotebookPanel .jp-Cell")).to_have_count(n_cells)
-    wait_kernel_idle(page)  # started AND connected, else Run All opens "Select Kernel"
+    expect(page.locator(".jp-NotebookPanel .jp-Cell")).to_have_count(n_cells, timeout=START_TIMEOUT_MS)
+    wait_kernel_idle(page, START_TIMEOUT_MS)  # started AND connected, else Run All opens "Select Kernel"
     t_open = time.monotonic()
     run_all(page)
     t_run = time.monotonic()
