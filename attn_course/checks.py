@@ -648,8 +648,9 @@ def _hard_inputs(g, batch, S, Dv, dtype, masked):
 def _expect_selection(case, got, attn_scores, value, ref_index=None):
     """``got = (context, index, attn_weights)``: index int64 (...,), one-hot weights, picked value."""
     if not (isinstance(got, tuple) and len(got) == 3):
+        length = f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""
         raise CheckFailure("type", f"{case}: return a tuple (context, index, attn_weights); got "
-                                   f"{type(got).__name__}" + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""))
+                                   f"{type(got).__name__}{length}")
     context, index, attn_weights = got
     S = attn_scores.shape[-1]
     if ref_index is not None:
@@ -681,7 +682,7 @@ def _check_argmax_mode(fn, extra_args, thorough, g):
     for case, batch, S, Dv, dtype, masked in _hard_cases(thorough):
         attn_scores, value = _hard_inputs(g, batch, S, Dv, dtype, masked)
         got = _call(fn, (attn_scores.clone(), value.clone(), *extra_args), case)
-        _expect_selection(case, got, attn_scores, value, ref_index=attn_scores.argmax(-1))
+        _expect_selection(case, got, attn_scores, value, ref_index=hard.hard_attention(attn_scores, value)[1])
     if thorough:                                                                # the picked row gets the gradient
         case = "gradient to value, B=3, S=4"
         attn_scores, value = _hard_inputs(g, (3,), 4, 2, torch.float32, False)
@@ -702,7 +703,7 @@ def check_hard_attention_argmax(fn, thorough=False, seed=40):
     _check_argmax_mode(fn, (), thorough, torch.Generator().manual_seed(seed))
 
 
-_PICK_SCORES = torch.tensor([1.0, -0.5, 0.0, 2.0, 0.5], dtype=torch.float64)  # softmax: 0.05 .. 0.55, far from uniform
+_PICK_SCORES = torch.tensor([1.0, -0.5, 0.0, 2.0, 0.5], dtype=torch.float64)  # softmax 0.05 .. 0.55: not uniform
 
 
 def _frequency_hint(freq, probs):
@@ -736,11 +737,11 @@ def check_hard_attention(fn, thorough=False, seed=41):
         freq = torch.bincount(index, minlength=5).double() / n
         _expect_frequencies(case, freq, torch.softmax(_PICK_SCORES, -1), 0.03 if n == 4000 else 0.015,
                             "the pick frequencies")
-    cases = [("mode='sample' with a seeded generator, B=4, S=6", (4,), 6, 3, torch.float32, False)]
-    if thorough:
-        cases += [c for c in _hard_cases(True)][1:]
-    for case, batch, S, Dv, dtype, masked in cases:                            # reproducible with a seed
-        attn_scores, value = _hard_inputs(g, (64,) + batch[1:], S, Dv, dtype, masked)
+    cases = [("", (4,), 6, 3, torch.float32, False)] + (list(_hard_cases(True))[1:] if thorough else [])
+    for _, batch, S, Dv, dtype, masked in cases:                               # reproducible with a seed
+        attn_scores, value = _hard_inputs(g, (64,) + batch[1:], S, Dv, dtype, masked)   # 64 rows: picks differ
+        case = (f"mode='sample', attn_scores {_fmt(attn_scores.shape)} {str(dtype)[6:]}"
+                + (" with -inf" if masked else ""))
         picks = [_expect_selection(case, _call(fn, (attn_scores.clone(), value.clone(), "sample",
                                                     torch.Generator().manual_seed(s)), case),
                                    attn_scores, value)[1] for s in (seed, seed, seed + 1)]
@@ -768,6 +769,13 @@ def _sample_and_grad(fn, logits, tau, hard_, seed, c, case):
     return y.detach(), grad
 
 
+def _one_hot_hint(actual, expected):
+    if ((actual.abs() < 1e-6) | ((actual - 1).abs() < 1e-6)).all() and torch.allclose(actual.sum(-1), expected.sum(-1)):
+        return ("The 1.0 should sit at the argmax of the soft sample drawn with the same seed: draw the noise "
+                "with the generator, the same way for hard=True and hard=False.")
+    return "hard=True must return one-hot rows (1.0 at the argmax of the soft sample, 0.0 elsewhere)."
+
+
 def check_gumbel_softmax_st(fn, thorough=False, seed=42):
     """``fn(logits (..., S), tau, hard, generator) -> y (..., S)``: Gumbel-softmax, straight-through when hard."""
     g = torch.Generator().manual_seed(seed)
@@ -786,11 +794,7 @@ def check_gumbel_softmax_st(fn, thorough=False, seed=42):
                                            f"it has no gradient (a .detach() or torch.no_grad() too many?).")
         y, grad = _sample_and_grad(fn, logits, tau, True, seed + i, c, f"{case}, hard=True")
         expect_tensor("y (hard=True)", y, F.one_hot(y_soft.argmax(-1), S).to(dtype), case, "(..., S)",
-                      atol=1e-6, rtol=0, hint=lambda a, e: (
-                          "The 1.0 should sit at the argmax of the soft sample drawn with the same seed: draw the "
-                          "noise with the generator, the same way for hard=True and hard=False."
-                          if torch.allclose(a.sum(-1), e.sum(-1)) and ((a.abs() < 1e-6) | ((a - 1).abs() < 1e-6)).all()
-                          else "hard=True must return one-hot rows (1.0 at the argmax of the soft sample, 0.0 elsewhere)."))
+                      atol=1e-6, rtol=0, hint=_one_hot_hint)
         if not torch.equal(y, _sample_and_grad(fn, logits, tau, True, seed + i, c, case)[0]):
             raise CheckFailure("values", f"{case}: two calls with generators seeded alike gave different samples: "
                                          f"draw the noise with the generator you are given (generator=generator).")

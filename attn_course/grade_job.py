@@ -153,7 +153,7 @@ def _results(scores, executor):
             "output_head": executor.output.getvalue() if executor else ""}
 
 
-def _grade_inside(work, notebook_name, notes):
+def _grade_inside(work, notebook_name, notes, result_fd):
     """In the sandbox: run otter's Python runner on ``work/autograder``; write ``work/result.json``."""
     import nbformat
     from otter.run.run_autograder.runners import create_runner
@@ -182,9 +182,7 @@ def _grade_inside(work, notebook_name, notes):
             error["cell"] = numbers.get(error["cell"]) if error["cell"] else None
     result = _results(scores, executor)
     result["notes"] = list(notes)
-    partial = work / "result.json.partial"
-    partial.write_text(json.dumps(result))
-    os.replace(partial, work / "result.json")
+    os.write(result_fd, json.dumps(result).encode())
     sys.stdout.flush()
     os._exit(0)  # a learner's stray thread must not keep the process alive
 
@@ -244,8 +242,10 @@ def main(spec):
     sys.stderr = sys.stdout
     readonly = prepare(work, spec["notebook_name"], spec["lesson"], spec["uid"])
     plan = sandbox.Plan(work_dir=work, hide=spec["hide"], keep=spec["keep"], readonly=readonly, uid=spec["uid"],
-                        limits=sandbox.Limits(**spec["limits"]))
-    code = sandbox.run(lambda inside: _grade_inside(inside, spec["notebook_name"], plan.notes), plan)
+                        copy=["autograder", "home", "tmp"], limits=sandbox.Limits(**spec["limits"]))
+    result_fd = os.open(work / "result.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    code = sandbox.run(lambda inside: _grade_inside(inside, spec["notebook_name"], plan.notes, result_fd), plan)
+    os.close(result_fd)
     (work / "notes.json").write_text(json.dumps(plan.notes))
     sys.stdout.flush()
     os._exit(code if code >= 0 else 128 - code)

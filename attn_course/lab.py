@@ -24,8 +24,18 @@ OVERRIDES = {
 
 
 def settings_file(prefix=None):
-    """Where JupyterLab reads overrides for this environment."""
-    return Path(prefix or sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    """Where JupyterLab reads overrides for this environment: ``<app dir>/settings/overrides.json``.
+
+    The app dir is ``jupyterlab.commands.get_app_dir()`` (``<sys.prefix>/share/jupyter/lab`` unless
+    ``JUPYTERLAB_DIR`` moves it); with ``prefix`` given, ``<prefix>/share/jupyter/lab``.
+    """
+    if prefix is None:
+        try:
+            from jupyterlab.commands import get_app_dir
+            return Path(get_app_dir()) / "settings" / "overrides.json"
+        except ImportError:
+            prefix = sys.prefix
+    return Path(prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
 
 
 def install_settings(prefix=None):

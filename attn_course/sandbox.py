@@ -7,8 +7,10 @@
 - new network, mount and PID namespaces (``unshare``; as root, or in a user namespace otherwise):
   only a loopback interface, so nothing outside the machine, nor the host's own ports, can be
   reached; when the child exits every process it started dies with the namespace;
-- in the mount namespace: ``plan.work_dir`` becomes ``/tmp`` (the only writable place, with private
-  ``/var/tmp`` and ``/dev/shm``); every tree in ``plan.hide`` is covered by an empty read-only
+- in the mount namespace: ``/tmp`` is a fresh tmpfs of ``limits.disk_bytes`` holding a copy of
+  ``plan.work_dir`` (owners and modes kept): with private ``/var/tmp`` and ``/dev/shm``, the only
+  writable places, all in memory and bounded, and gone with the job (results leave by a file
+  descriptor opened before ``run``); every tree in ``plan.hide`` is covered by an empty read-only
   tmpfs except the paths in ``plan.keep`` (the package and the Python installation), so the
   course's ``solutions/``, ``dist/``, ``.git``, the submissions folder and the output folder cannot
   be read, even by absolute path; ``plan.readonly`` (the tests) and every other mount turn read-only;
@@ -25,6 +27,7 @@ import ctypes
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import struct
@@ -45,11 +48,12 @@ SETUP_FAILED = 97   # exit code of a child whose sandbox could not be built (not
 
 @dataclass
 class Limits:
-    """Per-process limits: CPU seconds, address space (bytes), size of one written file (bytes), processes."""
+    """Limits per process (CPU seconds, address space, size of one file, processes) and for the private /tmp."""
     cpu_seconds: int = 300
     memory_bytes: int = 6 << 30
     file_bytes: int = 64 << 20
     processes: int = 256
+    disk_bytes: int = 512 << 20     # the private /tmp, in memory: everything the job may write in all
 
 
 @dataclass
@@ -59,6 +63,7 @@ class Plan:
     hide: list = field(default_factory=list)
     keep: list = field(default_factory=list)
     readonly: list = field(default_factory=list)
+    copy: list = None               # names in work_dir copied into the private /tmp (None: all)
     uid: int = None
     limits: Limits = field(default_factory=Limits)
     notes: list = field(default_factory=list)
@@ -126,6 +131,21 @@ def _cover(target, keep, stage_of):
     _remount_readonly(target, "nosuid,nodev")
 
 
+def _copy_tree(source, target):
+    """Copy files and folders (not links), keeping each one's owner and mode."""
+    info = os.stat(source, follow_symlinks=False)
+    if Path(source).is_symlink():
+        return
+    if Path(source).is_dir():
+        os.mkdir(target)
+        for entry in os.listdir(source):
+            _copy_tree(os.path.join(source, entry), os.path.join(target, entry))
+    else:
+        shutil.copyfile(source, target)
+    os.chown(target, info.st_uid, info.st_gid)
+    os.chmod(target, info.st_mode & 0o7777)
+
+
 def _build_mounts(plan):
     """The mount-namespace half of the sandbox (see the module docstring). Raises OSError."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)                      # nothing below reaches the host
@@ -135,13 +155,16 @@ def _build_mounts(plan):
     keep = sorted({Path(k) for k in plan.keep if Path(k).exists()})
     keep = [k for k in keep if not any(k != o and _inside(k, o) for o in keep)]
     covered = [k for k in keep if _inside(k, "/tmp") or any(_inside(k, h) for h in hide)]
-    stage_dir = work / ".stage"
+    work_fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)           # reaches the work folder once /tmp is covered
+    host = Path(f"/proc/self/fd/{work_fd}")
     stage_of = {}
     for i, path in enumerate(covered):                                 # reach them before covering
-        (stage_dir / str(i)).mkdir(parents=True, exist_ok=True)
-        _mount(path, stage_dir / str(i), None, MS_BIND | MS_REC)
-        stage_of[path] = Path("/tmp/.stage") / str(i)
-    _mount(work, "/tmp", None, MS_BIND | MS_REC)
+        (work / ".stage" / str(i)).mkdir(parents=True, exist_ok=True)
+        _mount(path, work / ".stage" / str(i), None, MS_BIND | MS_REC)
+        stage_of[path] = host / ".stage" / str(i)
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={plan.limits.disk_bytes},mode=1777")
+    for name in plan.copy if plan.copy is not None else [n for n in os.listdir(host) if n != ".stage"]:
+        _copy_tree(host / name, Path("/tmp") / name)
     for path in covered:
         if _inside(path, "/tmp"):
             path.mkdir(parents=True, exist_ok=True)
@@ -158,6 +181,7 @@ def _build_mounts(plan):
         _cover(target, [k for k in covered if _inside(k, target)], stage_of)
     for path in stage_of.values():
         _libc.umount2(str(path).encode(), MNT_DETACH)
+    os.close(work_fd)
     try:
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     except OSError as exc:

@@ -48,7 +48,7 @@ class TemperatureExplorer(widgets.VBox):
         self.readout.add_class("temperature-readout")
         self.image = widgets.Image(format="png", layout=widgets.Layout(width="480px"))
         self.image.add_class("temperature-chart")
-        super().__init__([self.slider, self.readout, self.image])
+        super().__init__([self.slider, self.readout, self.image], layout=widgets.Layout(width="fit-content"))
         self.slider.observe(lambda change: self.update(), names="value")
         self.update()
 

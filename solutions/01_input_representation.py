@@ -74,7 +74,7 @@ from attn_course.widgets import PaddingExplorer
 
 torch.set_printoptions(precision=4, sci_mode=False, linewidth=120)
 device = ac.get_device()  # ATTN_COURSE_DEVICE = cpu | cuda | auto
-g = ac.seed_everything(0)  # a seeded CPU generator: the same numbers on every device
+ac.seed_everything(0)  # layers are built on the CPU after torch.manual_seed, then moved: same numbers everywhere
 
 # %% [markdown]
 # ## 1. Text → tokens
@@ -134,8 +134,8 @@ ids, key_padding_mask = data.pad_batch(token_ids, pad_id=vocab.pad_id)   # 6 lis
 B, T = ids.shape
 print(f"ids {tuple(ids.shape)} {ids.dtype};  key_padding_mask {tuple(key_padding_mask.shape)} "
       f"{key_padding_mask.dtype}")
-print("ids[:2] =\n", ids[:2])
-print("key_padding_mask[:2] as 0/1 (1 = padding) =\n", key_padding_mask[:2].int())
+print("ids[:2] =", ids[:2], sep="\n")
+print("key_padding_mask[:2] as 0/1 (1 = padding) =", key_padding_mask[:2].int(), sep="\n")
 print("padding per sentence:", key_padding_mask.sum(dim=1).tolist(),
       f"= {key_padding_mask.sum()} of B*T = {B * T} positions")
 
@@ -177,7 +177,7 @@ explorer.set(max_len=explorer.max_len.max)           # back to no truncation
 # Write `pad_batch(sequences, pad_id)` for a list of B lists of token ids (lengths may differ; an
 # empty list is allowed). Return the tuple `(ids, key_padding_mask)`:
 # - `ids`: `(B, T)` int64, T the longest length, each sentence on the left and `pad_id` after it;
-# - `key_padding_mask`: `(B, T)` bool, **True where `ids` holds padding**.
+# - `key_padding_mask`: `(B, T)` bool, **True at the padded positions**, False at the real tokens.
 #
 # `torch.full` makes a tensor filled with one value; `torch.arange(T) >= lengths[:, None]`
 # compares every position with every length at once. Do not call `data.pad_batch`: it is the
@@ -452,8 +452,8 @@ center, neighbour = torch.tensor(pairs).T.to(device)                            
 torch.manual_seed(0)
 word_vectors = nn.Embedding(V, E, padding_idx=vocab.pad_id).to(device)             # a fresh table (V, E)
 predict = nn.Linear(E, V).to(device)                                                # E -> one logit per token
-optimizer = torch.optim.Adam([*word_vectors.parameters(), *predict.parameters()], lr=0.05)
-for step in range(100):
+optimizer = torch.optim.Adam([*word_vectors.parameters(), *predict.parameters()], lr=0.1)
+for step in range(60):
     logits = predict(word_vectors(center))                                          # (N,) -> (N, E) -> (N, V)
     loss = F.cross_entropy(logits, neighbour)
     optimizer.zero_grad()
