@@ -9,9 +9,10 @@ differs from ``otter run``: the cells execute in this process, in an IPython she
 Jupyter kernel started per submission (three times faster here; the learner's code shares the
 process with the tests either way). Figures are not rendered (plain-text display only).
 
-It writes ``result.json`` in the work folder: per question the score, the points possible and each
-test case (name, hidden, points, passed, message); the cells that raised; the notebook's output
-size. Its own stdout and stderr go to ``output.log`` there.
+It writes ``result.json`` in the work folder, through a file descriptor opened before the sandbox
+(inside, the work folder is a copy that vanishes with it): per question the score, the points
+possible and each test case (name, hidden, points, passed, message); the cells that raised; the
+notebook's output size. Its own stdout and stderr go to ``output.log`` there.
 """
 import io
 import json
@@ -154,7 +155,7 @@ def _results(scores, executor):
 
 
 def _grade_inside(work, notebook_name, notes, result_fd):
-    """In the sandbox: run otter's Python runner on ``work/autograder``; write ``work/result.json``."""
+    """In the sandbox: run otter's Python runner on ``work/autograder``; write the result to ``result_fd``."""
     import nbformat
     from otter.run.run_autograder.runners import create_runner
 

@@ -170,8 +170,19 @@ def run_jobs(subs, zips, out_dir, submissions_dir, timeout, jobs, limits, bar=No
 def grade(submissions, out_dir, lesson=None, timeout=120.0, jobs=None, memory_mb=6144, progress=True):
     """Grade a folder of notebooks (or one notebook); write OUT_DIR/grades.csv, feedback/, grading.log.
 
-    Returns the exit code: 0 graded (whatever the statuses), 1 nothing to grade (an empty CSV is
-    written), 2 bad arguments (message printed).
+    Args:
+        submissions: a folder of submissions (only its own files; hidden ones skipped), or one file.
+        out_dir: created if missing; ``grades.csv``, ``feedback/`` and ``grading.log`` are replaced.
+        lesson: grade every notebook as this lesson ("03", "03_softmax_and_context"); None: each
+            notebook's metadata, else a lesson name in its file name.
+        timeout: wall-clock seconds per submission; the CPU limit per process is ``timeout + 60``.
+        jobs: submissions graded at once (default: the number of CPUs, at most 8).
+        memory_mb: address-space limit per process, in MiB.
+        progress: show a tqdm progress bar on stderr.
+
+    Returns:
+        The exit code: 0 graded (whatever the statuses), 1 nothing to grade (an empty CSV with its
+        header is written), 2 bad arguments (a message is printed).
     """
     from tqdm import tqdm
 

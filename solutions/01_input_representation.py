@@ -73,8 +73,8 @@ from attn_course import checks, data, plot
 from attn_course.widgets import PaddingExplorer
 
 torch.set_printoptions(precision=4, sci_mode=False, linewidth=120)
-device = ac.get_device()  # ATTN_COURSE_DEVICE = cpu | cuda | auto
 ac.seed_everything(0)  # layers are built on the CPU after torch.manual_seed, then moved: same numbers everywhere
+device = ac.get_device()  # ATTN_COURSE_DEVICE = cpu | cuda | auto
 
 # %% [markdown]
 # ## 1. Text → tokens

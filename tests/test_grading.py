@@ -12,6 +12,7 @@ may change (sha256 before and after).
 import csv
 import hashlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -319,12 +320,13 @@ def test_sandbox_hides_the_course_and_the_network(tmp_path):
     work.chmod(0o777)
     plan = sandbox.Plan(work_dir=work, hide=[str(secret), str(ROOT)], keep=[str(ROOT / "attn_course"), sys.prefix,
                                                                             sys.base_prefix],
-                        uid=sandbox.job_uid(0), limits=sandbox.Limits(cpu_seconds=30, memory_bytes=2 << 30))
+                        uid=sandbox.job_uid(0), limits=sandbox.Limits(cpu_seconds=30, memory_bytes=2 << 30,
+                                                                       file_bytes=100 << 20, disk_bytes=64 << 20))
 
     def probe(inside):
         import os
         import resource
-        seen = {"cwd_is_tmp": str(inside) == "/tmp", "uid": os.getuid(),
+        seen = {"cwd_is_tmp": str(inside) == "/tmp", "uid": os.getuid(), "copied": (inside / "hello.txt").exists(),
                 "secret": os.path.exists(str(secret / "key.txt")) or os.path.exists(str(ROOT / "solutions")),
                 "package": os.path.exists(str(ROOT / "attn_course" / "checks.py")),
                 "as_limit": resource.getrlimit(resource.RLIMIT_AS)[0], "processes": len(os.listdir("/proc"))}
@@ -338,11 +340,20 @@ def test_sandbox_hides_the_course_and_the_network(tmp_path):
             seen["wrote_repo"] = True
         except OSError:
             seen["wrote_repo"] = False
-        (inside / "seen.json").write_text(json.dumps(seen))
+        try:
+            (inside / "big.bin").write_bytes(b"0" * (80 << 20))          # over the 64 MiB private /tmp
+            seen["wrote_80_mib"] = True
+        except OSError:
+            seen["wrote_80_mib"] = False
+        os.write(result_fd, json.dumps(seen).encode())
 
+    (work / "hello.txt").write_text("copied in")
+    result_fd = os.open(work / "seen.json", os.O_WRONLY | os.O_CREAT, 0o600)
     assert sandbox.run(probe, plan) == 0
+    os.close(result_fd)
     seen = json.loads((work / "seen.json").read_text())
-    assert seen["cwd_is_tmp"] and seen["package"] and not seen["secret"] and not seen["network"]
+    assert seen["cwd_is_tmp"] and seen["copied"] and seen["package"] and not seen["secret"] and not seen["network"]
+    assert not seen["wrote_80_mib"] and not (work / "big.bin").exists()
     assert not seen["wrote_repo"] and not (ROOT / "pwned.txt").exists()
     assert seen["as_limit"] == 2 << 30 and seen["uid"] != 0
 
