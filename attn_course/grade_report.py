@@ -86,6 +86,21 @@ def rows(subs, points):
     return out
 
 
+_HINTS = [
+    ("timeout", "It ran longer than the time limit: look for a loop that never ends or a cell that waits for "
+                "input, then check that *Restart Kernel and Run All Cells* finishes."),
+    ("exited early", "The notebook ended its own Python process (`os._exit`, or a crash) before its tests ran."),
+    ("not a notebook", "Submit the lesson's `.ipynb` file (File > Download in JupyterLab)."),
+    ("unreadable", "The file is not valid notebook JSON: download it again from JupyterLab (File > Download)."),
+    ("not a Jupyter", "The file is not valid notebook JSON: download it again from JupyterLab (File > Download)."),
+    ("unknown lesson", "Its lesson could not be told: submit the lesson's own notebook, or put the lesson's name "
+                       "(such as 03_softmax_and_context) in the file name."),
+    ("wrong lesson", "It is a notebook of another lesson than the one being graded."),
+    ("", "Check that it is the lesson's notebook, that it opens in JupyterLab, and that *Restart Kernel and "
+         "Run All Cells* finishes; your instructor has the details in grading.log."),
+]
+
+
 def _feedback(sub, points):
     lines = [f"# {sub.name}", ""]
     questions = points.get(sub.lesson, {})
@@ -95,8 +110,8 @@ def _feedback(sub, points):
              else "not graded")
     lines.append(f"Lesson {sub.lesson or 'unknown'} · {score} · status: {sub.status}")
     if sub.status != "ok":
-        lines += ["", "This submission could not be graded as it is. Check that it is the lesson's notebook, "
-                      "that it opens in JupyterLab, and that *Restart Kernel and Run All Cells* finishes."]
+        hint = next((h for prefix, h in _HINTS if sub.status.startswith(prefix)), _HINTS[-1][1])
+        lines += ["", f"This submission could not be graded as it is. {hint}"]
     if questions:
         lines += ["", "| question | points | max |", "|---|---|---|"]
         lines += [f"| {q} | {_num(got[q])} | {_num(p)} |" for q, p in questions.items()]

@@ -93,10 +93,12 @@ weight = ac.randn(4, 5, generator=g, device=device)             # (m=4, p=5): no
 print("a @ weight:     ", tuple((a @ weight).shape))            # (2, 3, 4) @ (4, 5) -> (2, 3, 5)
 q_heads = ac.randn(2, 8, 3, 4, generator=g, device=device)      # (B=2, H=8, L=3, D=4)
 k_heads = ac.randn(2, 8, 6, 4, generator=g, device=device)      # (B=2, H=8, S=6, D=4)
-print("q @ k^T per head:", tuple((q_heads @ k_heads.transpose(-2, -1)).shape))  # (2, 8, 3, 4) @ (2, 8, 4, 6) -> (2, 8, 3, 6)
+per_head = q_heads @ k_heads.transpose(-2, -1)                  # (2, 8, 3, 4) @ (2, 8, 4, 6) -> (2, 8, 3, 6)
+print("q @ k^T per head:", tuple(per_head.shape))
 left = ac.randn(2, 1, 3, 4, generator=g, device=device)         # (2, 1, 3, 4)
 right = ac.randn(1, 6, 4, 5, generator=g, device=device)        # (1, 6, 4, 5)
-print("broadcast 1s:   ", tuple((left @ right).shape))          # batch (2, 1) with (1, 6) -> (2, 6): (2, 6, 3, 5)
+stretched = left @ right                                        # batch dims (2, 1) and (1, 6) -> (2, 6): (2, 6, 3, 5)
+print("broadcast 1s:   ", tuple(stretched.shape))
 try:
     torch.bmm(a, weight)                                        # (2, 3, 4) with (4, 5): not 3-D
 except RuntimeError as err:
@@ -127,7 +129,8 @@ attn_scores = probe @ dict_keys.transpose(-2, -1)                  # (1, 2) @ (2
 attn_weights = torch.softmax(attn_scores, dim=-1)                  # (1, 3), sums to 1 over the keys
 print("attn_scores: ", attn_scores.round(decimals=3))
 print("attn_weights:", attn_weights.round(decimals=3))
-print("answer:      ", (attn_weights @ dict_values).round(decimals=2), "(the value of key 1 is 20)")  # (1, 3) @ (3, 1) -> (1, 1)
+answer = attn_weights @ dict_values                                # (1, 3) @ (3, 1) -> (1, 1)
+print("answer:      ", answer.round(decimals=2), "(the value of key 1 is 20)")
 
 # %% [markdown]
 # Where do queries, keys and values come from? From the embeddings, through three learned linear
@@ -155,7 +158,7 @@ with torch.no_grad():
     x = embedding(ids).to(device)                               # (1, 14) -> (1, 14, E=32)
     query, key, value = q_proj(x), k_proj(x), v_proj(x)         # (1, 14, 32) -> (1, 14, D=16) each
 print(tokens)
-print("x:", tuple(x.shape), " query:", tuple(query.shape), " key:", tuple(key.shape), " value:", tuple(value.shape))
+print("x:", tuple(x.shape), "-> query, key, value:", tuple(query.shape), tuple(key.shape), tuple(value.shape))
 checks.expect_tensor("query", query, x @ q_proj.weight.transpose(0, 1), legend="(B, T, D)")
 print("nn.Linear(x) equals x @ W^T: yes;  std of query entries:", round(query.std().item(), 2))
 
@@ -206,7 +209,8 @@ for m in methods:
     print(f"{m:>10} | {n_params:10d} | {tuple(rule_scores[m].shape)!s:>11} | {rule_scores[m].std().item():9.2f} "
           f"| {rule_weights[m].max(dim=-1).values.mean().item():.3f}")
 checks.expect_tensor("scaled_dot", rule_scores["scaled_dot"], rule_scores["dot"] / math.sqrt(D))
-checks.expect_tensor("general", rule_scores["general"], query[0] @ rules["general"].weight @ key[0].transpose(0, 1))
+W = rules["general"].weight                                     # (D, D)
+checks.expect_tensor("general", rule_scores["general"], query[0] @ W @ key[0].transpose(0, 1))  # (14, 14)
 print("scaled_dot = dot / sqrt(D) and general = q W k^T: checked")
 
 # %% [markdown]
@@ -240,7 +244,8 @@ w_q, w_k = w_concat[:D], w_concat[D:]                           # (D,), (D,)
 with torch.no_grad():
     query_term = query[0] @ w_q                                 # (14, D) @ (D,) -> (14,): one number per query
     key_term = key[0] @ w_k                                     # (14, D) @ (D,) -> (14,): one number per key
-    split = query_term[:, None] + key_term[None, :] + rules["concat"].linear.bias  # (14, 1) + (1, 14) -> (14, 14)
+    bias = rules["concat"].linear.bias                         # (1,)
+    split = query_term[:, None] + key_term[None, :] + bias      # (14, 1) + (1, 14) -> (14, 14)
 checks.expect_tensor("concat scores", rule_scores["concat"], split)
 print("concat scores = query term + key term + b: checked")
 for m in ("concat", "additive"):
@@ -420,9 +425,11 @@ for d_k in d_ks:
     raw = torch.bmm(q, k.transpose(1, 2))                           # (N, 1, d_k) @ (N, d_k, S) -> (N, 1, S)
     for scaled, attn_scores in ((False, raw), (True, raw / math.sqrt(d_k))):
         attn_weights = torch.softmax(attn_scores, dim=-1)           # (N, 1, S)
-        jac = torch.diag_embed(attn_weights) - attn_weights.unsqueeze(-1) * attn_weights.unsqueeze(-2)  # (N, 1, S, S)
+        p = attn_weights.unsqueeze(-1)                              # (N, 1, S, 1)
+        jac = torch.diag_embed(attn_weights) - p * p.transpose(-2, -1)  # diag(p) - p p^T: (N, 1, S, S)
         stats[scaled].append([attn_scores.std().item(), attn_weights.max(dim=-1).values.mean().item(),
-                              ac.entropy(attn_weights).mean().item(), torch.linalg.matrix_norm(jac).mean().item()])
+                              ac.entropy(attn_weights).mean().item(),
+                              torch.linalg.matrix_norm(jac).mean().item()])
 names = ["score std", "max weight", "entropy (nats)", "|Jacobian|_F"]
 print(f"{'':5} | " + " | ".join(f"{n:^15}" for n in names))
 print(f"{'d_k':>5} | " + " | ".join(f"{'q.k':>7} {'scaled':>7}" for n in names))
@@ -508,7 +515,8 @@ print(f"entropy in nats; uniform weights over 16 keys: log 16 = {math.log(16):.3
 
 # %%
 with torch.no_grad():
-    pair = [torch.softmax(fn(query, key)[0], dim=-1) for fn in (ac.scaled_dot_scores, scaled_dot_scores_v2)]  # (14, 14) each
+    pair = [torch.softmax(fn(query, key)[0], dim=-1)            # (1, 14, 14) -> (14, 14) each
+            for fn in (ac.scaled_dot_scores, scaled_dot_scores_v2)]
 fig = plot.attention_grid(pair, ["reference: ac.scaled_dot_scores", "scaled_dot_scores_v2"], tokens, tokens,
                           ncols=2, share_scale=True, vmin=0.0, panel_size=(5.2, 4.4))
 fig.suptitle(f"softmax of the scores on our sentence, d_k = {D} (one colour scale)")
@@ -549,8 +557,8 @@ def fixed_scaled_dot_scores(query, key, scale=None):
     raise NotImplementedError("Exercise 3: fix scaled_dot_scores_v2")
     """ # END PROMPT
     # BEGIN SOLUTION NO PROMPT
-    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale   # sqrt(d_k), not d_k
-    return query @ key.transpose(-2, -1) * scale                           # (..., L, D) @ (..., D, S) -> (..., L, S)
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale  # sqrt(d_k), not d_k
+    return query @ key.transpose(-2, -1) * scale                # (..., L, D) @ (..., D, S) -> (..., L, S)
     # END SOLUTION
 
 

@@ -104,8 +104,8 @@ plt.show()
 # *queries* (bottom rows) still compute something, and later code ignores those rows (section 7
 # leaves them out of the average). In the causal mask row $i$ ends at the diagonal.
 #
-# Combined, a decoder over a padded batch uses both: `attn_mask = causal & ~key_padding_mask`,
-# broadcast to `(B, L, S)`.
+# Combined, a decoder over a padded batch uses both, in one polarity (True = may attend):
+# `causal_mask(L, S) & ~key_padding_mask[:, None, :]`, which broadcasts to `(B, L, S)`.
 
 # %%
 combined = ac.causal_mask(S) & ac.key_padding_to_attn_mask(key_padding_mask)   # (S, S) & (B, 1, S) -> (B, S, S)
@@ -303,9 +303,11 @@ explorer
 # The same moves, made by code:
 
 # %%
+readouts = []
 for num_padding, causal_on, wrong in [(2, False, False), (2, True, False), (2, False, True), (0, False, True)]:
     explorer.set(num_padding=num_padding, causal=causal_on, wrong_polarity=wrong)   # what the controls do
-    print(explorer.text(), end="\n\n")
+    readouts.append(explorer.text())
+print("\n\n".join(readouts))
 explorer.set(num_padding=2, causal=False, wrong_polarity=False)
 
 # %% [markdown]
@@ -348,6 +350,7 @@ print(f"every position: |mean| <= {mean.abs().max().item():.4f}, std in "
 
 # %%
 x_batch = ac.randn(3, S, 16, generator=g, device=device)                        # (B, L, E)
+report = []
 for norm_first in (False, True):
     for activation in ("relu", "gelu"):
         torch.manual_seed(0)
@@ -358,7 +361,8 @@ for norm_first in (False, True):
             expected = layer(x_batch, src_mask=~causal, src_key_padding_mask=kpm)   # True = ignore
             got = block(x_batch, attn_mask=causal, key_padding_mask=kpm)          # True = may attend
         torch.testing.assert_close(got, expected)
-        print(f"norm_first={norm_first!s:5s} {activation}: TransformerBlock == nn.TransformerEncoderLayer")
+        report.append(f"norm_first={norm_first!s:5s} {activation}: TransformerBlock == nn.TransformerEncoderLayer")
+print("\n".join(report))
 
 # %% [markdown]
 # ### Exercise 2 — the block's forward
