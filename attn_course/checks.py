@@ -44,7 +44,7 @@ def _refuse_reference(watch, fn, case):
 
 
 def _call(fn, args, case):
-    watch = tripwire.watch(sys._getframe(1).f_code.co_name)  # idle unless the classroom grader armed it
+    watch = tripwire.watch(sys._getframe(1))  # idle unless the classroom grader armed it
     try:
         with watch:
             result = fn(*args)

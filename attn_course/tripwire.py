@@ -5,10 +5,11 @@ write: the package's reference (``attn_course.attention.softmax_with_temperature
 exercise) and PyTorch's own version where there is one (``torch.softmax``,
 ``torch.nn.functional.scaled_dot_product_attention``, ``torch.nn.MultiheadAttention``). While the
 classroom grader runs a submission (``enable()``), ``checks._call`` runs the learner's function
-under ``watch(check_name)``: a ``sys.setprofile`` hook that records the first call of a forbidden
-function, by its code object (Python functions, whatever name or alias the learner used) or by its
-name and owner (PyTorch's C functions and ``Tensor`` methods). The check then fails with kind
-``reference``. Off by default, so lessons and unit tests behave as before.
+under ``watch(frame)`` (``frame``: the check calling it), a ``sys.setprofile`` hook that records
+the first call of a forbidden function, by its code object (Python functions, whatever name or
+alias the learner used) or by its name and owner (PyTorch's C functions and ``Tensor`` methods).
+The check then fails with kind ``reference``. Off by default, so lessons and unit tests behave as
+before.
 
 What it does not catch: code copied out of the reference (``exec(inspect.getsource(...))``), calls
 made from another thread, and a submission that switches the tripwire off on purpose. It is a rule
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import attention, data, heads, scoring, self_cross
+from . import attention, data, hard, heads, scoring, self_cross, transformer
 
 _enabled = False
 
@@ -59,6 +60,15 @@ FORBIDDEN = {
     "check_split_heads": _package(heads.split_heads),
     "check_merge_heads": _package(heads.merge_heads),
     "check_multi_head_attention": list(_MHA),
+    "check_hard_attention_argmax": _package(hard.hard_attention),
+    "check_hard_attention": _package(hard.hard_attention),
+    "check_gumbel_softmax_st": _package(hard.gumbel_softmax_st) + [("torch.nn.functional.gumbel_softmax",
+                                                                    F.gumbel_softmax)],
+    "check_masked_softmax": _package(attention.masked_softmax),
+    "check_transformer_block": [("attn_course.transformer.TransformerBlock", transformer.TransformerBlock.forward),
+                                ("torch.nn.TransformerEncoderLayer", nn.TransformerEncoderLayer.forward)],
+    "check_positional_encoding": [("attn_course.transformer.SinusoidalPositionalEncoding",
+                                   transformer.SinusoidalPositionalEncoding.forward)],
 }
 """check function name -> [(label shown to the learner, forbidden callable)]."""
 
@@ -120,7 +130,14 @@ class _Idle(contextlib.nullcontext):
     hit = None
 
 
-def watch(check_name):
-    """A context manager whose ``hit`` names a forbidden call, if the tripwire is armed for ``check_name``."""
-    forbidden = FORBIDDEN.get(check_name)
-    return Watch(forbidden) if _enabled and forbidden else _Idle()
+def watch(frame):
+    """A context manager whose ``hit`` names a forbidden call, if the tripwire is armed for the check
+    that ``frame`` belongs to (the first of ``frame`` and its callers named in ``FORBIDDEN``)."""
+    if not _enabled:
+        return _Idle()
+    for _ in range(4):
+        if frame is None or frame.f_code.co_name in FORBIDDEN:
+            break
+        frame = frame.f_back
+    forbidden = FORBIDDEN.get(frame.f_code.co_name) if frame is not None else None
+    return Watch(forbidden) if forbidden else _Idle()

@@ -261,6 +261,14 @@ def _by_hand(attn_scores, temperature):
     return e / e.sum(-1, keepdim=True)
 
 
+def test_every_check_declares_what_it_forbids():
+    names = {name for name in dir(checks) if name.startswith("check_") and callable(getattr(checks, name))}
+    assert set(tripwire.FORBIDDEN) <= names, f"unknown checks in FORBIDDEN: {set(tripwire.FORBIDDEN) - names}"
+    missing = sorted(names - set(tripwire.FORBIDDEN))
+    assert not missing, (f"add {missing} to attn_course.tripwire.FORBIDDEN: what each exercise asks the learner to "
+                         f"write (an empty list if nothing)")
+
+
 def test_tripwire_is_off_by_default():
     import attn_course as ac
     assert not tripwire.enabled()
