@@ -656,7 +656,7 @@ class PaddingExplorer(widgets.VBox):
         ``set(selected, max_len)`` moves both controls and redraws once.
 
     Raises:
-        ValueError: ``sentences`` empty or not all str; ``embedding_dim`` not an int >= 1; an index in
+        ValueError: ``sentences`` empty, not all str, or without a single token; ``embedding_dim`` not an int >= 1; an index in
             ``selected`` outside 0..len(sentences)-1; ``max_len`` outside 1..longest sentence.
 
     >>> from attn_course import data
@@ -673,6 +673,8 @@ class PaddingExplorer(widgets.VBox):
         self.sentences, self.vocab, self.embedding_dim = list(sentences), vocab, embedding_dim
         self.token_ids = [vocab.encode(tokenize(s)) for s in self.sentences]
         longest = max(len(s) for s in self.token_ids)
+        if longest == 0:
+            raise ValueError(f"sentences must hold at least one token; got {sentences!r:.80}")
         selected = list(range(len(self.sentences))) if selected is None else list(selected)
         if any(not 0 <= i < len(self.sentences) for i in selected):
             raise ValueError(f"selected must hold indices in 0..{len(self.sentences) - 1}; got {selected}")
@@ -745,6 +747,7 @@ class PaddingExplorer(widgets.VBox):
                 f"tokens cut by max_len={self.max_len.value}: {cut}")
 
     def update(self):
+        """Redraw the readout and the chart from the current controls."""
         self.readout.value = f"<pre>{self.text()}</pre>"
         if not self.select.value:
             fig = new_figure((7.6, 1.0))

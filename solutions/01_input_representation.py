@@ -180,7 +180,9 @@ explorer.set(max_len=explorer.max_len.max)           # back to no truncation
 # - `key_padding_mask`: `(B, T)` bool, **True at the padded positions**, False at the real tokens.
 #
 # `torch.full` makes a tensor filled with one value; `torch.arange(T) >= lengths[:, None]`
-# compares every position with every length at once. Do not call `data.pad_batch`: it is the
+# compares every position with every length at once. Build the mask from the lengths, not with
+# `ids == pad_id`: where the pad id is also a real token (GPT-2 has no pad token, and code often pads
+# with its end-of-text token) that would hide real tokens. Do not call `data.pad_batch`: it is the
 # reference the check compares with.
 
 # %% [raw]

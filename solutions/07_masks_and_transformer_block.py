@@ -178,14 +178,16 @@ print("wrong polarity, weight on padding keys of 'call me ishmael .':", round(w_
 for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
     info = torch.finfo(dtype)
     print(f"{str(dtype):15s} min = {info.min:12.4g}   -1e9 becomes {torch.tensor(-1e9, dtype=dtype).item()}")
+keep = torch.tensor([1.0, 0.0], dtype=torch.float16)                     # a float mask, 1 = may attend
+print("additive fill (1 - keep) * -1e9 in float16:", ((1 - keep) * -1e9).tolist())
 try:
-    torch.zeros(2, dtype=torch.float16).masked_fill(torch.tensor([True, False]), -1e9)
+    torch.zeros(2, dtype=torch.float16).masked_fill(keep == 0, -1e9)
 except RuntimeError as err:
     print("masked_fill(-1e9) on float16:", err)
 
 # %% [markdown]
-# So `masked_fill(mask, -1e9)` fails in float16, and the additive pattern
-# `scores + (1 - mask) * -1e9` quietly turns into `-inf`. `-inf` itself is a good fill —
+# So the additive pattern `scores + (1 - keep) * -1e9` quietly turns into `-inf` in float16, and
+# `masked_fill(mask, -1e9)` raises. `-inf` itself is a good fill —
 # $\exp(-\infty) = 0$ exactly — until a query may attend to **no** key: then its whole row is
 # `-inf`, and softmax computes $0/0$ = NaN. That happens for real: with left padding and a causal
 # mask (batched text generation), the first queries of a short sequence see only padding.
