@@ -427,7 +427,9 @@ plt.show()
 # Nothing yet. The **cosine similarity** $\cos(a, b) = a \cdot b \,/\, (\lVert a \rVert \lVert b \rVert)$
 # is 1 for vectors pointing the same way and near 0 for unrelated ones. In a *trained* embedding,
 # tokens used in similar contexts point in similar directions (the distributional hypothesis,
-# Harris 1954; word2vec, Mikolov et al. 2013). In our random table the nearest neighbours are chance.
+# Harris 1954; word2vec, Mikolov et al. 2013). In our random table the nearest neighbours are chance,
+# and in only E = 8 dimensions chance alone gives cosines of 0.5 and more: random vectors are nearly
+# orthogonal only when E is large.
 
 # %%
 def nearest(word, weight, k=3):

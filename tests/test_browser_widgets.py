@@ -1,0 +1,327 @@
+"""The widgets of lessons 02 and 04-07 work in a real JupyterLab, driven by a real Chromium.
+
+One JupyterLab (started with ``attn_course.lab.lab_command``, as ``make lab`` does, with the user's
+own Jupyter configuration shut out) serves copies of the lessons; one Chromium drives it. For each
+lesson, its own test: open it, Run All, wait until every code cell has run, then move the lesson's
+widget (the first one it shows) as a learner would and check that
+
+* the readout changes, and says what the control now says (the tau / sample number / query token /
+  layer and head / padding length and causal switch / d_k and scaling switch that was picked);
+* the chart is redrawn: its pixels differ from before, and it is not blank (many colours, not one).
+
+Every lookup is scoped to the widget's own VBox (the one holding the control), so a lesson that shows
+several widgets, or one widget twice, is checked on its first instance only.
+
+Screenshots: ``test-artifacts/browser/<lesson>_after.png`` (the widget after the interactions).
+Needs Chromium, as ``tests/test_browser.py`` does; without one every test here is skipped, loudly.
+Run alone: ``.venv/bin/python -m pytest -p no:xdist -o addopts="" tests/test_browser_widgets.py -q -s``
+"""
+import hashlib
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import expect
+
+from attn_course.lab import lab_command
+from test_browser import (  # noqa: F401  (browser and chromium are fixtures, used by name)
+    ARTIFACTS, KERNEL_IDLE, ROOT, START_TIMEOUT_MS, TEST_USER_SETTINGS, TIMEOUT_MS, Lab, browser,
+    child_pids, chromium, free_port, run_all, settled_src, wait_kernel_idle)
+
+pytestmark = pytest.mark.browser
+expect.set_options(timeout=TIMEOUT_MS)
+
+LESSONS = [
+    "02_queries_keys_scores",
+    "04_soft_and_hard_attention",
+    "05_self_attention",
+    "06_multi_head_attention",
+    "07_masks_and_transformer_block",
+]
+RUN_ALL_TIMEOUT_S = 300   # a lesson on a loaded 2-core machine
+CHANGE_TIMEOUT_MS = 60_000  # one widget callback: a few matplotlib figures, on a busy kernel
+
+
+# ---------------------------------------------------------------- one JupyterLab for all lessons
+
+@pytest.fixture(scope="module")
+def lab(chromium, tmp_path_factory):
+    """JupyterLab serving copies of every lesson above; shut down (kernels and all) at the end."""
+    root = tmp_path_factory.mktemp("lab_widgets")
+    served = root / "notebooks"
+    served.mkdir()
+    for name in LESSONS:
+        source = ROOT / "lessons" / f"{name}.ipynb"
+        if source.is_file():
+            shutil.copy(source, served / source.name)
+    for name, value in TEST_USER_SETTINGS.items():
+        f = root / "settings" / "@jupyterlab" / f"{name}.jupyterlab-settings"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(value))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("JUPYTER_PATH", "JUPYTER_CONFIG_PATH", "JUPYTERLAB_DIR")}
+    env.update(JUPYTER_CONFIG_DIR=str(root / "config"), JUPYTER_DATA_DIR=str(root / "data"),
+               JUPYTER_RUNTIME_DIR=str(root / "runtime"), IPYTHONDIR=str(root / "ipython"),
+               MPLCONFIGDIR=str(root / "mpl"), JUPYTERLAB_SETTINGS_DIR=str(root / "settings"),
+               JUPYTERLAB_WORKSPACES_DIR=str(root / "workspaces"))
+    token, port = secrets.token_hex(16), free_port()
+    log_path = root / "jupyterlab.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(lab_command(served, port, token, open_browser=False), env=env,
+                            stdout=log, stderr=subprocess.STDOUT, cwd=served)
+    lab = Lab(f"http://127.0.0.1:{port}", token, proc, served)
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            log.close()
+            pytest.fail("JupyterLab exited during start-up:\n" + log_path.read_text(), pytrace=False)
+        try:
+            if lab.api("/api/status")[0] == 200:
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            log.close()
+            pytest.fail("JupyterLab did not answer within 60 s:\n" + log_path.read_text(), pytrace=False)
+        time.sleep(0.25)
+
+    yield lab
+
+    kernels = child_pids(proc.pid)
+    try:
+        lab.api("/api/shutdown", method="POST")
+        proc.wait(timeout=30)
+    except Exception:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.close()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(log_path, ARTIFACTS / "jupyterlab_widgets.log")
+    deadline = time.monotonic() + 10
+    while (left := [p for p in kernels if Path(f"/proc/{p}").exists()]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"kernel processes left running after JupyterLab shut down: {left}"
+
+
+@pytest.fixture
+def page(browser, lab):
+    """A fresh browser context per lesson; afterwards that lesson's kernel is shut down, so that at
+    most one kernel at a time competes for the 2 cores."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = ctx.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    yield pg
+    ctx.close()
+    for session in json.loads(lab.api("/api/sessions")[1]):
+        try:
+            lab.api(f"/api/sessions/{session['id']}", method="DELETE")
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------- helpers
+
+def open_and_run_all(lab, page, name):
+    path = lab.notebook / f"{name}.ipynb"
+    if not path.is_file():
+        pytest.fail(f"lessons/{name}.ipynb does not exist", pytrace=False)
+    n_cells = len(nbformat.read(path, as_version=4).cells)
+    t0 = time.monotonic()
+    page.goto(f"{lab.url}/lab/tree/{path.name}?token={lab.token}&reset")
+    expect(page.locator(".jp-NotebookPanel .jp-Cell")).to_have_count(n_cells, timeout=START_TIMEOUT_MS)
+    wait_kernel_idle(page, START_TIMEOUT_MS)
+    t1 = time.monotonic()
+    run_all(page, timeout_s=RUN_ALL_TIMEOUT_S)
+    print(f"\n  {name}: open + kernel {t1 - t0:.1f} s, Run All {time.monotonic() - t1:.1f} s")
+
+
+def chart_state(chart):
+    """(src, pixel hash, number of distinct colours, share of non-white pixels) of a chart <img>."""
+    chart.scroll_into_view_if_needed()
+    chart.page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=chart.element_handle())
+    img = Image.open(io.BytesIO(chart.screenshot())).convert("RGB")
+    pixels = img.tobytes()
+    colours = len(img.getcolors(maxcolors=1 << 20) or [])
+    non_white = float((np.asarray(img).astype(int).sum(axis=2) < 3 * 240).mean())
+    return chart.get_attribute("src"), hashlib.sha256(pixels).hexdigest()[:12], colours, non_white
+
+
+def assert_drawn(label, state):
+    _, digest, colours, non_white = state
+    assert colours > 20 and non_white > 0.01, (
+        f"{label}: the chart looks blank ({colours} colours, {non_white:.1%} non-white pixels)")
+
+
+class WidgetCheck:
+    """Readout and chart of one widget container, before and after each interaction."""
+
+    def __init__(self, name, container, readout_class, chart_class):
+        self.name, self.container = name, container
+        self.readout = container.locator(f".{readout_class}")
+        self.chart = container.locator(f"img.{chart_class}")
+        container.scroll_into_view_if_needed()
+        expect(self.readout).to_be_visible()
+        expect(self.chart).to_be_visible()
+        self.text = self.readout.inner_text()
+        self.state = chart_state(self.chart)
+        assert_drawn(f"{name} after Run All", self.state)
+        print(f"  {name} before: chart {self.state[1]} ({self.state[2]} colours)\n    "
+              + self.text.strip().replace("\n", "\n    "))
+
+    def changed(self, what):
+        """Wait until the readout and the chart have changed; return the new readout text."""
+        expect(self.readout).not_to_have_text(self.text, timeout=CHANGE_TIMEOUT_MS)
+        settled_src(self.chart, previous=self.state[0], timeout_s=CHANGE_TIMEOUT_MS / 1000)
+        new_state = chart_state(self.chart)
+        assert new_state[1] != self.state[1], f"{self.name}, {what}: the chart's pixels did not change"
+        assert_drawn(f"{self.name}, {what}", new_state)
+        self.text, self.state = self.readout.inner_text(), new_state
+        print(f"  {self.name} after {what}: chart {new_state[1]} ({new_state[2]} colours)\n    "
+              + self.text.strip().replace("\n", "\n    "))
+        return self.text
+
+    def shoot(self):
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{self.name}_after.png"
+        self.container.screenshot(path=path)
+        print(f"  screenshot: {path}")
+
+
+def slider_step(page, slider, fmt=float):
+    """Press ArrowRight on a noUiSlider handle (ArrowLeft if it is at its maximum); return
+    (old value, new value) as the slider's own readout shows them."""
+    value = slider.locator(".widget-readout")
+    handle = slider.locator(".noUi-handle")
+    handle.scroll_into_view_if_needed()
+    old_text = value.inner_text().strip()
+    at_max = handle.get_attribute("aria-valuenow") == handle.get_attribute("aria-valuemax")
+    handle.focus()
+    page.keyboard.press("ArrowLeft" if at_max else "ArrowRight")
+    expect(value).not_to_have_text(old_text)
+    new_text = value.inner_text().strip()
+    old, new = fmt(old_text), fmt(new_text)
+    assert (new < old) if at_max else (new > old), f"the slider went from {old} to {new}"
+    return old, new
+
+
+def checkbox_click(container, cls):
+    box = container.locator(f".{cls} input[type=checkbox]")
+    before = box.is_checked()
+    box.click()
+    expect(box).to_be_checked(checked=not before)
+    return not before
+
+
+# ---------------------------------------------------------------- one interaction set per widget
+
+def scale_explorer(page, name):
+    box = page.locator(".widget-vbox:has(> .scale-slider)").first
+    w = WidgetCheck(name, box, "scale-readout", "scale-chart")
+    # the switch: divide by sqrt(d_k) on <-> off
+    on = checkbox_click(box, "scale-checkbox")
+    text = w.changed("clicking 'divide by sqrt(d_k)'")
+    assert re.search(rf"divide by sqrt\(d_k\): {'yes' if on else 'no'}", text), text
+    d_k = int(re.search(r"d_k =\s*(\d+)", text).group(1))
+    expected = 1.0 if on else d_k ** 0.5
+    assert re.search(rf"expected ~\s*{expected:.2f}\)", text), text
+    # the d_k slider, one step: the next (or previous) power of two
+    old, new = slider_step(page, box.locator(".scale-slider"), int)
+    assert old == d_k and new in (2 * old, old // 2), (old, new)
+    text = w.changed(f"d_k {old} -> {new}")
+    assert re.search(rf"d_k =\s*{new}\s", text), text
+    w.shoot()
+
+
+def gumbel_explorer(page, name):
+    box = page.locator(".widget-vbox:has(> .gumbel-tau-slider)").first
+    w = WidgetCheck(name, box, "gumbel-readout", "gumbel-chart")
+    freq = re.search(r"pick frequency:.*", w.text).group(0)
+    # tau slider, one step of 0.05: y_soft changes, the picks (frequencies) do not
+    old, new = slider_step(page, box.locator(".gumbel-tau-slider"))
+    assert abs(new - old) == pytest.approx(0.05, abs=1e-6), (old, new)
+    text = w.changed(f"tau {old:.2f} -> {new:.2f}")
+    assert f"tau = {new:.2f} " in text, text
+    assert re.search(r"pick frequency:.*", text).group(0) == freq, "the picks changed with tau"
+    # resample: the next sample number
+    seed = int(re.search(r"sample #(\d+)", text).group(1))
+    box.locator(".gumbel-resample").click()
+    text = w.changed("resample")
+    assert f"sample #{(seed + 1) % 100}:" in text, text
+    expect(box.locator(".gumbel-seed-slider .widget-readout")).to_have_text(str((seed + 1) % 100))
+    w.shoot()
+
+
+def query_picker(page, name):
+    box = page.locator(".widget-vbox:has(> .query-picker)").first
+    w = WidgetCheck(name, box, "query-readout", "query-chart")
+    select = box.locator(".query-picker select")
+    labels = select.locator("option").all_inner_texts()
+    current = select.evaluate("s => s.selectedIndex")
+    target = (current + 2) % len(labels)
+    select.select_option(index=target)
+    i, token = labels[target].split(": ", 1)
+    text = w.changed(f"picking query {labels[target]!r}")
+    assert text.startswith(f"query {i} {token!r} "), text
+    w.shoot()
+
+
+def head_picker(page, name):
+    box = page.locator(".widget-vbox:has(> .head-slider)").first
+    w = WidgetCheck(name, box, "head-readout", "head-chart")
+    layer = int(box.locator(".layer-slider .widget-readout").inner_text())
+    old, head = slider_step(page, box.locator(".head-slider"), int)
+    text = w.changed(f"head {old} -> {head}")
+    assert text.startswith(f"layer {layer}, head {head} "), text
+    old, layer = slider_step(page, box.locator(".layer-slider"), int)
+    text = w.changed(f"layer {old} -> {layer}")
+    assert text.startswith(f"layer {layer}, head {head} "), text
+    w.shoot()
+
+
+def mask_explorer(page, name):
+    box = page.locator(".widget-vbox:has(> .mask-padding-slider)").first
+    w = WidgetCheck(name, box, "mask-readout", "mask-chart")
+    on = checkbox_click(box, "mask-causal-toggle")
+    text = w.changed("clicking 'causal mask'")
+    assert f"causal: {'on' if on else 'off'}" in text, text
+    old, n = slider_step(page, box.locator(".mask-padding-slider"), int)
+    text = w.changed(f"padding {old} -> {n}")
+    assert text.startswith(f"padding tokens: {n} "), text
+    m = re.search(r"key_padding_mask \(1, (\d+)\), True = padding: \[([^\]]*)\]", text)
+    assert m, text
+    flags = [int(x) for x in m.group(2).split(",")]
+    assert sum(flags) == n and flags[len(flags) - n:] == [1] * n, f"{n} padding tokens but {flags}"
+    w.shoot()
+
+
+INTERACTIONS = {
+    "02_queries_keys_scores": scale_explorer,
+    "04_soft_and_hard_attention": gumbel_explorer,
+    "05_self_attention": query_picker,
+    "06_multi_head_attention": head_picker,
+    "07_masks_and_transformer_block": mask_explorer,
+}
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_lesson_widget_in_jupyterlab(lab, page, lesson):
+    t0 = time.monotonic()
+    open_and_run_all(lab, page, lesson)
+    INTERACTIONS[lesson](page, lesson)
+    wait_kernel_idle(page)
+    print(f"  {lesson}: {time.monotonic() - t0:.1f} s in all")
