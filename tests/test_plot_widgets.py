@@ -211,9 +211,10 @@ def test_install_settings_merges_with_existing_content(tmp_path):
 
 
 def test_install_settings_only_entry_point(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    monkeypatch.setenv("JUPYTERLAB_DIR", str(tmp_path / "lab"))  # JupyterLab's app dir
     assert lab.main(["--install-settings-only"]) == 0
-    path = lab.settings_file(tmp_path)
+    path = tmp_path / "lab" / "settings" / "overrides.json"
+    assert lab.settings_file() == path
     assert str(path) in capsys.readouterr().out
     assert json.loads(path.read_text())["@jupyterlab/apputils-extension:kernels-settings"] == {
         "commsOverSubshells": "disabled"}
