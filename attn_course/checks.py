@@ -142,7 +142,8 @@ def check_pad_batch(fn, thorough=False):
     """``fn(sequences, pad_id) -> (ids (B, T) int64, key_padding_mask (B, T) bool, True = padding)``."""
     cases = [("three sentences", [[4, 5, 6], [7], [8, 9]], 0)]
     if thorough:
-        cases += [("one sequence", [[3, 1, 2]], 0), ("pad_id=99 and an empty sequence", [[5], [], [6, 7]], 99)]
+        cases += [("one sequence", [[3, 1, 2]], 0), ("pad_id=99 and an empty sequence", [[5], [], [6, 7]], 99),
+                  ("a real token equal to pad_id (mask from lengths, not from ids == pad_id)", [[0, 5], [7]], 0)]
     for case, seqs, pad_id in cases:
         got = _call(fn, ([list(s) for s in seqs], pad_id), case)
         ref_ids, ref_mask = data.pad_batch(seqs, pad_id)

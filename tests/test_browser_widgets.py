@@ -274,7 +274,8 @@ def query_picker(page, name):
     current = select.evaluate("s => s.selectedIndex")
     target = (current + 2) % len(labels)
     select.select_option(index=target)
-    i, token = labels[target].split(": ", 1)
+    # ipywidgets shows "i: token" with its spaces as non-breaking spaces
+    i, token = re.fullmatch(r"(\d+):\s(.*)", labels[target].replace("\xa0", " "), re.S).groups()
     text = w.changed(f"picking query {labels[target]!r}")
     assert text.startswith(f"query {i} {token!r} "), text
     w.shoot()
