@@ -20,6 +20,7 @@ Needs Chromium (Debian: ``apt-get install -y chromium``; Playwright drives it th
 ``executable_path``, so no ``playwright install``). Without one the test is skipped, loudly.
 Run alone: ``.venv/bin/python -m pytest -p no:xdist -o addopts="" tests/test_browser.py -q -s``
 """
+import contextlib
 import hashlib
 import io
 import json
@@ -145,12 +146,10 @@ def chromium():
     return path
 
 
-@pytest.fixture(scope="module")
-def lab(chromium, tmp_path_factory):
-    root = tmp_path_factory.mktemp("lab")
-    served = root / "notebooks"
-    served.mkdir()
-    notebook = place_notebook(served)
+@contextlib.contextmanager
+def serve_lab(root, served, payload, log_name="jupyterlab.log"):
+    """Run JupyterLab on ``served`` exactly as ``make lab`` does, with the user's config isolated under
+    ``root``; yield a ``Lab``; then shut it down and assert no kernel process is left."""
     for name, value in TEST_USER_SETTINGS.items():
         f = root / "settings" / "@jupyterlab" / f"{name}.jupyterlab-settings"
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +168,7 @@ def lab(chromium, tmp_path_factory):
     log = open(log_path, "w")
     proc = subprocess.Popen(lab_command(served, port, token, open_browser=False), env=env,
                             stdout=log, stderr=subprocess.STDOUT, cwd=served)
-    lab = Lab(f"http://127.0.0.1:{port}", token, proc, notebook)
+    lab = Lab(f"http://127.0.0.1:{port}", token, proc, payload)
     deadline = time.monotonic() + 60
     while True:
         if proc.poll() is not None:
@@ -201,13 +200,22 @@ def lab(chromium, tmp_path_factory):
             proc.wait()
     log.close()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(log_path, ARTIFACTS / "jupyterlab.log")
+    shutil.copy(log_path, ARTIFACTS / log_name)
     deadline = time.monotonic() + 10
     while (left := [p for p in kernels if Path(f"/proc/{p}").exists()]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, f"kernel processes left running after JupyterLab shut down: {left}"
     print(f"\n  JupyterLab shut down (exit code {proc.returncode}); kernel processes {kernels} gone; "
-          f"log: {ARTIFACTS / 'jupyterlab.log'}")
+          f"log: {ARTIFACTS / log_name}")
+
+
+@pytest.fixture(scope="module")
+def lab(chromium, tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab")
+    served = root / "notebooks"
+    served.mkdir()
+    with serve_lab(root, served, place_notebook(served)) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="module")

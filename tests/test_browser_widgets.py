@@ -19,13 +19,9 @@ Run alone: ``.venv/bin/python -m pytest -p no:xdist -o addopts="" tests/test_bro
 import hashlib
 import io
 import json
-import os
 import re
-import secrets
 import shutil
-import subprocess
 import time
-from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -33,10 +29,9 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from attn_course.lab import lab_command
 from test_browser import (  # noqa: F401  (browser and chromium are fixtures, used by name)
-    ARTIFACTS, KERNEL_IDLE, ROOT, START_TIMEOUT_MS, TEST_USER_SETTINGS, TIMEOUT_MS, Lab, browser,
-    child_pids, chromium, free_port, run_all, settled_src, wait_kernel_idle)
+    ARTIFACTS, ROOT, START_TIMEOUT_MS, TIMEOUT_MS, browser, chromium, run_all, serve_lab, settled_src,
+    wait_kernel_idle)
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=TIMEOUT_MS)
@@ -64,58 +59,8 @@ def lab(chromium, tmp_path_factory):
         source = ROOT / "lessons" / f"{name}.ipynb"
         if source.is_file():
             shutil.copy(source, served / source.name)
-    for name, value in TEST_USER_SETTINGS.items():
-        f = root / "settings" / "@jupyterlab" / f"{name}.jupyterlab-settings"
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(json.dumps(value))
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("JUPYTER_PATH", "JUPYTER_CONFIG_PATH", "JUPYTERLAB_DIR")}
-    env.update(JUPYTER_CONFIG_DIR=str(root / "config"), JUPYTER_DATA_DIR=str(root / "data"),
-               JUPYTER_RUNTIME_DIR=str(root / "runtime"), IPYTHONDIR=str(root / "ipython"),
-               MPLCONFIGDIR=str(root / "mpl"), JUPYTERLAB_SETTINGS_DIR=str(root / "settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(root / "workspaces"))
-    token, port = secrets.token_hex(16), free_port()
-    log_path = root / "jupyterlab.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(lab_command(served, port, token, open_browser=False), env=env,
-                            stdout=log, stderr=subprocess.STDOUT, cwd=served)
-    lab = Lab(f"http://127.0.0.1:{port}", token, proc, served)
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            log.close()
-            pytest.fail("JupyterLab exited during start-up:\n" + log_path.read_text(), pytrace=False)
-        try:
-            if lab.api("/api/status")[0] == 200:
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            log.close()
-            pytest.fail("JupyterLab did not answer within 60 s:\n" + log_path.read_text(), pytrace=False)
-        time.sleep(0.25)
-
-    yield lab
-
-    kernels = child_pids(proc.pid)
-    try:
-        lab.api("/api/shutdown", method="POST")
-        proc.wait(timeout=30)
-    except Exception:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    log.close()
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(log_path, ARTIFACTS / "jupyterlab_widgets.log")
-    deadline = time.monotonic() + 10
-    while (left := [p for p in kernels if Path(f"/proc/{p}").exists()]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not left, f"kernel processes left running after JupyterLab shut down: {left}"
+    with serve_lab(root, served, served, log_name="jupyterlab_widgets.log") as lab:
+        yield lab
 
 
 @pytest.fixture
