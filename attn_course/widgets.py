@@ -9,9 +9,14 @@ import math
 
 import ipywidgets as widgets
 import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-from .attention import entropy, softmax_with_temperature
-from .plot import figure_png, new_figure, weights_bar
+from . import hard
+from .attention import (causal_mask, entropy, key_padding_to_attn_mask, masked_softmax, padding_mask,
+                        softmax_with_temperature)
+from .data import pad_batch, tokenize
+from .plot import attention_heatmap, figure_png, new_figure, token_grid, weights_bar
 
 
 class TemperatureExplorer(widgets.VBox):
@@ -173,11 +178,6 @@ class ScaleExplorer(widgets.VBox):
         ax.text(1.01, 1 / len(self.labels), "uniform\n1/S", color="gray", va="center", fontsize=8,
                 transform=ax.get_yaxis_transform())             # outside the axes: never on a bar
         self.image.value = figure_png(fig)
-
-
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from .plot import attention_heatmap  # noqa: E402
 
 
 class QueryPicker(widgets.VBox):
@@ -380,11 +380,6 @@ class HeadPicker(widgets.VBox):
         self.image.value = figure_png(fig)
 
 
-from matplotlib.figure import Figure  # noqa: E402
-
-from . import hard  # noqa: E402
-
-
 class GumbelExplorer(widgets.VBox):
     """A Gumbel-softmax temperature slider and a sample picker over one row of attention scores.
 
@@ -511,11 +506,6 @@ class GumbelExplorer(widgets.VBox):
         self.image.value = figure_png(fig)
 
 
-from matplotlib.figure import Figure  # noqa: E402
-
-from .attention import causal_mask, key_padding_to_attn_mask, masked_softmax, padding_mask  # noqa: E402
-
-
 class MaskExplorer(widgets.VBox):
     """Mask toggles over one sentence's self-attention: padding length, causal on/off, mask polarity.
 
@@ -617,7 +607,6 @@ class MaskExplorer(widgets.VBox):
     def update(self):
         self.readout.value = f"<pre>{self.text()}</pre>"
         w, allowed, labels = self.weights(), self.attn_mask(), self.shown_labels()
-        S = len(labels)
         fig = Figure(figsize=(5.0, 4.4))                                      # a fixed layout draws faster
         fig.subplots_adjust(left=0.17, right=0.97, bottom=0.2, top=0.92)
         ax = attention_heatmap(w, labels, labels, ax=fig.add_subplot(), annotate=False, colorbar=False,
@@ -628,10 +617,6 @@ class MaskExplorer(widgets.VBox):
             ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", fontsize=7,
                     color="black" if w[i, j] > 0.5 else "white")
         self.image.value = figure_png(fig)
-
-
-from .data import pad_batch, tokenize  # noqa: E402
-from .plot import token_grid  # noqa: E402
 
 
 class PaddingExplorer(widgets.VBox):
