@@ -16,3 +16,5 @@ __all__ = ["cross_attention_v2", "attention_weights_v2", "pad_batch_v2", "scaled
            "hard_attention_v2",
            "SinusoidalPositionalEncoding_v2", "TransformerBlock_v2", "masked_softmax_v2", "masked_softmax_v3",
            "masked_softmax_v4"]
+from .speech_v2 import attention_pool_v2, subsample_padding_mask_v2
+__all__ += ["attention_pool_v2", "subsample_padding_mask_v2"]

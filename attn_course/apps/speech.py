@@ -1,0 +1,295 @@
+"""Attention over the frames of speech: a spoken-digit recogniser and its baselines.
+
+A clip is a sequence of log-mel frames ``(S, F)`` (F = 32 bands, 10 ms apart). The model of lesson 13:
+
+    frames (B, S, F) -> per-band normalisation -> Conv1d stride 2 -> Conv1d   (B, S', E), S' = ceil(S / 2)
+    -> attention pooling: one learned query against the S' frames (masked) -> context (B, E) -> 10 logits
+
+Attention pooling is scaled dot-product attention (Vaswani et al. 2017, eq. 1) with a single learned
+query, the "attention pooling" of Yang et al. (2016, hierarchical attention networks, eqs. 8-10)
+and of speech models such as Chorowski et al. (2015) and Okabe et al. (2018, attentive statistics
+pooling). The baseline replaces it with the masked mean over frames.
+"""
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from ..attention import masked_softmax
+
+
+def pad_frames(frames, pad_value=0.0):
+    """Right-pad clips of different lengths into one batch.
+
+    Args:
+        frames: list of B float tensors (T_b, F), T_b >= 1, the same F.
+        pad_value: the number written into padded frames.
+
+    Returns:
+        ``(x, key_padding_mask)``: ``x`` (B, S, F) with S = max T_b; ``key_padding_mask`` (B, S) bool,
+        **True = padding** (the convention of ``torch.nn.MultiheadAttention``).
+
+    Raises:
+        ValueError: ``frames`` empty, a clip with no frame, or clips with different F.
+    """
+    if len(frames) == 0:
+        raise ValueError("pad_frames needs at least one clip; got an empty list")
+    if any(f.dim() != 2 or len(f) == 0 for f in frames) or len({f.shape[-1] for f in frames}) != 1:
+        raise ValueError(f"clips must be (T, F) with T >= 1 and one F; got {[tuple(f.shape) for f in frames]}")
+    S = max(len(f) for f in frames)
+    x = frames[0].new_full((len(frames), S, frames[0].shape[-1]), pad_value)        # (B, S, F)
+    key_padding_mask = torch.ones(len(frames), S, dtype=torch.bool)                 # (B, S), True = padding
+    for b, f in enumerate(frames):
+        x[b, :len(f)] = f
+        key_padding_mask[b, :len(f)] = False
+    return x, key_padding_mask.to(x.device)
+
+
+def subsample_padding_mask(key_padding_mask, stride=2):
+    """The padding mask of the frames a strided convolution puts out: every ``stride``-th input frame.
+
+    Output frame t' of ``Conv1d(kernel_size=k, stride=stride, padding=k // 2)`` (k odd) is centred on
+    input frame ``stride * t'``; it is padding exactly when that frame is. Such a convolution puts out
+    ``S' = ceil(S / stride)`` frames, and so does this mask. (Speech encoders subsample in time,
+    e.g. Chan et al. 2016 and Gulati et al. 2020; their masks must follow.)
+
+    Args:
+        key_padding_mask: (B, S) bool, **True = padding**.
+        stride: int >= 1.
+
+    Returns:
+        (B, S') bool, True = padding, S' = ceil(S / stride).
+
+    Raises:
+        ValueError: ``stride`` < 1 or ``key_padding_mask`` not 2-D.
+
+    >>> subsample_padding_mask(torch.tensor([[False, False, False, True, True]]))
+    tensor([[False, False,  True]])
+    """
+    if stride < 1 or key_padding_mask.dim() != 2:
+        raise ValueError(f"need stride >= 1 and a (B, S) mask; got stride={stride}, shape {tuple(key_padding_mask.shape)}")
+    return key_padding_mask[:, ::stride]                                            # (B, S) -> (B, ceil(S / stride))
+
+
+def attention_pool(query, key, value, key_padding_mask=None):
+    """One query attends over the frames of each clip: softmax(q k^T / sqrt(E)) v, padding masked.
+
+    attn_scores[b, s] = query . key[b, s] / sqrt(E); attn_weights = softmax over s of the frames that
+    are not padding; context[b] = sum_s attn_weights[b, s] value[b, s] (Vaswani et al. 2017, eq. 1,
+    with L = 1 query; Yang et al. 2016, eqs. 8-10).
+
+    Args:
+        query: (E,) or (B, E) float, the learned query (shared by all clips, or one per clip).
+        key: (B, S, E) float. value: (B, S, Dv) float.
+        key_padding_mask: (B, S) bool, **True = padding** (gets weight exactly 0), or None.
+
+    Returns:
+        ``(context, attn_weights)``: (B, Dv) and (B, S); each row of attn_weights sums to 1 over the frames.
+
+    Raises:
+        ValueError: shapes that do not fit together.
+    """
+    B, S, E = key.shape
+    if query.shape[-1] != E or value.shape[:2] != (B, S) or (
+            key_padding_mask is not None and key_padding_mask.shape != (B, S)):
+        raise ValueError(f"query (E,) or (B, E), key (B, S, E), value (B, S, Dv), key_padding_mask (B, S); got "
+                         f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}, "
+                         f"{None if key_padding_mask is None else tuple(key_padding_mask.shape)}")
+    attn_scores = (key @ query.reshape(-1, E, 1)).squeeze(-1) / math.sqrt(E)        # (B, S, E) @ (., E, 1) -> (B, S)
+    attn_mask = None if key_padding_mask is None else ~key_padding_mask             # True = may attend
+    attn_weights = masked_softmax(attn_scores, attn_mask)                            # (B, S), rows sum to 1
+    context = (attn_weights.unsqueeze(1) @ value).squeeze(1)                         # (B, 1, S) @ (B, S, Dv) -> (B, Dv)
+    return context, attn_weights
+
+
+def mean_pool(value, key_padding_mask=None):
+    """The baseline: the plain mean of the non-padding frames, (B, S, Dv) -> (B, Dv); weights (B, S) uniform."""
+    keep = torch.ones(value.shape[:2], device=value.device) if key_padding_mask is None else (~key_padding_mask).float()
+    weights = keep / keep.sum(-1, keepdim=True)                                      # (B, S), 1 / T_b on real frames
+    return (weights.unsqueeze(1) @ value).squeeze(1), weights                        # (B, Dv)
+
+
+class SpokenDigitClassifier(nn.Module):
+    """Log-mel frames -> two 1-D convolutions -> attention (or mean) pooling -> 10 digit logits.
+
+    Args:
+        band_mean, band_std: (F,) float tensors, the per-band statistics of the training frames.
+        d_model: E, channels of the convolutions and size of the query. pooling: "attention" | "mean".
+
+    ``forward(x (B, S, F), key_padding_mask (B, S))`` returns ``(logits (B, 10), attn_weights (B, S'))``
+    with ``S' = ceil(S / 2)``: the first convolution has stride 2 (20 ms per encoder frame).
+    """
+
+    def __init__(self, band_mean, band_std, d_model=64, pooling="attention", num_classes=10):
+        super().__init__()
+        if pooling not in ("attention", "mean"):
+            raise ValueError(f"pooling must be 'attention' or 'mean'; got {pooling!r}")
+        self.pooling = pooling
+        self.register_buffer("band_mean", torch.as_tensor(band_mean, dtype=torch.float32))
+        self.register_buffer("band_std", torch.as_tensor(band_std, dtype=torch.float32))
+        n_mels = self.band_mean.shape[-1]
+        self.conv1 = nn.Conv1d(n_mels, d_model, kernel_size=5, stride=2, padding=2)
+        self.conv2 = nn.Conv1d(d_model, d_model, kernel_size=5, padding=2)
+        self.key_proj = nn.Linear(d_model, d_model)
+        self.query = nn.Parameter(torch.zeros(d_model))
+        self.out = nn.Linear(d_model, num_classes)
+
+    def encode(self, x, key_padding_mask):
+        """(B, S, F) dB frames -> encoder states (B, S', E) and their padding mask (B, S')."""
+        x = ((x - self.band_mean) / self.band_std).masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
+        h = F.relu(self.conv1(x.transpose(1, 2)))                                    # (B, F, S) -> (B, E, S')
+        h = F.relu(self.conv2(h)).transpose(1, 2)                                    # (B, E, S') -> (B, S', E)
+        return h, subsample_padding_mask(key_padding_mask, stride=2)
+
+    def classify(self, h, key_padding_mask):
+        """Encoder states (B, S', E) and mask (B, S') -> (logits (B, 10), attn_weights (B, S'))."""
+        if self.pooling == "attention":
+            context, attn_weights = attention_pool(self.query, torch.tanh(self.key_proj(h)), h, key_padding_mask)
+        else:
+            context, attn_weights = mean_pool(h, key_padding_mask)
+        return self.out(context), attn_weights                                       # (B, E) -> (B, 10)
+
+    def forward(self, x, key_padding_mask):
+        return self.classify(*self.encode(x, key_padding_mask))
+
+
+def band_stats(frames):
+    """Per-band mean and standard deviation (F,) over all frames of a list of (T, F) clips."""
+    stacked = torch.cat(list(frames))                                                # (sum T, F)
+    return stacked.mean(0), stacked.std(0)
+
+
+def train_classifier(model, clips, epochs=12, batch_size=32, lr=3e-3, seed=0, device="cpu", progress=True):
+    """Adam on shuffled mini-batches of ``clips`` (a ``spoken_digits.Clips``); a tqdm bar per epoch.
+
+    Returns the mean training loss of each epoch (list of float).
+    """
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    bar = tqdm(range(epochs), desc=f"training ({model.pooling} pooling)", disable=not progress or None)
+    for _ in bar:
+        model.train()
+        order, total = torch.randperm(len(clips), generator=g).tolist(), 0.0
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            x, key_padding_mask = pad_frames([clips.frames[i] for i in batch])
+            logits, _ = model(x.to(device), key_padding_mask.to(device))
+            loss = F.cross_entropy(logits, clips.labels[batch].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(batch)
+        losses.append(total / len(order))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return losses
+
+
+@torch.no_grad()
+def predict(model, clips, batch_size=64, device="cpu"):
+    """Predicted digits (N,) int64 and, per clip, its attention weights over its own S'_i frames (list)."""
+    model.eval()
+    predictions, weights = [], []
+    for start in range(0, len(clips), batch_size):
+        chunk = clips.frames[start:start + batch_size]
+        x, key_padding_mask = pad_frames(chunk)
+        logits, attn_weights = model(x.to(device), key_padding_mask.to(device))
+        predictions.append(logits.argmax(-1).cpu())
+        weights += [w[:math.ceil(len(f) / 2)].cpu() for w, f in zip(attn_weights, chunk)]
+    return torch.cat(predictions), weights
+
+
+def nearest_neighbour(train_clips, test_clips):
+    """The no-learning baseline: each clip -> the mean of its frames; 1-nearest neighbour (Euclidean)."""
+    def embed(clips):
+        return torch.stack([f.mean(0) for f in clips.frames])                        # (N, F)
+    distances = torch.cdist(embed(test_clips), embed(train_clips))                  # (N_test, N_train)
+    return train_clips.labels[distances.argmin(-1)]
+
+
+def mass_on_voiced(weights, voiced):
+    """Per clip, the attention mass on voiced frames: weights at the encoder rate, voiced at the frame rate."""
+    return torch.tensor([w[v[::2]].sum().item() for w, v in zip(weights, voiced)])
+
+
+# ---- checks of the lesson's exercises ------------------------------------------------------------
+
+def _pool_cases(thorough):
+    """(label, B, S, E, Dv, lengths, per-clip query, score scale, dtype)."""
+    yield "3 clips of 7, 4 and 2 frames, padded to S=7, E=8", 3, 7, 8, 5, [7, 4, 2], False, 1.0, torch.float32
+    if thorough:
+        yield "one query per clip, lengths 9, 1, 5, 9, E=16", 4, 9, 16, 6, [9, 1, 5, 9], True, 1.0, torch.float32
+        yield "float64, no padding at all, E=32", 2, 6, 32, 32, [6, 6], False, 1.0, torch.float64
+        yield "large scores (x50), lengths 12, 3", 2, 12, 8, 4, [12, 3], False, 50.0, torch.float32
+        yield "a single clip of one frame", 1, 1, 4, 3, [1], False, 1.0, torch.float32
+
+
+def check_attention_pool(fn, thorough=False, seed=130):
+    """``fn(query, key, value, key_padding_mask) -> (context (B, Dv), attn_weights (B, S))`` against
+    ``attention_pool``: shapes, weights summing to 1 over each clip's frames, zero weight on padding,
+    values, and an output that does not change when the padding frames' contents change."""
+    from ..checks import CheckFailure, _call, expect_rows_sum_to_one, expect_tensor
+    g = torch.Generator().manual_seed(seed)
+    for case, B, S, E, Dv, lengths, per_clip, scale, dtype in _pool_cases(thorough):
+        query = (torch.randn(*((B, E) if per_clip else (E,)), generator=g, dtype=torch.float64) * scale).to(dtype)
+        key = torch.randn(B, S, E, generator=g, dtype=torch.float64).to(dtype)
+        value = torch.randn(B, S, Dv, generator=g, dtype=torch.float64).to(dtype)
+        key_padding_mask = torch.arange(S) >= torch.tensor(lengths)[:, None]          # (B, S), True = padding
+        got = _call(fn, (query, key, value, key_padding_mask), case)
+        if not isinstance(got, tuple) or len(got) != 2:
+            raise CheckFailure("type", f"{case}: return the tuple (context, attn_weights); got {type(got).__name__}")
+        context, attn_weights = got
+        expected_context, expected_weights = attention_pool(query, key, value, key_padding_mask)
+        if not isinstance(attn_weights, torch.Tensor) or attn_weights.shape != expected_weights.shape:
+            expect_tensor("attn_weights", attn_weights, expected_weights, case, legend="(B, S)")  # type or shape
+        expect_rows_sum_to_one("attn_weights", attn_weights, case)
+        on_padding = attn_weights.detach()[key_padding_mask].abs()
+        if on_padding.numel() and on_padding.max() > 1e-6:
+            b = int(key_padding_mask.nonzero()[on_padding.argmax()][0])
+            raise CheckFailure("mask", f"{case}: clip {b} has {lengths[b]} real frames and {S - lengths[b]} padding "
+                                       f"frames (key_padding_mask True), which got weight "
+                                       f"{attn_weights[b][key_padding_mask[b]].sum().item():.3f} in all; padding must "
+                                       f"get exactly 0. Fill the padded scores with -inf before the softmax.")
+        expect_tensor("attn_weights", attn_weights, expected_weights, case, legend="(B, S)")
+        expect_tensor("context", context, expected_context, case, legend="(B, Dv)")
+        noisy_key, noisy_value = key.clone(), value.clone()
+        noisy_key[key_padding_mask] = 1e3
+        noisy_value[key_padding_mask] = -1e3
+        context2, _ = _call(fn, (query, noisy_key, noisy_value, key_padding_mask), case + ", padding filled with 1000s")
+        expect_tensor("context", context2, expected_context, case + " (padding frames filled with +-1000: "
+                      "the output must not change)", legend="(B, Dv)")
+
+
+def _mask_cases(thorough):
+    """(label, lengths, S, stride)."""
+    yield "lengths 9, 5, 2 padded to S=9, stride 2", [9, 5, 2], 9, 2
+    if thorough:
+        yield "even S=8, lengths 8, 7, 1, stride 2", [8, 7, 1], 8, 2
+        yield "stride 3, lengths 10, 4, 6 of S=10", [10, 4, 6], 10, 3
+        yield "stride 1 (no subsampling)", [5, 3], 5, 1
+        yield "one long and one short clip, S=41, stride 2", [41, 12], 41, 2
+
+
+def check_subsample_padding_mask(fn, thorough=False, seed=131):
+    """``fn(key_padding_mask (B, S), stride) -> (B, ceil(S / stride))`` bool, True = padding, against a real
+    ``nn.Conv1d(kernel_size=5, stride, padding=2)``: an output frame is padding when the input frame at its
+    centre is; the length is the convolution's."""
+    from ..checks import CheckFailure, _call, expect_tensor
+    del seed  # the cases are fixed; the argument keeps the checks' common signature
+    for case, lengths, S, stride in _mask_cases(thorough):
+        key_padding_mask = torch.arange(S) >= torch.tensor(lengths)[:, None]         # (B, S), True = padding
+        S_out = nn.Conv1d(1, 1, kernel_size=5, stride=stride, padding=2)(torch.zeros(1, 1, S)).shape[-1]
+        centres = torch.arange(S_out) * stride                                       # the input frame under each output
+        expected = key_padding_mask[:, centres]                                      # (B, S')
+        got = _call(fn, (key_padding_mask, stride), case)
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape and got.dtype == torch.bool and \
+                not torch.equal(got, expected):
+            b = int((got != expected).any(-1).nonzero()[0])
+            t = int((got[b] != expected[b]).nonzero()[0])
+            raise CheckFailure("values", f"{case}: clip {b} ({lengths[b]} real frames of {S}): expected the mask "
+                                         f"{expected[b].int().tolist()}, got {got[b].int().tolist()}. Encoder frame "
+                                         f"{t} is centred on input frame {stride * t}, which is "
+                                         f"{'padding' if expected[b, t] else 'real'}.")
+        expect_tensor("key_padding_mask", got, expected, case, legend=f"(B, ceil(S / {stride}))")
