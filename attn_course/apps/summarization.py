@@ -1,0 +1,347 @@
+"""Extractive summarisation with a hierarchical attention network (lesson 14).
+
+An article is a list of sentences, a sentence a list of words. The model reads it in two levels, as in
+Yang et al. (2016), *Hierarchical Attention Networks for Document Classification*, eqs. 5-10:
+
+    word level:      h_it = BiGRU(embedding(w_it))                        (B, N, T, E) -> (B, N, T, 2H)
+                     a_it = softmax_t(tanh(W_w h_it + b_w) . u_w)         over the T words of sentence i
+                     s_i  = sum_t a_it h_it                               (B, N, T, 2H) -> (B, N, 2H)
+    sentence level:  h_i  = BiGRU(s_i + position_i)                       (B, N, 2H) -> (B, N, 2H)
+                     b_i  = softmax_i(tanh(W_s h_i + b_s) . u_s)          over the N sentences
+                     d    = sum_i b_i h_i                                 (B, N, 2H) -> (B, 2H)
+
+For classification Yang et al. feed the document vector d to a classifier. Here the sentence weights
+b_i *are* the output: the summary is the sentence with the largest weight, like a pointer network
+(Vinyals et al. 2015) pointing at one sentence. Training maximises log b_i of the oracle sentence:
+the sentence with the highest ROUGE against the article's title and subtitle.
+
+Shape legend: B articles, N sentences per article (padded), T words per sentence (padded), E embedding
+size, H GRU size per direction, V vocabulary. **key_padding_mask: True = padding**, as in
+``torch.nn.MultiheadAttention``.
+"""
+import collections
+import math
+import random
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .. import data as course_data
+from ..data import news
+
+MAX_SENTENCES, MAX_WORDS = 20, 32
+
+
+# ---------------------------------------------------------------- ROUGE (Lin 2004)
+
+def _ngrams(tokens, n):
+    return collections.Counter(zip(*(tokens[i:] for i in range(n))))        # n-gram -> count
+
+
+def _overlap(candidate_counts, reference_counts):
+    return sum(min(c, reference_counts[g]) for g, c in candidate_counts.items() if g in reference_counts)
+
+
+def _f1(overlap, n_candidate, n_reference):
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / n_candidate, overlap / n_reference
+    return 2 * precision * recall / (precision + recall)
+
+
+def rouge_n_f1(candidate, reference, n=1):
+    """ROUGE-N F1 between two token lists (Lin 2004, section 2): clipped n-gram overlap.
+
+    overlap = sum over n-grams g of min(count_candidate(g), count_reference(g));
+    precision = overlap / #candidate n-grams, recall = overlap / #reference n-grams, F1 their harmonic mean.
+
+    Args:
+        candidate, reference: lists of str tokens (use ``news.words`` to tokenize).
+        n: the n-gram length, >= 1.
+
+    Returns:
+        float in [0, 1]; 0.0 when either side has no n-gram.
+
+    Raises:
+        ValueError: n < 1.
+
+    >>> round(rouge_n_f1("the cat sat on the mat".split(), "the cat is on the mat".split()), 4)
+    0.8333
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1; got {n}")
+    cand, ref = _ngrams(list(candidate), n), _ngrams(list(reference), n)
+    return _f1(_overlap(cand, ref), sum(cand.values()), sum(ref.values()))
+
+
+def rouge_1_f1(candidate, reference):
+    """ROUGE-1 F1 of two token lists: ``rouge_n_f1(candidate, reference, n=1)``."""
+    return rouge_n_f1(candidate, reference, 1)
+
+
+def rouge_l_f1(candidate, reference):
+    """ROUGE-L F1 (Lin 2004, section 3): from the longest common subsequence of the two token lists.
+
+    >>> round(rouge_l_f1("police killed the gunman".split(), "the gunman police killed".split()), 2)
+    0.5
+    """
+    cand, ref = list(candidate), list(reference)
+    if not cand or not ref:
+        return 0.0
+    prev = [0] * (len(ref) + 1)
+    for c in cand:                                     # dynamic programme, one row at a time
+        row = [0]
+        for j, r in enumerate(ref):
+            row.append(prev[j] + 1 if c == r else max(prev[j + 1], row[j]))
+        prev = row
+    return _f1(prev[-1], len(cand), len(ref))
+
+
+def rouge(candidate_text, reference_text):
+    """ROUGE-1, ROUGE-2 and ROUGE-L F1 of two texts, tokenized with ``news.words``: a dict r1, r2, rl."""
+    cand, ref = news.words(candidate_text), news.words(reference_text)
+    return {"r1": rouge_n_f1(cand, ref, 1), "r2": rouge_n_f1(cand, ref, 2), "rl": rouge_l_f1(cand, ref)}
+
+
+def reference_text(article):
+    """What a summary is scored against: the title, and the subtitle where there is one."""
+    return f"{article['title']} {article['subtitle']}".strip()
+
+
+def sentences(article, max_sentences=MAX_SENTENCES):
+    """The article's first ``max_sentences`` sentences: what the model and the baselines choose from."""
+    return list(article["sentences"][:max_sentences])
+
+
+def oracle_scores(article, max_sentences=MAX_SENTENCES):
+    """Per sentence, (ROUGE-1 F1 + ROUGE-2 F1) / 2 against ``reference_text``: a list of N floats."""
+    ref = news.words(reference_text(article))
+    ref_1, ref_2 = _ngrams(ref, 1), _ngrams(ref, 2)
+    out = []
+    for cand in article["words"][:max_sentences]:
+        r1 = _f1(_overlap(_ngrams(cand, 1), ref_1), len(cand), len(ref))
+        r2 = _f1(_overlap(_ngrams(cand, 2), ref_2), len(cand) - 1, len(ref) - 1)
+        out.append((r1 + r2) / 2)
+    return out
+
+
+def oracle_index(article, max_sentences=MAX_SENTENCES):
+    """The training label: the index of the sentence with the best ``oracle_scores`` (first on ties)."""
+    scores = oracle_scores(article, max_sentences)
+    return max(range(len(scores)), key=scores.__getitem__)
+
+
+# ---------------------------------------------------------------- tensors
+
+def build_vocab(articles, min_count=2):
+    """A ``data.Vocab`` of the words seen at least ``min_count`` times in ``articles`` (most frequent first)."""
+    counts = collections.Counter(w for a in articles for s in a["words"][:MAX_SENTENCES] for w in s)
+    kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+    return course_data.Vocab([kept])
+
+
+def encode(articles, vocab, max_sentences=MAX_SENTENCES, max_words=MAX_WORDS):
+    """Articles -> padded word ids and their padding mask.
+
+    Returns:
+        ids: (B, N, T) int64, N = max_sentences, T = max_words, ``vocab.pad_id`` where there is no word;
+        key_padding_mask: (B, N, T) bool, **True = padding** (a padding sentence is all True).
+    """
+    ids = torch.full((len(articles), max_sentences, max_words), vocab.pad_id, dtype=torch.long)
+    for b, article in enumerate(articles):
+        for i, sentence_words in enumerate(article["words"][:max_sentences]):
+            row = vocab.encode(sentence_words[:max_words])
+            ids[b, i, :len(row)] = torch.tensor(row, dtype=torch.long)
+    return ids, ids == vocab.pad_id                                      # (B, N, T) each
+
+
+# ---------------------------------------------------------------- the model
+
+def attention_pool(attn_scores, value, key_padding_mask=None):
+    """Attention pooling with a padding mask: softmax of the scores over the last axis, then a weighted sum.
+
+    attn_weights = softmax(attn_scores masked with -inf where key_padding_mask is True);
+    context = sum_s attn_weights[..., s] * value[..., s, :]. A row whose keys are all padding (a padding
+    sentence at the word level) gets all-zero weights and a zero context, not NaN.
+
+    Args:
+        attn_scores: (..., S) float, one score per key.
+        value: (..., S, E) float, the vectors to average.
+        key_padding_mask: (..., S) bool, **True = padding** (weight exactly 0), or None.
+
+    Returns:
+        (context, attn_weights): (..., E) and (..., S).
+
+    Raises:
+        ValueError: the shapes do not line up.
+
+    References: Yang et al. (2016), eqs. 6-7 and 9-10; Bahdanau et al. (2015), eq. 6.
+    """
+    if value.shape[:-1] != attn_scores.shape or (key_padding_mask is not None
+                                                  and key_padding_mask.shape != attn_scores.shape):
+        raise ValueError(f"attn_scores (..., S) {tuple(attn_scores.shape)}, value (..., S, E) "
+                         f"{tuple(value.shape)} and key_padding_mask (..., S) "
+                         f"{None if key_padding_mask is None else tuple(key_padding_mask.shape)} must agree")
+    if key_padding_mask is not None:
+        attn_scores = attn_scores.masked_fill(key_padding_mask, float("-inf"))   # padding: exp(-inf) = 0
+    attn_weights = torch.softmax(attn_scores, dim=-1)                             # (..., S), NaN if all padding
+    if key_padding_mask is not None:
+        attn_weights = attn_weights.masked_fill(key_padding_mask.all(-1, keepdim=True), 0.0)
+    context = (attn_weights.unsqueeze(-2) @ value).squeeze(-2)                   # (..., 1, S) @ (..., S, E) -> (..., E)
+    return context, attn_weights
+
+
+class AdditiveAttentionPool(nn.Module):
+    """Yang et al.'s attention with a learned context vector: score_s = tanh(W h_s + b) . u (eqs. 5-6, 8-9).
+
+    ``pool`` (default ``attention_pool``) turns the scores into weights and the context; it is an
+    attribute so that a lesson can swap in another implementation.
+    """
+
+    def __init__(self, dim, attn_dim):
+        super().__init__()
+        self.proj = nn.Linear(dim, attn_dim)
+        self.context_vector = nn.Parameter(torch.randn(attn_dim) / math.sqrt(attn_dim))
+        self.pool = attention_pool
+
+    def forward(self, hidden, key_padding_mask):
+        """hidden (..., S, dim), key_padding_mask (..., S) -> (context (..., dim), attn_scores, attn_weights (..., S))."""
+        attn_scores = torch.tanh(self.proj(hidden)) @ self.context_vector        # (..., S, A) @ (A,) -> (..., S)
+        context, attn_weights = self.pool(attn_scores, hidden, key_padding_mask)
+        return context, attn_scores, attn_weights
+
+
+class HierarchicalSummarizer(nn.Module):
+    """A small hierarchical attention network whose sentence weights pick the summary sentence.
+
+    Args:
+        vocab_size: V. embed_dim: E. hidden: H, the GRU size per direction. attn_dim: size of the
+        attention projections. max_sentences: N, the number of sentence positions.
+
+    ``forward(ids (B, N, T), key_padding_mask (B, N, T))`` returns a dict with ``sentence_scores``
+    (B, N; -inf on padding sentences), ``sentence_weights`` (B, N), ``word_weights`` (B, N, T) and
+    ``document`` (B, 2H). Reference: Yang et al. (2016), section 2.
+    """
+
+    def __init__(self, vocab_size, embed_dim=32, hidden=16, attn_dim=16, max_sentences=MAX_SENTENCES):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.word_proj = nn.Linear(3 * embed_dim, 2 * hidden)                   # a word and its two neighbours
+        self.word_attention = AdditiveAttentionPool(2 * hidden, attn_dim)
+        self.position = nn.Embedding(max_sentences, 2 * hidden)                  # lead bias is learnable
+        self.sentence_gru = nn.GRU(2 * hidden, hidden, batch_first=True, bidirectional=True)
+        self.sentence_attention = AdditiveAttentionPool(2 * hidden, attn_dim)
+
+    def forward(self, ids, key_padding_mask):
+        B, N, T = ids.shape
+        x = self.embedding(ids)                                                  # (B, N, T) -> (B, N, T, E)
+        padded = F.pad(x, (0, 0, 1, 1))                                          # (B, N, T + 2, E): zeros at both ends
+        window = torch.cat([padded[:, :, :-2], x, padded[:, :, 2:]], dim=-1)     # (B, N, T, 3E): previous, word, next
+        real = ~key_padding_mask                                                 # (B, N, T): compute real words only
+        h_words = window.new_zeros(B, N, T, self.word_proj.out_features)         # (B, N, T, 2H), 0 on padding
+        h_words[real] = torch.tanh(self.word_proj(window[real]))                 # (M, 3E) -> (M, 2H), M real words
+        s, _, word_weights = self.word_attention(h_words, key_padding_mask)     # (B, N, 2H), (B, N, T)
+        sentence_padding = key_padding_mask.all(-1)                              # (B, N): no word at all
+        s = s + self.position.weight[:N]                                         # (B, N, 2H) + (N, 2H)
+        h_sent, _ = self.sentence_gru(s)                                         # (B, N, 2H)
+        document, scores, sentence_weights = self.sentence_attention(h_sent, sentence_padding)
+        return {"sentence_scores": scores.masked_fill(sentence_padding, float("-inf")),   # (B, N)
+                "sentence_weights": sentence_weights, "word_weights": word_weights, "document": document}
+
+
+# ---------------------------------------------------------------- training and evaluation
+
+def train(model, ids, key_padding_mask, labels, epochs=4, batch_size=32, lr=5e-3, seed=0, progress=True):
+    """Train with cross-entropy on the sentence scores (= -log sentence_weights[label]); AdamW, shuffled batches.
+
+    Args:
+        ids, key_padding_mask: (A, N, T) from ``encode``; labels: (A,) int64 oracle sentence indices.
+        progress: show a tqdm progress bar (``tqdm.auto``).
+
+    Returns:
+        the list of mean training losses, one per epoch.
+    """
+    from tqdm.auto import tqdm
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    steps = epochs * math.ceil(len(ids) / batch_size)
+    losses = []
+    with tqdm(total=steps, desc="training", unit="batch", disable=None if progress else True) as bar:
+        for epoch in range(epochs):
+            model.train()
+            order, total = torch.randperm(len(ids), generator=g), 0.0
+            for start in range(0, len(ids), batch_size):
+                batch = order[start:start + batch_size]
+                out = model(ids[batch].to(device), key_padding_mask[batch].to(device))
+                loss = F.cross_entropy(out["sentence_scores"], labels[batch].to(device))
+                opt.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                total += loss.item() * len(batch)
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+            losses.append(total / len(ids))
+    return losses
+
+
+@torch.no_grad()
+def predict(model, ids, key_padding_mask, batch_size=256):
+    """Sentence weights (A, N) and word weights (A, N, T) of a trained model, on the CPU."""
+    model.eval()
+    device = next(model.parameters()).device
+    sw, ww = [], []
+    for start in range(0, len(ids), batch_size):
+        out = model(ids[start:start + batch_size].to(device), key_padding_mask[start:start + batch_size].to(device))
+        sw.append(out["sentence_weights"].cpu())
+        ww.append(out["word_weights"].cpu())
+    return torch.cat(sw), torch.cat(ww)
+
+
+def pick_lead(article, k=1):
+    """Lead-k: the first k sentences (indices)."""
+    return list(range(min(k, len(sentences(article)))))
+
+
+def pick_random(article, rng, k=1):
+    """k distinct random sentences from ``rng`` (a ``random.Random``), in document order."""
+    n = len(sentences(article))
+    return sorted(rng.sample(range(n), min(k, n)))
+
+
+def pick_top(weights, article, k=1):
+    """The k sentences with the largest weights (ties: the earlier one), returned in document order."""
+    n = len(sentences(article))
+    w = torch.as_tensor(weights)[:n]
+    return sorted(torch.argsort(-w, stable=True)[:k].tolist())
+
+
+def score_picks(articles, picks):
+    """Mean ROUGE-1/2/L F1 (in %) of the picked sentences, joined in document order, against the references."""
+    totals = collections.Counter()
+    for article, chosen in zip(articles, picks):
+        summary = " ".join(sentences(article)[i] for i in chosen)
+        totals.update(rouge(summary, reference_text(article)))
+    return {key: 100 * totals[key] / len(articles) for key in ("r1", "r2", "rl")}
+
+
+def baseline_table(articles, weights=None, seed=0):
+    """ROUGE F1 (%) of Lead-1, Lead-3, random-1, oracle-1 and, given sentence weights (A, N), the model's top-1 and top-3."""
+    rng = random.Random(seed)
+    rows = {"Lead-1": [pick_lead(a, 1) for a in articles],
+            "Lead-3": [pick_lead(a, 3) for a in articles],
+            "random-1": [pick_random(a, rng, 1) for a in articles],
+            "oracle-1 (upper bound)": [[oracle_index(a)] for a in articles]}
+    if weights is not None:
+        rows["model top-1"] = [pick_top(w, a, 1) for w, a in zip(weights, articles)]
+        rows["model top-3"] = [pick_top(w, a, 3) for w, a in zip(weights, articles)]
+    return {name: score_picks(articles, picks) for name, picks in rows.items()}
+
+
+def format_table(table):
+    """The table of ``baseline_table`` as aligned text."""
+    lines = [f"{'summary':24s} {'ROUGE-1':>8s} {'ROUGE-2':>8s} {'ROUGE-L':>8s}"]
+    lines += [f"{name:24s} {s['r1']:8.2f} {s['r2']:8.2f} {s['rl']:8.2f}" for name, s in table.items()]
+    return "\n".join(lines)

