@@ -18,3 +18,5 @@ __all__ = ["cross_attention_v2", "attention_weights_v2", "pad_batch_v2", "scaled
            "masked_softmax_v4"]
 from .speech_v2 import attention_pool_v2, subsample_padding_mask_v2
 __all__ += ["attention_pool_v2", "subsample_padding_mask_v2"]
+from .generation_v2 import CharTransformer_v2
+__all__ += ["CharTransformer_v2"]

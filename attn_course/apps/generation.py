@@ -1,0 +1,412 @@
+"""Text generation with a small causal self-attention model: a character-level mini GPT.
+
+``CharTransformer`` is the course's own parts put together as a decoder-only language model:
+character embedding + positional encoding -> N pre-LN ``TransformerBlock`` s with a causal mask ->
+LayerNorm -> a linear layer to one logit per character. Trained with next-character cross-entropy
+(``train_char_model``), measured in bits per character against n-gram baselines (``ngram_bpc``),
+sampled with a softmax temperature and top-k (``sample_next``, ``generate``), and probed for
+causality (``causality_probe``).
+
+Shape legend: B batch, L sequence length (context), E d_model (= H*D), H heads, D head_dim, V vocabulary.
+
+**Mask polarity.** ``attn_mask`` as in ``torch.nn.functional.scaled_dot_product_attention``:
+**True = may attend**; ``causal_mask(L)`` lets position i attend to 0..i.
+
+References: Radford et al. 2018, "Improving Language Understanding by Generative Pre-Training"
+(decoder-only transformer, section 3.1); Vaswani et al. 2017, section 3.2.3 (masking "illegal
+connections" in the decoder); Karpathy, nanoGPT and "char-rnn" (character-level models of
+Shakespeare); Holtzman et al. 2020 (top-k and temperature sampling); Shannon 1951 (n-gram baselines
+and bits per character).
+"""
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..attention import causal_mask
+from ..checks import KINDS, CheckFailure, _call, expect_tensor
+from ..transformer import LearnedPositionalEncoding, SinusoidalPositionalEncoding, TransformerBlock
+
+LOG2 = math.log(2.0)
+
+
+class CharTransformer(nn.Module):
+    """A decoder-only transformer over characters: logits for the next character at every position.
+
+    ``h_0 = Embed(ids) + PE``; ``h_n = Block_n(h_{n-1}, attn_mask=causal)``; ``logits = W LN(h_N) + b``.
+    Position l's logits depend on ``ids[:, :l+1]`` only (the causal mask), so they predict ``ids[:, l+1]``.
+
+    Args:
+        vocab_size: V. d_model: E. num_heads: H (E divisible by H). num_layers: N blocks.
+        max_len: the longest context accepted (L <= max_len). d_ff: the feed-forward width (4E default).
+        positional: ``"learned"`` or ``"sinusoidal"`` (``attn_course.transformer``).
+        dropout: as in ``TransformerBlock`` (0 by default: the lesson trains too briefly to overfit).
+
+    Forward args:
+        ids: (B, L) int64 character ids, L <= max_len.
+        need_weights: also return each block's attention weights.
+
+    Returns:
+        logits (B, L, V), or ``(logits, [attn_weights (B, H, L, L) per block])``.
+
+    Raises:
+        ValueError: ``ids`` not 2-D or L > max_len; ``positional`` unknown.
+
+    References: Radford et al. 2018, section 3.1; Vaswani et al. 2017, sections 3.2.3 and 3.5;
+    pre-LN as in GPT-2 (Radford et al. 2019) and Xiong et al. 2020.
+
+    >>> model = CharTransformer(vocab_size=10, d_model=16, num_heads=2, num_layers=1, max_len=8)
+    >>> model(torch.tensor([[1, 2, 3]])).shape
+    torch.Size([1, 3, 10])
+    """
+
+    def __init__(self, vocab_size, d_model=64, num_heads=4, num_layers=2, max_len=64, d_ff=None,
+                 positional="learned", dropout=0.0):
+        super().__init__()
+        positions = {"learned": LearnedPositionalEncoding, "sinusoidal": SinusoidalPositionalEncoding}
+        if positional not in positions:
+            raise ValueError(f"positional must be 'learned' or 'sinusoidal'; got {positional!r}")
+        self.max_len = max_len
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        self.positional = positions[positional](max_len, d_model)
+        self.blocks = nn.ModuleList(TransformerBlock(d_model, num_heads, d_ff or 4 * d_model, dropout=dropout,
+                                                     norm_first=True, activation="gelu")
+                                    for _ in range(num_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.lm_head = nn.Linear(d_model, vocab_size)
+        self.apply(_init_weights)
+
+    def forward(self, ids, need_weights=False):
+        if ids.dim() != 2 or ids.shape[1] > self.max_len:
+            raise ValueError(f"ids must have shape (B, L) with L <= max_len={self.max_len}; got {tuple(ids.shape)}")
+        L = ids.shape[1]
+        attn_mask = causal_mask(L, device=ids.device)                 # (L, L), True = may attend
+        x = self.positional(self.embedding(ids))                      # (B, L) -> (B, L, E)
+        all_weights = []
+        for block in self.blocks:
+            x, attn_weights = block(x, attn_mask=attn_mask, need_weights=True)   # (B, L, E), (B, H, L, L)
+            all_weights.append(attn_weights)
+        logits = self.lm_head(self.norm(x))                           # (B, L, E) -> (B, L, V)
+        return (logits, all_weights) if need_weights else logits
+
+
+def _init_weights(module):
+    """GPT-2's initialisation: N(0, 0.02) weights, zero biases (embeddings and linear layers)."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+def random_windows(ids, block_size, batch_size, generator):
+    """A batch of training windows: ``(inputs, targets)``, each (B, block_size), targets shifted by one.
+
+    ``inputs[b] = ids[s : s + block_size]``, ``targets[b] = ids[s + 1 : s + block_size + 1]`` for a
+    start s drawn uniformly (from ``generator``) in 0 .. len(ids) - block_size - 1.
+    """
+    starts = torch.randint(0, len(ids) - block_size, (batch_size,), generator=generator)   # (B,)
+    offsets = torch.arange(block_size)                                                    # (L,)
+    inputs = ids[starts[:, None] + offsets]                                               # (B, L)
+    return inputs, ids[starts[:, None] + offsets + 1]                                     # (B, L) each
+
+
+def lm_loss(logits, targets):
+    """Mean next-character cross-entropy in nats: logits (B, L, V), targets (B, L) -> scalar."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))   # (B*L, V), (B*L,)
+
+
+def train_char_model(model, train_ids, steps=600, block_size=64, batch_size=32, lr=3e-3, seed=0,
+                     device="cpu", progress=True):
+    """Train ``model`` on random windows of ``train_ids`` with AdamW; returns the training loss per step.
+
+    The learning rate warms up linearly over the first 5 % of the steps, then decays to 10 % on a
+    cosine. ``progress`` shows a tqdm bar (``disable=None`` hides it where there is no terminal).
+    """
+    from tqdm.auto import tqdm
+
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    warmup = max(1, steps // 20)
+    schedule = lambda s: min(1.0, (s + 1) / warmup) * (0.55 + 0.45 * math.cos(math.pi * s / steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    losses = []
+    model.train()
+    bar = tqdm(range(steps), desc="training", disable=None if progress else True, mininterval=1.0)
+    for _ in bar:
+        inputs, targets = random_windows(train_ids, block_size, batch_size, g)
+        loss = lm_loss(model(inputs.to(device)), targets.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if len(losses) % 50 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.3f}")
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def evaluate_bpc(model, ids, block_size=64, batch_size=64, device="cpu"):
+    """Bits per character of ``model`` on ``ids``: mean next-character cross-entropy / ln 2.
+
+    The text is cut into consecutive windows of ``block_size + 1`` characters overlapping by one; every
+    character after the first is predicted once, from the characters before it in its window (so from
+    0 .. block_size - 1 characters of context).
+    """
+    model.eval()
+    n = (len(ids) - 1) // block_size
+    windows = ids[: n * block_size + 1]
+    inputs = windows[:-1].view(n, block_size)                        # (n, L)
+    targets = windows[1:].view(n, block_size)                        # (n, L)
+    total = 0.0
+    for i in range(0, n, batch_size):
+        logits = model(inputs[i:i + batch_size].to(device))          # (b, L, V)
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                 targets[i:i + batch_size].reshape(-1).to(device), reduction="sum").item()
+    return total / targets.numel() / LOG2
+
+
+def ngram_bpc(train_ids, eval_ids, vocab_size, order=2, alpha=0.1):
+    """Bits per character of an n-gram character model with add-alpha smoothing, on ``eval_ids``.
+
+    ``p(c | h) = (count(h c) + alpha) / (count(h) + alpha V)`` with h the previous ``order - 1``
+    characters (order 1: unigram, no history; order 2: bigram). Counts come from ``train_ids``; the
+    first ``order - 1`` characters of ``eval_ids`` are context only. Computed in float64.
+
+    Raises:
+        ValueError: ``order`` < 1.
+    """
+    if order < 1:
+        raise ValueError(f"order must be >= 1; got {order}")
+    V, k = vocab_size, order - 1
+
+    def codes(ids):                                                  # (N,) -> (N - k,) n-gram codes
+        code = torch.zeros(len(ids) - k, dtype=torch.long)
+        for j in range(order):
+            code = code * V + ids[j: len(ids) - k + j]
+        return code
+
+    counts = torch.bincount(codes(train_ids), minlength=V ** order).double().view(-1, V)   # (V^k, V)
+    probs = (counts + alpha) / (counts.sum(-1, keepdim=True) + alpha * V)                  # rows sum to 1
+    eval_codes = codes(eval_ids)
+    return -probs.view(-1)[eval_codes].log2().mean().item()
+
+
+def sample_next(logits, temperature=1.0, top_k=None, generator=None):
+    """Draw one id per row from ``softmax(logits / temperature)``, keeping only the ``top_k`` largest logits.
+
+    ``p_i ∝ exp(z_i / T)`` for the k largest logits ``z_i`` of the row, 0 for the others; then
+    ``torch.multinomial(p, 1, generator=generator)``. T < 1 sharpens (T -> 0: argmax), T > 1 flattens.
+
+    Args:
+        logits: (B, V) float tensor, one row of next-character logits per sequence.
+        temperature: T > 0.
+        top_k: None (keep all V) or an int in 1..V; ties at the k-th value are all kept.
+        generator: a ``torch.Generator`` on the logits' device, for reproducible draws.
+
+    Returns:
+        ids: (B,) int64 tensor of sampled ids.
+
+    Raises:
+        ValueError: ``logits`` not 2-D, ``temperature`` <= 0, or ``top_k`` outside 1..V.
+
+    References: Hinton et al. 2015, eq. 1 (temperature); Fan et al. 2018 and Holtzman et al. 2020
+    (top-k sampling).
+
+    >>> sample_next(torch.tensor([[0.0, 5.0, 1.0]]), top_k=1)
+    tensor([1])
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"logits must have shape (B, V); got {tuple(logits.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0; got {temperature}")
+    V = logits.shape[-1]
+    scaled = logits / temperature                                             # (B, V)
+    if top_k is not None:
+        if not 1 <= top_k <= V:
+            raise ValueError(f"top_k must be None or in 1..{V}; got {top_k}")
+        kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]                 # (B, 1), k-th largest
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))              # drop all but the top k
+    probs = torch.softmax(scaled, dim=-1)                                     # (B, V), rows sum to 1
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)       # (B, 1) -> (B,)
+
+
+@torch.no_grad()
+def generate(model, ids, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    """Extend ``ids`` by ``max_new_tokens`` sampled characters, one at a time (autoregressive decoding).
+
+    At each step the model reads the last ``model.max_len`` ids, and ``sample_next`` draws the next id
+    from the logits of the last position.
+
+    Args:
+        model: a ``CharTransformer`` (or any module mapping (B, L) ids to (B, L, V) logits with ``max_len``).
+        ids: (B, L0) int64 prompt ids. generator: a seeded ``torch.Generator`` for reproducible text.
+
+    Returns:
+        (B, L0 + max_new_tokens) int64 ids: the prompt followed by the sampled characters.
+    """
+    model.eval()
+    for _ in range(max_new_tokens):
+        context = ids[:, -model.max_len:]                                     # (B, <= max_len)
+        logits = model(context)[:, -1]                                        # (B, L, V) -> (B, V)
+        next_id = sample_next(logits, temperature, top_k, generator)          # (B,)
+        ids = torch.cat([ids, next_id[:, None]], dim=1)                       # (B, L) -> (B, L + 1)
+    return ids
+
+
+@torch.no_grad()
+def causality_probe(forward, ids, position, vocab_size, seed=0):
+    """How much the logits before ``position`` change when the character at ``position`` changes.
+
+    Replaces ``ids[:, position]`` by a different id (drawn from ``seed``) and runs ``forward`` on both.
+
+    Args:
+        forward: a callable (B, L) ids -> (B, L, V) logits (a model, or ``lambda ids: fn(model, ids)``).
+        ids: (B, L) int64. position: the position changed, 1 <= position < L. vocab_size: V.
+
+    Returns:
+        dict with ``"before"``: the largest absolute change of the logits at positions 0..position-1
+        (exactly 0.0 for a causal model), and ``"at_and_after"``: the same at position..L-1 (> 0: the
+        change is seen there).
+    """
+    g = torch.Generator().manual_seed(seed)
+    changed = ids.clone()
+    shift = torch.randint(1, vocab_size, (ids.shape[0],), generator=g).to(ids.device)
+    changed[:, position] = (ids[:, position] + shift) % vocab_size            # a different character
+    diff = (forward(changed) - forward(ids)).abs()                            # (B, L, V)
+    return {"before": diff[:, :position].max().item() if position > 0 else 0.0,
+            "at_and_after": diff[:, position:].max().item()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checks of the lesson's exercises (raise attn_course.checks.CheckFailure).
+
+def _causality_kind():
+    return "causality" if "causality" in KINDS else "values"
+
+
+def _expect_ids(name, got, B, case):
+    if not isinstance(got, torch.Tensor):
+        raise CheckFailure("type", f"{case}: {name} must return a torch.Tensor of ids; got {type(got).__name__}"
+                                   + (" (did you forget `return`?)" if got is None else ""))
+    if tuple(got.shape) != (B,):
+        hint = " (squeeze the sample axis: torch.multinomial returns (B, 1))" if tuple(got.shape) == (B, 1) else ""
+        raise CheckFailure("shape", f"{case}: {name} should return one id per row, shape (B,) = ({B},); "
+                                    f"got {tuple(got.shape)}{hint}")
+    if got.dtype != torch.long:
+        raise CheckFailure("dtype", f"{case}: {name} should return int64 ids; got {got.dtype}")
+
+
+def _reference_probs(logits, temperature, top_k):
+    scaled = logits.double() / temperature
+    if top_k is not None:
+        kth = torch.topk(scaled, top_k, dim=-1).values[..., -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    return torch.softmax(scaled, dim=-1)
+
+
+def _sample_cases(thorough):
+    cases = [("T=1, top_k=None", 1.0, None, torch.float32), ("T=0.5, top_k=3", 0.5, 3, torch.float32)]
+    if thorough:
+        cases += [("T=2, top_k=None", 2.0, None, torch.float32), ("T=1.5, top_k=V", 1.5, 8, torch.float32),
+                  ("T=0.7, top_k=5, float64", 0.7, 5, torch.float64)]
+    return cases
+
+
+def check_sample_next(fn, thorough=False, seed=150):
+    """Check ``fn(logits (B, V), temperature, top_k, generator) -> ids (B,)`` against ``sample_next``.
+
+    Checks that are true of every correct sampler, however it is written: ``top_k=1`` gives the argmax;
+    no id outside the ``top_k`` largest logits is ever drawn; the same seed gives the same draws; and
+    over 20,000 draws from one row the frequencies match ``softmax(logits / T)`` over the top k (within
+    4 standard errors + 0.005). ``thorough`` adds more temperatures, ``top_k = V``, float64, huge logits
+    and checks that ``logits`` is not modified in place.
+    """
+    g = torch.Generator().manual_seed(seed)
+    V, N = 8, 20000
+    row = torch.randn(V, generator=g) * 1.5                                        # (V,) one row of logits
+    for case, temperature, top_k, dtype in _sample_cases(thorough):
+        logits = row.to(dtype).expand(N, V).clone()                                # (N, V): N draws at once
+        before = logits.clone()
+        got = _call(fn, (logits, temperature, top_k, torch.Generator().manual_seed(seed + 1)), case)
+        _expect_ids("sample_next", got, N, case)
+        if thorough and not torch.equal(logits, before):
+            raise CheckFailure("values", f"{case}: sample_next changed its input logits in place; use "
+                                         f"masked_fill (not logits[...] = ...) on a new tensor")
+        probs = _reference_probs(row.to(dtype), temperature, top_k)                # (V,)
+        if top_k is not None:
+            outside = sorted(set(got.tolist()) - set(torch.nonzero(probs > 0).flatten().tolist()))
+            if outside:
+                raise CheckFailure("values", f"{case}: drew ids {outside}, which are not among the top_k={top_k} "
+                                             f"largest logits {torch.topk(row, top_k).indices.tolist()}; "
+                                             f"set every other logit to -inf before the softmax")
+        again = _call(fn, (logits, temperature, top_k, torch.Generator().manual_seed(seed + 1)), case)
+        if not torch.equal(got, again):
+            raise CheckFailure("values", f"{case}: two calls with generators seeded alike drew different ids; "
+                                         f"pass generator=generator to torch.multinomial so that text is reproducible")
+        freq = torch.bincount(got, minlength=V).double() / N                       # (V,)
+        tol = 4 * (probs * (1 - probs) / N).sqrt() + 0.005
+        if ((freq - probs).abs() > tol).any():
+            raise CheckFailure("values", f"{case}: over {N} draws from one row of logits the frequencies are "
+                                         f"{[round(f, 3) for f in freq.tolist()]}; softmax(logits / T) over the "
+                                         f"top k gives {[round(p, 3) for p in probs.tolist()]}. Divide the logits "
+                                         f"by the temperature (do not multiply), keep exactly k logits, and take "
+                                         f"the softmax over the vocabulary axis (dim=-1)")
+    logits = torch.randn(5, V, generator=g) * 3                                    # (B=5, V)
+    got = _call(fn, (logits, 1.0, 1, torch.Generator().manual_seed(seed + 2)), "top_k=1")
+    _expect_ids("sample_next", got, 5, "top_k=1")
+    if not torch.equal(got, logits.argmax(-1)):
+        raise CheckFailure("values", f"top_k=1: only the largest logit of each row may be drawn, "
+                                     f"{logits.argmax(-1).tolist()}; got {got.tolist()}")
+    if thorough:
+        huge = torch.tensor([[1000.0, 999.0, -1000.0, 0.0]])                       # exp would overflow
+        got = _call(fn, (huge.expand(4000, 4).clone(), 1.0, None, torch.Generator().manual_seed(seed + 3)),
+                    "huge logits")
+        _expect_ids("sample_next", got, 4000, "huge logits")
+        share = (got == 0).double().mean().item()
+        if not 0.68 < share < 0.78:
+            raise CheckFailure("finite", f"huge logits [1000, 999, -1000, 0]: id 0 should be drawn with "
+                                         f"probability 0.731; got {share:.3f}. exp(1000) overflows: use "
+                                         f"torch.softmax, or subtract each row's maximum first")
+
+
+def _lm_cases(thorough):
+    cases = [("B=2, L=7, learned positions", 2, 7, "learned")]
+    if thorough:
+        cases += [("B=3, L=10 = max_len, sinusoidal positions", 3, 10, "sinusoidal"),
+                  ("B=1, L=1", 1, 1, "learned"), ("B=2, L=4, sinusoidal positions", 2, 4, "sinusoidal")]
+    return cases
+
+
+def check_lm_forward(fn, thorough=False, seed=151):
+    """Check ``fn(model, ids (B, L)) -> logits (B, L, V)``: the forward pass of a ``CharTransformer``.
+
+    First the causality probe: changing the character at position p must leave the logits at
+    positions 0..p-1 exactly unchanged; then the logits against ``model(ids)``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for case, B, L, positional in _lm_cases(thorough):
+        torch.manual_seed(seed)
+        model = CharTransformer(vocab_size=12, d_model=16, num_heads=2, num_layers=2, max_len=10,
+                                positional=positional).eval()
+        with torch.no_grad():
+            for p in model.parameters():                                           # weights large enough to matter
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        ids = torch.randint(0, 12, (B, L), generator=g)
+        with torch.no_grad():
+            expected = model(ids)                                                  # (B, L, V)
+            got = _call(fn, (model, ids), case)
+            if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+                expect_tensor("logits", got, expected, case, legend="(B, L, V)")   # raises type / shape
+            for position in range(1, L):
+                probe = causality_probe(lambda x: fn(model, x), ids, position, 12, seed=position)
+                if probe["before"] > 1e-5:
+                    raise CheckFailure(_causality_kind(), (
+                        f"{case}: changing only the character at position {position} changed the logits at "
+                        f"earlier positions by up to {probe['before']:.3g}; a position may only see itself and "
+                        f"the characters before it. Look at the diagonal of your mask: causal = "
+                        f"torch.ones(L, L).tril() (True = may attend), so that row i allows columns 0..i"))
+            expect_tensor("logits", got, expected, case, legend="(B, L, V)", atol=1e-4)
