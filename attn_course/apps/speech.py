@@ -136,12 +136,19 @@ class SpokenDigitClassifier(nn.Module):
         self.query = nn.Parameter(torch.zeros(d_model))
         self.out = nn.Linear(d_model, num_classes)
 
-    def encode(self, x, key_padding_mask):
-        """(B, S, F) dB frames -> encoder states (B, S', E) and their padding mask (B, S')."""
+    def encode(self, x, key_padding_mask, subsample=subsample_padding_mask):
+        """(B, S, F) dB frames -> encoder states (B, S', E) and their padding mask (B, S').
+
+        Padded positions are set to 0 before each convolution, as the convolution's own zero padding
+        would be for a clip alone: a clip's states then do not depend on the batch it is in.
+        ``subsample(key_padding_mask, stride)`` makes the mask of the subsampled frames.
+        """
         x = ((x - self.band_mean) / self.band_std).masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
+        key_padding_mask = subsample(key_padding_mask, 2)                            # (B, S) -> (B, S')
         h = F.relu(self.conv1(x.transpose(1, 2)))                                    # (B, F, S) -> (B, E, S')
+        h = h.masked_fill(key_padding_mask.unsqueeze(1), 0.0)                        # padding -> 0
         h = F.relu(self.conv2(h)).transpose(1, 2)                                    # (B, E, S') -> (B, S', E)
-        return h, subsample_padding_mask(key_padding_mask, stride=2)
+        return h, key_padding_mask
 
     def classify(self, h, key_padding_mask):
         """Encoder states (B, S', E) and mask (B, S') -> (logits (B, 10), attn_weights (B, S'))."""
