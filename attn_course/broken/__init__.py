@@ -20,3 +20,5 @@ from .speech_v2 import attention_pool_v2, subsample_padding_mask_v2
 __all__ += ["attention_pool_v2", "subsample_padding_mask_v2"]
 from .generation_v2 import CharTransformer_v2
 __all__ += ["CharTransformer_v2"]
+from .translation_v2 import Seq2Seq_v2
+__all__ += ["Seq2Seq_v2"]

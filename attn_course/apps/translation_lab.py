@@ -1,0 +1,194 @@
+"""Lesson 09's checks and widget: additive attention and a translator's forward pass, checked; a
+number typed in, translated, and its alignment drawn.
+
+The checks raise ``attn_course.checks.CheckFailure`` (kinds in ``attn_course.checks.KINDS``).
+"""
+import ipywidgets as widgets
+import torch
+
+from ..checks import KINDS, CheckFailure, _call, expect_rows_sum_to_one, expect_tensor
+from ..data import number_words
+from ..plot import attention_heatmap, figure_png, new_figure
+from . import translation
+
+
+_MASK = "mask" if "mask" in KINDS else "values"   # weight on a key the mask forbids
+
+
+def _attention_cases(thorough):
+    """(label, B, S, Dq, Dk, Dv, A, lengths or None, dtype, scale)."""
+    yield "B=3, S=5 with padding (lengths 5, 3, 1), Dq=4, Dk=Dv=6, A=8", 3, 5, 4, 6, 6, 8, [5, 3, 1], \
+        torch.float32, 1.0
+    if thorough:
+        yield "no key_padding_mask (None), B=2, S=4, Dv=3", 2, 4, 5, 5, 3, 6, None, torch.float32, 1.0
+        yield "float64, B=4, S=9, lengths 9, 2, 7, 4", 4, 9, 8, 10, 10, 16, [9, 2, 7, 4], torch.float64, 1.0
+        yield "large scores (x50), B=2, S=6, lengths 6, 5", 2, 6, 3, 3, 4, 5, [6, 5], torch.float32, 50.0
+        yield "one source word, B=2, S=1", 2, 1, 4, 4, 4, 4, [1, 1], torch.float32, 1.0
+
+
+def _attention_hint(args, key_padding_mask):
+    query, key, value, w_query, w_key, v = args
+
+    def hint(actual, expected):
+        if key_padding_mask is not None and actual.shape == key_padding_mask.shape:
+            on_pad = actual.detach().cpu().masked_fill(~key_padding_mask, 0).abs().sum().item()
+            if on_pad > 1e-6:
+                return (f"Padding positions got weight {on_pad:.3g} in all; key_padding_mask is True = "
+                        f"padding: fill those scores with -inf before the softmax.")
+        no_tanh = (query @ w_query.T).unsqueeze(1).add(key @ w_key.T) @ v       # (B, S)
+        if key_padding_mask is not None:
+            no_tanh = no_tanh.masked_fill(key_padding_mask, float("-inf"))
+        no_tanh = torch.softmax(no_tanh, dim=-1)
+        if actual.shape == no_tanh.shape and torch.allclose(actual.detach().cpu().float(), no_tanh.float(), atol=1e-5):
+            return "These are the weights without the tanh: score = v . tanh(W_q q + W_k k)."
+        return "Check the score v . tanh(W_q q + W_k k), then a softmax over the S source positions (dim=-1)."
+    return hint
+
+
+def check_additive_attention(fn, thorough=False, seed=90):
+    """``fn(query (B, Dq), key (B, S, Dk), value (B, S, Dv), w_query (A, Dq), w_key (A, Dk), v (A,),
+    key_padding_mask (B, S) bool or None) -> (context (B, Dv), attn_weights (B, S))``."""
+    g = torch.Generator().manual_seed(seed)
+    for case, B, S, Dq, Dk, Dv, A, lengths, dtype, scale in _attention_cases(thorough):
+        def rnd(*shape, s=1.0):
+            return (torch.randn(*shape, generator=g, dtype=torch.float64) * s).to(dtype)
+        args = (rnd(B, Dq, s=scale), rnd(B, S, Dk, s=scale), rnd(B, S, Dv), rnd(A, Dq), rnd(A, Dk), rnd(A))
+        key_padding_mask = None if lengths is None else torch.arange(S)[None, :] >= torch.tensor(lengths)[:, None]
+        got = _call(fn, tuple(a.clone() for a in args) + (key_padding_mask,), case)
+        if not (isinstance(got, tuple) and len(got) == 2):
+            raise CheckFailure("type", f"{case}: return a tuple (context, attn_weights); got {type(got).__name__}")
+        context, attn_weights = got
+        ref_context, ref_weights = translation.additive_attention(*args, key_padding_mask)
+        if (key_padding_mask is not None and isinstance(attn_weights, torch.Tensor)
+                and attn_weights.shape == ref_weights.shape):
+            on_pad = attn_weights.detach().cpu().masked_fill(~key_padding_mask, 0).abs().sum().item()
+            if on_pad > 1e-6:
+                raise CheckFailure(_MASK, f"{case}: padding positions got attention weight {on_pad:.3g} in all; "
+                                          f"expected 0. key_padding_mask is True = padding: fill those scores "
+                                          f"with -inf before the softmax.")
+        if isinstance(attn_weights, torch.Tensor) and attn_weights.shape == ref_weights.shape:
+            expect_rows_sum_to_one("attn_weights", attn_weights, case)
+        expect_tensor("attn_weights", attn_weights, ref_weights, case, "(B, S)",
+                      hint=_attention_hint(args, key_padding_mask))
+        expect_tensor("context", context, ref_context, case, "(B, Dv)",
+                      hint=lambda a, e: "context is the weighted sum of the values, sum_j attn_weights_j value_j "
+                                        "(value, not key).")
+
+
+def _random_translator(g, dtype, attention=True):
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
+    model = translation.Seq2Seq(13, 11, embed_dim=8, hidden_size=4, attention=attention, attn_dim=6)
+    return model.to(dtype).eval()
+
+
+def check_seq2seq_forward(fn, thorough=False, seed=91):
+    """``fn(model, src (B, S), key_padding_mask (B, S), tgt_in (B, L)) -> (logits (B, L, V),
+    attn_weights (B, L, S))``, the teacher-forced forward pass of ``translation.Seq2Seq``."""
+    g = torch.Generator().manual_seed(seed)
+    cases = [("B=3, S=6 with padding (lengths 6, 4, 2), L=5", [6, 4, 2], 5, torch.float32, True)]
+    if thorough:
+        cases += [("float64, B=2, S=7 (lengths 7, 7), L=3", [7, 7], 3, torch.float64, True),
+                  ("B=4, S=5, L=8, lengths 5, 1, 3, 2", [5, 1, 3, 2], 8, torch.float32, True),
+                  ("a model without attention, B=2, S=4, L=4", [4, 3], 4, torch.float32, False)]
+    for case, lengths, L, dtype, attention in cases:
+        model = _random_translator(g, dtype, attention)
+        S = max(lengths)
+        key_padding_mask = torch.arange(S)[None, :] >= torch.tensor(lengths)[:, None]   # (B, S)
+        src = torch.randint(4, 13, (len(lengths), S), generator=g).masked_fill(key_padding_mask, 0)
+        tgt_in = torch.randint(4, 11, (len(lengths), L), generator=g)
+        with torch.no_grad():
+            got = _call(fn, (model, src, key_padding_mask, tgt_in), case)
+            ref_logits, ref_weights = translation.Seq2Seq.forward(model, src, key_padding_mask, tgt_in)
+            enc_states, summary = model.encoder(src, key_padding_mask)
+            embedded, _ = model.decoder(tgt_in, model.encoder.embedding(src), summary, key_padding_mask)
+        if not (isinstance(got, tuple) and len(got) == 2):
+            raise CheckFailure("type", f"{case}: return a tuple (logits, attn_weights); got {type(got).__name__}")
+        logits, attn_weights = got
+
+        def hint(actual, expected):
+            if actual.shape == embedded.shape and torch.allclose(actual.detach(), embedded, atol=1e-5):
+                return ("Your decoder attends to the embedded source words, not to the encoder states: "
+                        "hand it enc_states, the output of model.encoder.")
+            return "Encode once, then decode with the encoder's states, its summary and the same key_padding_mask."
+        expect_tensor("logits", logits, ref_logits, case, "(B, L, V)", hint=hint)
+        expect_tensor("attn_weights", attn_weights, ref_weights, case, "(B, L, S)")
+
+
+class TranslationExplorer(widgets.VBox):
+    """Type a number; see its English words, the model's French (greedy decoding), num2words' French,
+    and the alignment: which English word each French word attended to.
+
+    Args:
+        model: a trained ``translation.Seq2Seq`` with attention.
+        src_vocab, tgt_vocab: its vocabularies (``translation.build_vocab``).
+        number: the number shown first (an int in 0..999,999,999).
+        baseline: optional second ``Seq2Seq`` (e.g. without attention) whose translation is shown too.
+
+    Attributes:
+        text_box (Text), readout (HTML), image (Image). ``set(number)`` does what typing does;
+        ``translate(number)`` returns ``(english, french, attn_weights (T, S))``; ``text()`` the readout.
+    """
+
+    def __init__(self, model, src_vocab, tgt_vocab, number=97, baseline=None, device="cpu"):
+        self.model, self.baseline, self.device = model, baseline, device
+        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
+        self.text_box = widgets.Text(value=str(number), description="number (0 - 999999999)",
+                                     continuous_update=False, style={"description_width": "initial"},
+                                     layout=widgets.Layout(width="360px"))
+        self.text_box.add_class("translation-input")
+        self.readout = widgets.HTML()
+        self.readout.add_class("translation-readout")
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width="760px"))
+        self.image.add_class("translation-chart")
+        super().__init__([self.text_box, self.readout, self.image])
+        self.text_box.observe(lambda change: self.update(), names="value")
+        self.update()
+
+    def set(self, number):
+        """Show ``number`` (int or str), as if typed."""
+        self.text_box.value = str(number)
+
+    def number(self):
+        """The typed number as an int, or None when the text is not a number in 0..999,999,999."""
+        text = self.text_box.value.strip().replace(",", "").replace("_", "").replace(" ", "")
+        return int(text) if text.isdigit() and int(text) < 10 ** 9 else None
+
+    def translate(self, number, model=None):
+        """``(english tokens, french tokens, attn_weights (T, S))`` of ``model`` (default: the model)."""
+        model = self.model if model is None else model
+        _, english, _ = number_words.pair(number)
+        src = torch.tensor([self.src_vocab.encode(english)], device=self.device)   # (1, S)
+        ids, weights = translation.greedy_decode(model, src, torch.zeros_like(src, dtype=torch.bool),
+                                                 self.tgt_vocab.stoi[translation.BOS],
+                                                 self.tgt_vocab.stoi[translation.EOS])
+        french = translation.strip(ids[0].cpu(), self.tgt_vocab)
+        return english, french, weights[0, :len(french) + 1].cpu()                # with the <eos> row if any
+
+    def text(self):
+        """The readout as plain text."""
+        n = self.number()
+        if n is None:
+            return f"{self.text_box.value!r} is not a whole number from 0 to 999999999"
+        english, french, _ = self.translate(n)
+        reference = number_words.pair(n)[2]
+        lines = [f"English:              {' '.join(english)}",
+                 f"model (attention):    {' '.join(french)}   {'correct' if french == reference else 'WRONG'}"]
+        if self.baseline is not None:
+            other = self.translate(n, self.baseline)[1]
+            lines.append(f"model (no attention): {' '.join(other)}   {'correct' if other == reference else 'WRONG'}")
+        lines.append(f"num2words (French):   {' '.join(reference)}")
+        return "\n".join(lines)
+
+    def update(self):
+        self.readout.value = f"<pre>{self.text()}</pre>"
+        n = self.number()
+        if n is None:
+            return
+        english, french, weights = self.translate(n)
+        fig = new_figure((0.42 * len(english) + 3.0, 0.36 * len(french) + 2.0))
+        attention_heatmap(weights, (french + [translation.EOS])[:len(weights)], english, ax=fig.add_subplot(), annotate=False,
+                          title=f"alignment for {n}")
+        ax = fig.axes[0]
+        ax.set_xlabel("English word (key)")
+        ax.set_ylabel("French word (query)")
+        self.image.value = figure_png(fig)
