@@ -22,3 +22,5 @@ from .generation_v2 import CharTransformer_v2
 __all__ += ["CharTransformer_v2"]
 from .translation_v2 import Seq2Seq_v2
 __all__ += ["Seq2Seq_v2"]
+from .classification_v2 import attention_pooling_v2
+__all__ += ["attention_pooling_v2"]

