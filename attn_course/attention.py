@@ -207,8 +207,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ValueError(f"key (..., S, D) and value (..., S, Dv) must share batch dims and S; got "
                          f"key {tuple(key.shape)} and value {tuple(value.shape)}")
     attn_weights = attention_weights(query, key, attn_mask, is_causal, scale)  # (..., L, S)
-    if dropout_p > 0.0:
-        attn_weights = F.dropout(attn_weights, p=dropout_p, training=True)
+    if dropout_p > 0.0:  # inverted dropout (Srivastava et al. 2014): E[attn_weights] is unchanged
+        keep = torch.rand_like(attn_weights) >= dropout_p                    # (..., L, S), True w.p. 1 - p
+        attn_weights = attn_weights * keep / (1.0 - dropout_p)
     return attn_weights @ value  # (..., L, S) @ (..., S, Dv) -> (..., L, Dv)
 
 

@@ -225,8 +225,8 @@ def test_scaled_dot_scores_correct_implementations_pass(fn, thorough):
 
 @pytest.mark.parametrize("thorough", THOROUGH)
 @pytest.mark.parametrize("fn, kind, fragments", [
-    (scores_unscaled, "values", ["sqrt(8)", "forget to divide by sqrt(d_k)"]),
-    (scores_divided_by_d, "values", ["too small", "sqrt(d_k) once, by d_k never"]),
+    (scores_unscaled, "scale", ["sqrt(8)", "forget to divide by sqrt(d_k)"]),
+    (scores_divided_by_d, "scale", ["too small", "sqrt(d_k) once, by d_k never"]),
     (scores_key_query, "shape", ["(..., L, S)", "(3, 4)", "(4, 3)"]),
     (scores_forgot_cast_back, "dtype", ["torch.float32", "torch.float64"]),
     (scores_index_error, "error", ["scores_index_error", "(3, 8)", "IndexError"]),
@@ -355,8 +355,8 @@ def test_softmax_with_temperature_correct_implementations_pass(fn, thorough):
 @pytest.mark.parametrize("thorough", THOROUGH)
 @pytest.mark.parametrize("fn, kind, fragments", [
     (softmax_query_axis, "normalisation", ["sum to 1 over the key axis", "query axis (dim=-2)"]),
-    (softmax_times_temperature, "values", ["Divide the scores by the temperature"]),
-    (softmax_ignores_temperature, "values", ["attn_weights", "differs"]),
+    (softmax_times_temperature, "scale", ["Divide the scores by the temperature"]),
+    (softmax_ignores_temperature, "scale", ["attn_weights", "differs", "temperature or a scale"]),
     (softmax_forgotten, "normalisation", ["sum to 1"]),
 ], ids=lambda v: v.__name__ if callable(v) else None)
 def test_softmax_with_temperature_mistakes_fail(fn, kind, fragments, thorough):
@@ -453,7 +453,7 @@ def test_attention_correct_implementations_pass(fn, thorough):
 
 @pytest.mark.parametrize("thorough", THOROUGH)
 @pytest.mark.parametrize("fn, kind, fragments", [
-    (attention_unscaled, "values", ["attn_weights", "sqrt(d_k)"]),
+    (attention_unscaled, "scale", ["attn_weights", "sqrt(d_k)"]),
     (attention_query_axis, "normalisation", ["query axis (dim=-2)"]),
     (attention_swapped_return, "shape", ["(3, 4)", "(3, 5)"]),
     (attention_context_only, "type", ["return a tuple (context, attn_weights)", "Tensor"]),
@@ -646,3 +646,24 @@ def test_rows_sum_to_one_rejects_nan_rows():
         expect_rows_sum_to_one("attn_weights", attn_weights)
     assert info.value.kind == "finite"
     assert "subtract the max" in str(info.value)
+
+
+# ----------------------------------------------------------------- kind "scale": right up to a constant factor
+@pytest.mark.parametrize("c", [0.25, 0.5, 2.0, 8.0])
+def test_rescaling_finds_the_factor_of_scores_and_of_weights(c):
+    from attn_course.checks.core import rescaling
+    scores = torch.randn(3, 4, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert rescaling(c * scores, scores, "scores") == pytest.approx(c, rel=1e-6)
+    weights = torch.softmax(scores, -1)
+    assert rescaling(torch.softmax(c * scores, -1), weights, "weights") == pytest.approx(c, rel=1e-4)
+
+
+def test_rescaling_is_none_for_equal_tensors_and_for_other_mistakes():
+    from attn_course.checks.core import rescaling
+    scores = torch.randn(3, 4, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    weights = torch.softmax(scores, -1)
+    assert rescaling(scores, scores, "scores") is None
+    assert rescaling(scores + 1.0, scores, "scores") is None                          # a shift, not a factor
+    assert rescaling(weights, weights, "weights") is None
+    assert rescaling(torch.softmax(scores, -2), weights, "weights") is None            # wrong axis
+    assert rescaling(torch.softmax(scores.flip(-1), -1), weights, "weights") is None   # keys permuted

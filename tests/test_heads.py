@@ -222,7 +222,7 @@ def fails(check, fn, thorough):
 @pytest.mark.parametrize("check, broken, kind, hint", [
     (checks.check_split_heads, split_heads_v2, "values", "Did you transpose after view?"),
     (checks.check_merge_heads, merge_heads_v2, "values", "Did you transpose(1, 2) before reshape?"),
-    (checks.check_multi_head_attention, multi_head_attention_v2, "values", "sqrt(d_model) = sqrt(8)"),
+    (checks.check_multi_head_attention, multi_head_attention_v2, "scale", "sqrt(d_model) = sqrt(8)"),
 ], ids=["split_heads_v2", "merge_heads_v2", "multi_head_attention_v2"])
 def test_broken_implementations_fail_their_check(check, broken, kind, hint, thorough):
     err = fails(check, broken, thorough)
@@ -274,7 +274,7 @@ def mha_variant(scale="head_dim", split="right", merge="right", mask=True, avera
     (checks.check_split_heads, split_without_transpose_shape, False, "shape", "Did you transpose after view?"),
     (checks.check_split_heads, split_interleaved, False, "values", "not every 2-th feature"),
     (checks.check_merge_heads, merge_with_view, False, "error", "use .reshape"),
-    (checks.check_multi_head_attention, mha_variant(scale="none"), False, "values", "forget to divide"),
+    (checks.check_multi_head_attention, mha_variant(scale="none"), False, "scale", "forget to divide"),
     (checks.check_multi_head_attention, mha_variant(split="view"), False, "values", "Did you transpose after view?"),
     (checks.check_multi_head_attention, mha_variant(merge="reshape"), False, "values", "no transpose"),
     (checks.check_multi_head_attention, mha_variant(out=False), False, "values", "apply out_proj"),

@@ -365,8 +365,8 @@ def test_self_attention_check_passes_correct_code(fn, thorough):
 
 @pytest.mark.parametrize("thorough", THOROUGH)
 @pytest.mark.parametrize("fn, kind, fragments", [
-    (sa_scaled_by_d_model, "values", ["sqrt(d_model) = sqrt(6)", "sqrt(head_dim) = sqrt(4)"]),
-    (sa_unscaled, "values", ["forget to divide the scores by sqrt(head_dim)"]),
+    (sa_scaled_by_d_model, "scale", ["sqrt(d_model) = sqrt(6)", "sqrt(head_dim) = sqrt(4)"]),
+    (sa_unscaled, "scale", ["forget to divide the scores by sqrt(head_dim)"]),
     (sa_one_projection_for_q_and_k, "values", ["x @ w_query", "keys must be x @ w_key"]),
     (sa_keys_times_queries, "values", ["K Q^T"]),
     (sa_softmax_over_queries, "normalisation", ["sum to 1 over the key axis", "query axis"]),
@@ -453,7 +453,7 @@ def test_cross_attention_check_catches_the_broken_decoder(thorough, key_padding)
 def equal_lengths(monkeypatch):
     """Run check_cross_attention on one case with L == S, where taking keys from the decoder keeps every shape."""
     equal = [("L=S=4", 2, 4, 4, 8, 4, 4, 1.0, torch.float32, None)]
-    monkeypatch.setattr(checks, "_cross_attention_cases", lambda thorough, key_padding: iter(equal))
+    monkeypatch.setattr(checks.lesson05, "_cross_attention_cases", lambda thorough, key_padding: iter(equal))
 
 
 def test_cross_attention_check_probe_catches_the_broken_decoder_when_lengths_are_equal(equal_lengths):
@@ -472,7 +472,7 @@ def test_cross_attention_check_names_values_taken_from_the_decoder(equal_lengths
 @pytest.mark.parametrize("fn, thorough, kind, fragments", [
     (ca_values_from_decoder, False, "error", ["ca_values_from_decoder", "RuntimeError"]),
     (ca_queries_from_encoder, False, "shape", ["(B, L, S) = (1, 3, 5)", "(1, 5, 5)"]),
-    (ca_scaled_by_d_model, False, "values", ["sqrt(d_model) = sqrt(6)"]),
+    (ca_scaled_by_d_model, False, "scale", ["sqrt(d_model) = sqrt(6)"]),
     (ca_context_without_attention, False, "values", ["did not change when encoder_states changed"]),
 ], ids=lambda v: v.__name__ if callable(v) else None)
 def test_cross_attention_check_names_each_mistake(fn, thorough, kind, fragments):

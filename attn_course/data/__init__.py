@@ -6,6 +6,7 @@ their sources. Later lessons add loaders of larger data sets shipped inside inst
 import re
 
 import torch
+from torch import nn
 
 PAD, UNK = "<pad>", "<unk>"
 
@@ -104,3 +105,41 @@ def pad_batch(sequences, pad_id=0):
         ids[b, :len(seq)] = torch.as_tensor(seq, dtype=torch.long)
         key_padding_mask[b, :len(seq)] = False
     return ids, key_padding_mask
+
+
+def token_embedding(vocab_size, embed_dim, pad_id=0, generator=None):
+    """An ``nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)``, drawn from a seeded generator.
+
+    The table (V, E) float32 is drawn from N(0, 1) on the CPU with ``generator`` (or torch's global
+    one); the pad row is zero, and ``padding_idx`` keeps its gradient zero, so padding never learns.
+
+    Args:
+        vocab_size: V, a positive int. embed_dim: E, a positive int.
+        pad_id: the pad token's id, in [0, V).
+        generator: an optional ``torch.Generator`` on the CPU, for reproducible tables.
+
+    Returns:
+        ``nn.Embedding`` with ``weight`` (V, E) and ``padding_idx == pad_id``; ``embedding(ids)`` maps
+        (B, T) int64 to (B, T, E).
+
+    Raises:
+        ValueError: a size that is not a positive int, or ``pad_id`` outside [0, V).
+
+    References: Bengio et al. 2003, "A Neural Probabilistic Language Model"; Vaswani et al. 2017,
+    section 3.4; PyTorch's ``torch.nn.Embedding`` (``padding_idx``).
+
+    >>> emb = token_embedding(10, 4, pad_id=0, generator=torch.Generator().manual_seed(0))
+    >>> emb.weight[0].tolist(), emb.padding_idx
+    ([0.0, 0.0, 0.0, 0.0], 0)
+    """
+    for name, n in (("vocab_size", vocab_size), ("embed_dim", embed_dim)):
+        if not isinstance(n, int) or n <= 0:
+            raise ValueError(f"{name} must be a positive int; got {n!r}")
+    if not 0 <= pad_id < vocab_size:
+        raise ValueError(f"pad_id must lie in [0, vocab_size={vocab_size}); got {pad_id}")
+    weight = torch.randn(vocab_size, embed_dim, generator=generator)       # (V, E)
+    embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)    # zeroes the pad row of its own table
+    with torch.no_grad():
+        embedding.weight.copy_(weight)
+        embedding.weight[pad_id] = 0.0
+    return embedding

@@ -1,0 +1,40 @@
+"""Checks for the learner's code: used by the lessons, the public tests and the hidden tests.
+
+Each check calls the learner's function on inputs drawn from a seeded generator, compares the result
+with the package's reference, and on failure raises ``CheckFailure`` whose message says what was
+expected, what came, and where to look. ``CheckFailure.kind`` names the property that failed:
+
+    type, shape, dtype     the returned object is not a tensor (tuple, ...) of the expected shape or dtype
+    finite                 NaN or inf where the reference is finite
+    normalisation          attention weights that do not sum to 1 over the key axis
+    scale                  right up to a constant factor: a scale or a temperature is off
+    mask                   weight on a key the mask forbids, or a query with no allowed key not all zeros
+    causality              an output changed when only inputs it must not see (the future) changed
+    values                 any other difference from the reference
+    error                  the function raised (or is not implemented yet)
+    gradient               autograd gives no gradient, or the wrong one, where one is expected
+    reference              grading only: the function called what its exercise asks you to write
+                           (see ``attn_course.tripwire``)
+
+``thorough=False`` runs one small case (what a learner sees); ``thorough=True`` adds batch dims,
+L != S, float64 and large scores (what grading adds). One module per lesson; everything is
+importable from here.
+"""
+from .core import KINDS, CheckFailure, _call, _cases, _randn, expect_rows_sum_to_one, expect_tensor  # noqa: F401
+from .lesson01_03 import (check_additive_scores, check_attention, check_attention_weights, check_embedding_lookup,
+                          check_pad_batch, check_scaled_dot_product_attention, check_scaled_dot_scores,
+                          check_softmax_with_temperature, check_token_embedding)
+from .lesson04 import check_gumbel_softmax_st, check_hard_attention, check_hard_attention_argmax
+from .lesson05 import check_cross_attention, check_self_attention
+from .lesson06 import check_merge_heads, check_multi_head_attention, check_split_heads
+from .lesson07 import check_causal_mask, check_masked_softmax, check_positional_encoding, check_transformer_block
+
+__all__ = [
+    "KINDS", "CheckFailure", "expect_rows_sum_to_one", "expect_tensor",
+    "check_pad_batch", "check_embedding_lookup", "check_token_embedding", "check_scaled_dot_product_attention", "check_scaled_dot_scores", "check_additive_scores",
+    "check_softmax_with_temperature", "check_attention", "check_attention_weights",
+    "check_hard_attention_argmax", "check_hard_attention", "check_gumbel_softmax_st",
+    "check_self_attention", "check_cross_attention",
+    "check_split_heads", "check_merge_heads", "check_multi_head_attention",
+    "check_causal_mask", "check_masked_softmax", "check_transformer_block", "check_positional_encoding",
+]

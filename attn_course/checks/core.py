@@ -1,0 +1,158 @@
+"""The machinery every check shares: CheckFailure, calling the learner's function, comparing tensors."""
+import math
+import sys
+
+import torch
+
+from .. import tripwire
+
+KINDS = ("type", "shape", "dtype", "finite", "normalisation", "scale", "mask", "causality", "values", "error",
+         "gradient", "reference")
+
+
+class CheckFailure(AssertionError):
+    """A failed check. ``kind`` is one of ``KINDS``; ``str(err)`` is the message for the learner."""
+
+    def __init__(self, kind, message):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
+        super().__init__(f"[{kind}] {message}")
+        self.kind = kind
+
+
+def _fmt(shape):
+    return str(tuple(shape))
+
+
+def _refuse_reference(watch, fn, case):
+    if watch.hit:
+        raise CheckFailure("reference", f"{case}: {getattr(fn, '__name__', 'your function')} calls "
+                                        f"{watch.hit}, which is what this exercise asks you to write "
+                                        f"yourself; a call to it scores no points when graded.") from None
+
+
+def _call(fn, args, case):
+    watch = tripwire.watch(sys._getframe(1))  # idle unless the classroom grader armed it
+    try:
+        with watch:
+            result = fn(*args)
+    except NotImplementedError as exc:
+        _refuse_reference(watch, fn, case)
+        raise CheckFailure("error", f"{case}: {getattr(fn, '__name__', 'your function')} is not "
+                                    f"implemented yet ({exc})") from None
+    except Exception as exc:
+        _refuse_reference(watch, fn, case)
+        shapes = ", ".join(_fmt(a.shape) if isinstance(a, torch.Tensor) else repr(a) for a in args)
+        raise CheckFailure("error", f"{case}: {getattr(fn, '__name__', 'your function')}({shapes}) "
+                                    f"raised {type(exc).__name__}: {exc}") from None
+    _refuse_reference(watch, fn, case)
+    return result
+
+
+def rescaling(actual, expected, of="scores"):
+    """The factor c with ``actual == c * expected`` (``of="scores"``), or with ``actual`` equal to a
+    softmax of c times the logits behind ``expected`` (``of="weights"``); None when there is none or c is 1.
+
+    For weights, ``log actual = c * log expected + (a constant per row)`` on the keys with weight.
+    """
+    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    if a.shape != e.shape or a.numel() < 2:
+        return None
+    if of == "scores":
+        c = ((a * e).sum() / (e * e).sum()).item() if (e * e).sum() > 0 else float("nan")
+        fits = math.isfinite(c) and torch.allclose(a, c * e, atol=1e-5, rtol=1e-3)
+    else:
+        if (a <= 0).any() or (e <= 0).any() or a.shape[-1] < 2:
+            return None
+        la, le = a.log(), e.log()
+        la, le = la - la.mean(-1, keepdim=True), le - le.mean(-1, keepdim=True)  # drop the row constants
+        c = ((la * le).sum() / (le * le).sum()).item() if (le * le).sum() > 1e-12 else float("nan")
+        fits = math.isfinite(c) and torch.allclose(la, c * le, atol=1e-4, rtol=1e-3)
+    return c if fits and abs(c - 1) > 1e-3 else None
+
+
+def expect_tensor(name, actual, expected, case="", legend="", atol=1e-5, rtol=1e-4, hint=None, rescaled=None):
+    """Compare one returned tensor with the reference: type, shape, dtype, finiteness, values.
+
+    Args:
+        name: the variable's name in the message (``attn_weights``).
+        legend: the expected shape in symbols, e.g. ``"(B, L, S)"``.
+        hint: a callable ``hint(actual, expected) -> str`` for a values mismatch, or None.
+        rescaled: ``"scores"`` or ``"weights"`` to report a mismatch that is only a constant factor
+            (see ``rescaling``) as kind ``scale``; None to report every mismatch as ``values``.
+    """
+    where = f"{case}: " if case else ""
+    if not isinstance(actual, torch.Tensor):
+        raise CheckFailure("type", f"{where}{name} must be a torch.Tensor; got {type(actual).__name__}"
+                                   + (" (did you forget `return`?)" if actual is None else ""))
+    if actual.shape != expected.shape:
+        raise CheckFailure("shape", f"{where}{name} should have shape {legend + ' = ' if legend else ''}"
+                                    f"{_fmt(expected.shape)}; got {_fmt(actual.shape)}")
+    if actual.dtype != expected.dtype:
+        raise CheckFailure("dtype", f"{where}{name} should have dtype {expected.dtype}; got {actual.dtype}")
+    if actual.is_floating_point() and not torch.isfinite(actual).all():
+        raise CheckFailure("finite", f"{where}{name} contains NaN or inf; the reference is finite. "
+                                     f"Large scores overflow exp(): does softmax subtract the max?")
+    a, e = actual.detach().cpu(), expected.detach().cpu()
+    if not a.is_floating_point():
+        if not torch.equal(a, e):
+            wrong = (a != e).nonzero()[0].tolist()
+            extra = hint(a, e) if hint else ""
+            raise CheckFailure("values", f"{where}{name} differs from the reference at index {wrong}: "
+                                         f"got {a[tuple(wrong)].item()}, expected {e[tuple(wrong)].item()}."
+                                         + (f" {extra}" if extra else ""))
+    elif not torch.allclose(a, e, atol=atol, rtol=rtol):
+        err = (a - e).abs().max().item()
+        extra = hint(a, e) if hint else ""
+        c = rescaling(a, e, rescaled) if rescaled else None
+        if c is not None:
+            what = (f"{c:.4g} times the reference" if rescaled == "scores" else
+                    f"a softmax of the reference's scores multiplied by {c:.4g} "
+                    f"({'sharper' if c > 1 else 'flatter'}: a temperature or a scale is off)")
+            raise CheckFailure("scale", f"{where}{name} is {what}; it differs by up to {err:.3g}."
+                                        + (f" {extra}" if extra else ""))
+        raise CheckFailure("values", f"{where}{name} differs from the reference by up to {err:.3g} "
+                                     f"(tolerance {atol:g})." + (f" {extra}" if extra else ""))
+
+
+def expect_rows_sum_to_one(name, attn_weights, case="", atol=1e-4):
+    """Each row of ``attn_weights`` (..., L, S) must sum to 1 over the key axis (dim=-1)."""
+    where = f"{case}: " if case else ""
+    sums = attn_weights.detach().sum(-1)
+    if not torch.isfinite(sums).all():
+        raise CheckFailure("finite", f"{where}{name} contains NaN or inf; the reference is finite. "
+                                     f"Large scores overflow exp(): does softmax subtract the max?")
+    bad = ~((sums - 1).abs() <= atol)  # NaN rows count as bad
+    if bad.any():
+        row = tuple(int(i) for i in bad.nonzero()[0])
+        msg = (f"{where}{name} rows must sum to 1 over the key axis (dim=-1); row {row} sums to "
+               f"{sums[row].item():.4f}.")
+        if attn_weights.shape[-2] > 1 and ((attn_weights.detach().sum(-2) - 1).abs() <= atol).all():
+            msg += " The columns sum to 1 instead: did you apply softmax over the query axis (dim=-2)?"
+        raise CheckFailure("normalisation", msg)
+
+
+def _randn(g, *shape, scale=1.0, dtype=torch.float32):
+    return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
+
+
+def _cases(thorough, seed):
+    """(label, batch dims, L, S, D, Dv, score scale, dtype) for the attention checks."""
+    yield "one sentence: L=3, S=4, D=8", (), 3, 4, 8, 5, 1.0, torch.float32
+    if thorough:
+        yield "batched (2, 3): L=5, S=7, D=16", (2, 3), 5, 7, 16, 4, 1.0, torch.float32
+        yield "float64, L=S=6, D=32", (2,), 6, 6, 32, 32, 1.0, torch.float64
+        yield "large scores (x100), L=4, S=9", (2,), 4, 9, 8, 3, 100.0, torch.float32
+
+
+def _scale_hint(actual, expected):
+    ratio = (actual.abs().mean() / expected.abs().mean()).item()
+    for d in range(2, 257):
+        if abs(ratio - math.sqrt(d)) < 1e-3 * math.sqrt(d):
+            return (f"Yours are sqrt({d}) = {ratio:.2f} times too large: did you forget to divide by "
+                    f"sqrt(d_k)?")
+        if abs(ratio - 1 / math.sqrt(d)) < 1e-3 / math.sqrt(d):
+            return f"Yours are {1 / ratio:.2f} = sqrt({d}) times too small: divide by sqrt(d_k) once, by d_k never."
+    return "Compare your formula with query @ key.transpose(-2, -1) / sqrt(d_k)."
+
+
