@@ -105,8 +105,11 @@ def rouge(candidate_text, reference_text):
 
 
 def reference_text(article):
-    """What a summary is scored against: the title, and the subtitle where there is one."""
-    return f"{article['title']} {article['subtitle']}".strip()
+    """What a summary is scored against: the title, and the subtitle where it is a real standfirst.
+
+    (``article["standfirst"]``; see ``attn_course.data.news.articles`` for when a subtitle is left out.)
+    """
+    return f"{article['title']} {article['standfirst']}".strip()
 
 
 def sentences(article, max_sentences=MAX_SENTENCES):
@@ -148,11 +151,13 @@ def encode(articles, vocab, max_sentences=MAX_SENTENCES, max_words=MAX_WORDS):
         ids: (B, N, T) int64, N = max_sentences, T = max_words, ``vocab.pad_id`` where there is no word;
         key_padding_mask: (B, N, T) bool, **True = padding** (a padding sentence is all True).
     """
-    ids = torch.full((len(articles), max_sentences, max_words), vocab.pad_id, dtype=torch.long)
-    for b, article in enumerate(articles):
-        for i, sentence_words in enumerate(article["words"][:max_sentences]):
-            row = vocab.encode(sentence_words[:max_words])
-            ids[b, i, :len(row)] = torch.tensor(row, dtype=torch.long)
+    pad, empty = vocab.pad_id, [vocab.pad_id] * max_words
+    rows = []
+    for article in articles:
+        sents = [vocab.encode(w[:max_words]) for w in article["words"][:max_sentences]]
+        sents = [ids + [pad] * (max_words - len(ids)) for ids in sents]           # pad each sentence to T
+        rows.append(sents + [empty] * (max_sentences - len(sents)))               # pad the article to N
+    ids = torch.tensor(rows, dtype=torch.long).reshape(len(articles), max_sentences, max_words)  # (B, N, T)
     return ids, ids == vocab.pad_id                                      # (B, N, T) each
 
 
@@ -192,46 +197,73 @@ def attention_pool(attn_scores, value, key_padding_mask=None):
     return context, attn_weights
 
 
-class AdditiveAttentionPool(nn.Module):
-    """Yang et al.'s attention with a learned context vector: score_s = tanh(W h_s + b) . u (eqs. 5-6, 8-9).
+def word_attention(word_scores, h_words, key_padding_mask):
+    """Word-level attention of a hierarchical network: one softmax **per sentence**, over its T words.
 
-    ``pool`` (default ``attention_pool``) turns the scores into weights and the context; it is an
-    attribute so that a lesson can swap in another implementation.
+    word_weights[b, i] = softmax over t of word_scores[b, i, t] (padding words excluded);
+    sentence_vectors[b, i] = sum_t word_weights[b, i, t] h_words[b, i, t]  (Yang et al. 2016, eqs. 6-7).
+    The words of each real sentence get weights that sum to 1; a padding sentence (all its words
+    padding) gets all-zero weights and a zero vector.
+
+    Args:
+        word_scores: (B, N, T) float, one score per word.
+        h_words: (B, N, T, D) float, the word vectors.
+        key_padding_mask: (B, N, T) bool, **True = padding** word.
+
+    Returns:
+        (sentence_vectors, word_weights): (B, N, D) and (B, N, T).
+
+    Raises:
+        ValueError: the shapes do not line up.
     """
+    B, N, T = word_scores.shape
+    _, word_weights = attention_pool(word_scores.reshape(B * N, T), h_words.reshape(B * N, T, -1),
+                                     key_padding_mask.reshape(B * N, T))          # one softmax per sentence
+    word_weights = word_weights.view(B, N, T)                                      # (B*N, T) -> (B, N, T)
+    sentence_vectors = (word_weights.unsqueeze(-2) @ h_words).squeeze(-2)          # (B, N, 1, T) @ (B, N, T, D) -> (B, N, D)
+    return sentence_vectors, word_weights
+
+
+class AdditiveScore(nn.Module):
+    """Yang et al.'s score against a learned context vector u: score_s = tanh(W h_s + b) . u (eqs. 5-6, 8-9)."""
 
     def __init__(self, dim, attn_dim):
         super().__init__()
         self.proj = nn.Linear(dim, attn_dim)
         self.context_vector = nn.Parameter(torch.randn(attn_dim) / math.sqrt(attn_dim))
-        self.pool = attention_pool
 
-    def forward(self, hidden, key_padding_mask):
-        """hidden (..., S, dim), key_padding_mask (..., S) -> (context (..., dim), attn_scores, attn_weights (..., S))."""
-        attn_scores = torch.tanh(self.proj(hidden)) @ self.context_vector        # (..., S, A) @ (A,) -> (..., S)
-        context, attn_weights = self.pool(attn_scores, hidden, key_padding_mask)
-        return context, attn_scores, attn_weights
+    def forward(self, hidden):
+        """hidden (..., S, dim) -> attn_scores (..., S)."""
+        return torch.tanh(self.proj(hidden)) @ self.context_vector                 # (..., S, A) @ (A,) -> (..., S)
 
 
 class HierarchicalSummarizer(nn.Module):
     """A small hierarchical attention network whose sentence weights pick the summary sentence.
 
+    Word level: embeddings, a window of 3 words mixed by one linear layer and tanh (a light stand-in
+    for the paper's word GRU), additive word attention within each sentence. Sentence level: a learned
+    position embedding (news puts the point first; the model may learn that), a bidirectional GRU
+    and additive sentence attention over the article's sentences.
+
     Args:
-        vocab_size: V. embed_dim: E. hidden: H, the GRU size per direction. attn_dim: size of the
-        attention projections. max_sentences: N, the number of sentence positions.
+        vocab_size: V. embed_dim: E. hidden: H, the GRU size per direction (word vectors have 2H).
+        attn_dim: size of the attention projections. max_sentences: N, the number of sentence positions.
 
     ``forward(ids (B, N, T), key_padding_mask (B, N, T))`` returns a dict with ``sentence_scores``
     (B, N; -inf on padding sentences), ``sentence_weights`` (B, N), ``word_weights`` (B, N, T) and
-    ``document`` (B, 2H). Reference: Yang et al. (2016), section 2.
+    ``document`` (B, 2H). ``word_pool`` (default ``word_attention``) is an attribute, so another
+    implementation can be swapped in. Reference: Yang et al. (2016), section 2.
     """
 
     def __init__(self, vocab_size, embed_dim=32, hidden=16, attn_dim=16, max_sentences=MAX_SENTENCES):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.word_proj = nn.Linear(3 * embed_dim, 2 * hidden)                   # a word and its two neighbours
-        self.word_attention = AdditiveAttentionPool(2 * hidden, attn_dim)
+        self.word_score = AdditiveScore(2 * hidden, attn_dim)
+        self.word_pool = word_attention
         self.position = nn.Embedding(max_sentences, 2 * hidden)                  # lead bias is learnable
         self.sentence_gru = nn.GRU(2 * hidden, hidden, batch_first=True, bidirectional=True)
-        self.sentence_attention = AdditiveAttentionPool(2 * hidden, attn_dim)
+        self.sentence_score = AdditiveScore(2 * hidden, attn_dim)
 
     def forward(self, ids, key_padding_mask):
         B, N, T = ids.shape
@@ -241,11 +273,11 @@ class HierarchicalSummarizer(nn.Module):
         real = ~key_padding_mask                                                 # (B, N, T): compute real words only
         h_words = window.new_zeros(B, N, T, self.word_proj.out_features)         # (B, N, T, 2H), 0 on padding
         h_words[real] = torch.tanh(self.word_proj(window[real]))                 # (M, 3E) -> (M, 2H), M real words
-        s, _, word_weights = self.word_attention(h_words, key_padding_mask)     # (B, N, 2H), (B, N, T)
+        s, word_weights = self.word_pool(self.word_score(h_words), h_words, key_padding_mask)  # (B, N, 2H), (B, N, T)
         sentence_padding = key_padding_mask.all(-1)                              # (B, N): no word at all
-        s = s + self.position.weight[:N]                                         # (B, N, 2H) + (N, 2H)
-        h_sent, _ = self.sentence_gru(s)                                         # (B, N, 2H)
-        document, scores, sentence_weights = self.sentence_attention(h_sent, sentence_padding)
+        h_sent, _ = self.sentence_gru(s + self.position.weight[:N])              # (B, N, 2H) + (N, 2H) -> (B, N, 2H)
+        scores = self.sentence_score(h_sent)                                     # (B, N)
+        document, sentence_weights = attention_pool(scores, h_sent, sentence_padding)   # (B, 2H), (B, N)
         return {"sentence_scores": scores.masked_fill(sentence_padding, float("-inf")),   # (B, N)
                 "sentence_weights": sentence_weights, "word_weights": word_weights, "document": document}
 

@@ -32,3 +32,5 @@ from .vision_v2 import attention_map_v2
 __all__ += ["attention_map_v2"]
 from .summarization_v2 import word_attention_v2
 __all__ += ["word_attention_v2"]
+from .summarization_v2 import word_attention_v2
+__all__ += ["word_attention_v2"]

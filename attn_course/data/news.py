@@ -17,8 +17,9 @@ and ``csv`` from the standard library.
 
 >>> arts = articles()                                   # doctest: +SKIP
 >>> sorted(arts[0])                                     # doctest: +SKIP
-['article_id', 'publish_date', 'sentences', 'source', 'subtitle', 'text', 'title', 'words']
+['article_id', 'publish_date', 'sentences', 'source', 'standfirst', 'subtitle', 'text', 'title', 'words']
 """
+import collections
 import csv
 import functools
 import io
@@ -33,7 +34,8 @@ COLUMNS = ("article_id", "publish_date", "article_source_link", "title", "subtit
 
 # A sentence ends at . ! or ? (optionally followed by a closing quote) and the next one starts with a
 # capital letter, a digit or an opening quote. Simple rules, good enough for news prose.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'\u201d\u2019]?\s+(?=[\"'\u201c\u2018]?[A-Z0-9])")
+_NEXT = r"\s+(?=[\"'\u201c\u2018]?[A-Z0-9])"
+_SENTENCE_END = re.compile(r"(?<=[.!?])" + _NEXT + r"|(?<=[.!?][\"'\u201d\u2019])" + _NEXT)
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -57,6 +59,13 @@ def split_sentences(text):
     if not isinstance(text, str):
         raise ValueError(f"split_sentences expects a str; got {type(text).__name__}")
     return [s.strip() for s in _SENTENCE_END.split(text.strip()) if _WORD.search(s.lower())]
+
+
+def _repeats(subtitle, sentence, threshold=0.7):
+    """True when the subtitle and the sentence share most of their words (unigram F1 >= threshold)."""
+    a, b = collections.Counter(words(subtitle)), collections.Counter(words(sentence))
+    overlap = sum((a & b).values())
+    return overlap > 0 and 2 * overlap / (sum(a.values()) + sum(b.values())) >= threshold
 
 
 @functools.lru_cache(maxsize=1)
@@ -83,7 +92,11 @@ def articles(min_sentences=2):
     text that appears more than once (42 duplicates are dropped, so no article sits in both the
     training and the test split). Each dict has ``article_id`` (str), ``publish_date``, ``source``
     (the publisher's host name), ``title``, ``subtitle`` (may be ""), ``text`` and ``sentences``
-    (a tuple of str, from ``split_sentences``) and ``words`` (for each sentence, its ``words``, a tuple).
+    (a tuple of str, from ``split_sentences``), ``words`` (for each sentence, its ``words``, a tuple)
+    and ``standfirst``: the subtitle where it is a real standfirst, else "". It is "" for cnn.com, whose
+    subtitle column holds the article's opening paragraph (or a note on the author), and where the
+    subtitle repeats the text's first sentence (most bbc.co.uk articles): scoring a summary against
+    those would reward copying the lead.
     """
     seen, out = set(), []
     for row in raw_rows():
@@ -95,9 +108,11 @@ def articles(min_sentences=2):
         if len(sentences) < min_sentences:
             continue
         host = row["article_source_link"].split("/")[2] if "//" in row["article_source_link"] else ""
+        source, subtitle = host.removeprefix("www."), row["subtitle"].strip()
+        standfirst = "" if source == "cnn.com" or _repeats(subtitle, sentences[0]) else subtitle
         out.append({"article_id": row["article_id"], "publish_date": row["publish_date"],
-                    "source": host.removeprefix("www."), "title": title,
-                    "subtitle": row["subtitle"].strip(), "text": text, "sentences": sentences,
+                    "source": source, "title": title, "subtitle": subtitle, "standfirst": standfirst,
+                    "text": text, "sentences": sentences,
                     "words": tuple(tuple(words(s)) for s in sentences)})
     return tuple(out)
 
