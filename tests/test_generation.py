@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from attn_course.apps import generation as gen
+from attn_course.apps.generation_checks import check_lm_forward, check_sample_next
 from attn_course.apps.generation_explorer import GenerationExplorer
 from attn_course.attention import causal_mask
 from attn_course.broken import CharTransformer_v2
@@ -249,7 +250,7 @@ def _sample_by_hand(logits, temperature=1.0, top_k=None, generator=None):
 @pytest.mark.parametrize("fn", [gen.sample_next, _sample_via_topk_indices, _sample_by_hand])
 @pytest.mark.parametrize("thorough", [False, True])
 def test_check_sample_next_passes_correct_samplers(fn, thorough):
-    gen.check_sample_next(fn, thorough=thorough)
+    check_sample_next(fn, thorough=thorough)
 
 
 def _times_temperature(logits, temperature=1.0, top_k=None, generator=None):
@@ -304,7 +305,7 @@ def _naive_exp(logits, temperature=1.0, top_k=None, generator=None):
 ])
 def test_check_sample_next_catches_mistakes(fn, thorough, kind):
     with pytest.raises(CheckFailure) as err:
-        gen.check_sample_next(fn, thorough=thorough)
+        check_sample_next(fn, thorough=thorough)
     assert err.value.kind == kind
 
 
@@ -329,9 +330,9 @@ CAUSALITY = "causality" if "causality" in __import__("attn_course.checks", froml
 
 @pytest.mark.parametrize("thorough", [False, True])
 def test_check_lm_forward_passes_correct_forwards(thorough):
-    gen.check_lm_forward(lambda model, ids: model(ids), thorough=thorough)
-    gen.check_lm_forward(_forward_with_is_causal, thorough=thorough)
-    gen.check_lm_forward(_forward_with(lambda L: torch.ones(L, L, dtype=torch.bool).tril()), thorough=thorough)
+    check_lm_forward(lambda model, ids: model(ids), thorough=thorough)
+    check_lm_forward(_forward_with_is_causal, thorough=thorough)
+    check_lm_forward(_forward_with(lambda L: torch.ones(L, L, dtype=torch.bool).tril()), thorough=thorough)
 
 
 @pytest.mark.parametrize("fn, kind", [
@@ -344,7 +345,7 @@ def test_check_lm_forward_passes_correct_forwards(thorough):
 ])
 def test_check_lm_forward_catches_mistakes(fn, kind):
     with pytest.raises(CheckFailure) as err:
-        gen.check_lm_forward(fn, thorough=True)
+        check_lm_forward(fn, thorough=True)
     assert err.value.kind == kind
 
 
@@ -378,3 +379,18 @@ def test_generation_explorer_is_reproducible_and_follows_the_slider():
     assert explorer.sample() != cold or explorer.slider.value == 0.1
     explorer.prompt.value = "{unknown}"
     assert "not in the vocabulary" in explorer.readout.value
+
+
+def test_attention_by_offset_on_a_worked_example():
+    L = 5
+    prev = torch.zeros(L, L)
+    prev[0, 0] = 1.0
+    for i in range(1, L):
+        prev[i, i - 1] = 1.0                                          # a perfect previous-character head
+    uniform = causal_mask(L).float() / torch.arange(1, L + 1)[:, None]  # row i: 1/(i+1) on 0..i
+    weights = torch.stack([prev, uniform])[None]                       # (B=1, H=2, L, L)
+    got = gen.attention_by_offset(weights, max_offset=2)
+    expected = torch.tensor([[1 / 5, 1.0, 0.0],
+                             [sum(1 / (i + 1) for i in range(5)) / 5, sum(1 / (i + 1) for i in range(1, 5)) / 4,
+                              sum(1 / (i + 1) for i in range(2, 5)) / 3]])
+    torch.testing.assert_close(got, expected)
