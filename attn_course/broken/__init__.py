@@ -34,3 +34,5 @@ from .summarization_v2 import word_attention_v2
 __all__ += ["word_attention_v2"]
 from .summarization_v2 import word_attention_v2
 __all__ += ["word_attention_v2"]
+from .vision_v2 import attention_map_v2, soft_attention_v2
+__all__ += ["attention_map_v2", "soft_attention_v2"]

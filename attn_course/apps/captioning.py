@@ -1,0 +1,280 @@
+"""Image captioning with soft attention (Show, Attend and Tell, in small): strips of digits -> words.
+
+An encoder (a small CNN) turns a strip of handwritten digits (B, 1, 8, 8 * N) into S = 4 * (2N)
+feature vectors (B, S, C), each with a learned position embedding added. A GRU decoder writes the
+caption one word at a time; before each word it looks at the image with **additive soft attention**
+(Xu et al. 2015, eqs. 4-6, 9-10; Bahdanau et al. 2015, eq. 6):
+
+    attn_scores_s = v . tanh(W_query h_{t-1} + W_key f_s),  attn_weights = softmax over s,
+    context z_t = sum_s attn_weights_s f_s,  h_t = GRU([embed(y_{t-1}); z_t], h_{t-1}),
+    p(y_t) = softmax(W_out [h_t; z_t]).
+
+With ``attention=False`` the decoder gets the plain average of the features at every step (the
+"Show and Tell" baseline, Vinyals et al. 2015), so the lesson can measure what attention adds.
+
+Shapes: B batch, S image positions (keys), C feature channels, Hd decoder state, A attention size,
+T caption length (words + <eos>), V vocabulary.
+"""
+import math
+
+import ipywidgets as widgets
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..checks import CheckFailure, _call, expect_rows_sum_to_one, expect_tensor
+from ..data.images import DIGIT_WORDS
+from ..plot import figure_png, new_figure
+
+WORDS = DIGIT_WORDS + ["<eos>", "<bos>"]     # ids 0..9 are the digits, 10 = <eos>, 11 = <bos>
+EOS, BOS = 10, 11
+
+
+def soft_attention(query, features, w_query, w_key, v):
+    """One step of additive soft attention: a decoder state looks at every image position.
+
+    ``attn_scores[b, s] = v . tanh(W_query query[b] + W_key features[b, s])`` (lesson 02's additive
+    score, ``attn_course.scoring.additive_scores``),
+    ``attn_weights = softmax(attn_scores)`` over the S **positions** (dim=-1),
+    ``context[b] = sum_s attn_weights[b, s] * features[b, s]``.
+
+    Args:
+        query: float tensor (B, Hd), the decoder's previous state h_{t-1}.
+        features: float tensor (B, S, C), the encoder's feature vectors (keys and values).
+        w_query: (A, Hd); w_key: (A, C); v: (A,), A the size of the scoring layer. Same dtype as the inputs.
+
+    Returns:
+        (context, attn_weights): context (B, C); attn_weights (B, S), each row summing to 1.
+
+    Raises:
+        ValueError: shapes that do not fit together.
+
+    References: Xu et al. 2015, *Show, Attend and Tell*, eqs. 4-6 (f_att is this one-layer MLP);
+    Bahdanau et al. 2015, eq. 6 and appendix A.1.2.
+
+    >>> context, w = soft_attention(torch.zeros(1, 2), torch.eye(3)[None], torch.ones(4, 2), torch.ones(4, 3),
+    ...                             torch.ones(4))
+    >>> w
+    tensor([[0.3333, 0.3333, 0.3333]])
+    """
+    if query.dim() != 2 or features.dim() != 3 or query.shape[0] != features.shape[0]:
+        raise ValueError(f"query must be (B, Hd) and features (B, S, C); got {tuple(query.shape)} and "
+                         f"{tuple(features.shape)}")
+    A = v.shape[0] if v.dim() == 1 else -1
+    if tuple(w_query.shape) != (A, query.shape[1]) or tuple(w_key.shape) != (A, features.shape[2]):
+        raise ValueError(f"expected w_query (A, Hd={query.shape[1]}), w_key (A, C={features.shape[2]}), v (A,); "
+                         f"got {tuple(w_query.shape)}, {tuple(w_key.shape)}, {tuple(v.shape)}")
+    hidden = torch.tanh((query @ w_query.T).unsqueeze(1) + features @ w_key.T)   # (B, 1, A) + (B, S, A) -> (B, S, A)
+    attn_scores = hidden @ v                                                     # (B, S, A) @ (A,) -> (B, S)
+    attn_weights = torch.softmax(attn_scores, dim=-1)                        # over the S positions
+    context = (attn_weights.unsqueeze(1) @ features).squeeze(1)              # (B, 1, S) @ (B, S, C) -> (B, C)
+    return context, attn_weights
+
+
+class Encoder(nn.Module):
+    """(B, 1, 8, W) strips -> (B, S, C) features, S = 4 * W/2, plus a learned embedding per position."""
+
+    def __init__(self, width=24, channels=32):
+        super().__init__()
+        conv = lambda c_in, c_out: [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+        self.cnn = nn.Sequential(*conv(1, 16), *conv(16, channels), nn.MaxPool2d(2), *conv(channels, channels))
+        self.grid = (4, width // 2)
+        self.position = nn.Parameter(torch.zeros(channels, *self.grid))     # (C, 4, W/2)
+        nn.init.normal_(self.position, std=0.1)
+
+    def forward(self, images):
+        features = self.cnn(images) + self.position                         # (B, 1, 8, W) -> (B, C, 4, W/2)
+        return features.flatten(2).transpose(1, 2)                          # (B, C, 4, W/2) -> (B, S, C), s = h*W' + w
+
+
+class CaptionDecoder(nn.Module):
+    """A GRU that writes the caption word by word, attending over the image before each word.
+
+    ``forward(images (B, 1, 8, W), captions (B, T))`` (teacher forcing) returns
+    ``(logits (B, T, V), attn_weights (B, T, S))``; :meth:`generate` decodes greedily.
+    ``attention=False`` replaces the attention context by the mean of the features (uniform weights).
+    """
+
+    def __init__(self, width=24, channels=32, hidden=64, attn_size=32, embed=16, attention=True):
+        super().__init__()
+        self.attention, self.encoder = attention, Encoder(width, channels)
+        self.embed = nn.Embedding(len(WORDS), embed)
+        self.init_h = nn.Linear(channels, hidden)
+        self.w_query = nn.Parameter(torch.randn(attn_size, hidden) / math.sqrt(hidden))
+        self.w_key = nn.Parameter(torch.randn(attn_size, channels) / math.sqrt(channels))
+        self.v = nn.Parameter(torch.randn(attn_size) / math.sqrt(attn_size))
+        self.gru = nn.GRUCell(embed + channels, hidden)
+        self.out = nn.Linear(hidden + channels, len(WORDS))
+
+    def _step(self, word, h, features):
+        if self.attention:
+            context, attn_weights = soft_attention(h, features, self.w_query, self.w_key, self.v)
+        else:
+            context = features.mean(1)                                      # (B, S, C) -> (B, C)
+            attn_weights = features.new_full(features.shape[:2], 1.0 / features.shape[1])
+        h = self.gru(torch.cat([self.embed(word), context], -1), h)         # (B, E + C) -> (B, Hd)
+        return self.out(torch.cat([h, context], -1)), h, attn_weights       # (B, V), (B, Hd), (B, S)
+
+    def forward(self, images, captions):
+        features = self.encoder(images)                                     # (B, S, C)
+        h = torch.tanh(self.init_h(features.mean(1)))                       # (B, Hd)
+        word = torch.full_like(captions[:, 0], BOS)
+        logits, weights = [], []
+        for t in range(captions.shape[1]):
+            step_logits, h, attn_weights = self._step(word, h, features)
+            logits.append(step_logits)
+            weights.append(attn_weights)
+            word = captions[:, t]                                           # teacher forcing
+        return torch.stack(logits, 1), torch.stack(weights, 1)              # (B, T, V), (B, T, S)
+
+    @torch.no_grad()
+    def generate(self, images, max_len=4):
+        """Greedy decoding: (word ids (B, max_len), attn_weights (B, max_len, S)); stops nothing early."""
+        self.eval()
+        features = self.encoder(images)
+        h = torch.tanh(self.init_h(features.mean(1)))
+        word = torch.full((images.shape[0],), BOS, dtype=torch.long, device=images.device)
+        words, weights = [], []
+        for _ in range(max_len):
+            step_logits, h, attn_weights = self._step(word, h, features)
+            word = step_logits.argmax(-1)
+            words.append(word)
+            weights.append(attn_weights)
+        return torch.stack(words, 1), torch.stack(weights, 1)
+
+
+def targets(labels):
+    """Digit labels (B, N) -> caption ids (B, N + 1): the digits' words, then <eos>."""
+    return torch.cat([labels, torch.full_like(labels[:, :1], EOS)], 1)
+
+
+def train_captioner(model, images, labels, epochs=6, batch_size=64, lr=5e-3, seed=0, progress=True):
+    """Teacher forcing, cross-entropy over every word, Adam with a one-cycle schedule; a tqdm bar.
+
+    Returns the loss per step.
+    """
+    from tqdm.auto import tqdm
+    device = next(model.parameters()).device
+    captions = targets(labels)
+    g = torch.Generator().manual_seed(seed)
+    steps = epochs * math.ceil(len(labels) / batch_size)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    losses = []
+    model.train()
+    desc = "training (" + ("attention" if model.attention else "no attention") + ")"
+    with tqdm(total=steps, disable=None if progress else True, desc=desc, leave=False, mininterval=0.5) as bar:
+        for _ in range(epochs):
+            order = torch.randperm(len(labels), generator=g)
+            for start in range(0, len(labels), batch_size):
+                batch = order[start:start + batch_size]
+                logits, _ = model(images[batch].to(device), captions[batch].to(device))
+                loss = F.cross_entropy(logits.flatten(0, 1), captions[batch].to(device).flatten())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                schedule.step()
+                losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    model.eval()
+    return losses
+
+
+def caption_scores(predicted, labels):
+    """(word accuracy, caption accuracy): share of digit words right, share of captions all right."""
+    right = predicted[:, :labels.shape[1]].cpu() == labels
+    return right.float().mean().item(), right.all(1).float().mean().item()
+
+
+def peak_on_digit(attn_weights, grid=(4, 12), num_digits=3):
+    """For word i, does the attention's largest weight lie over digit i? (B, num_digits) bool.
+
+    attn_weights: (B, T, S) with S = grid[0] * grid[1]; digit i covers the grid's columns
+    ``i * cols / num_digits ...``.
+    """
+    rows, cols = grid
+    peak_column = attn_weights[:, :num_digits].argmax(-1) % cols            # (B, N)
+    return peak_column // (cols // num_digits) == torch.arange(num_digits)
+
+
+class CaptionExplorer(widgets.VBox):
+    """Pick a test image (slider); see the generated caption and the attention map of each word.
+
+    Args: images (N, 1, 8, W), words (N, T) generated ids, attn_weights (N, T, S), labels (N, n)
+    the true digits, grid (rows, cols) of the feature map. ``pick(i)`` moves the slider; ``text()``.
+    """
+
+    def __init__(self, images, words, attn_weights, labels, grid=(4, 12), index=0):
+        self.images, self.words, self.weights, self.labels, self.grid = images.cpu(), words.cpu(), \
+            attn_weights.cpu(), labels.cpu(), grid
+        self.slider = widgets.IntSlider(value=index, min=0, max=len(images) - 1, description="test image",
+                                        continuous_update=False)
+        self.readout = widgets.HTML()
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width="860px"))
+        super().__init__([self.slider, self.readout, self.image])
+        self.slider.observe(lambda change: self.update(), names="value")
+        self.update()
+
+    def pick(self, index):
+        self.slider.value = index
+
+    def text(self):
+        i = self.slider.value
+        said = " ".join(WORDS[w] for w in self.words[i].tolist())
+        truth = " ".join(WORDS[d] for d in self.labels[i].tolist())
+        return f"image {i}: generated '{said}'   true '{truth}'"
+
+    def update(self):
+        self.readout.value = f"<pre>{self.text()}</pre>"
+        i, (rows, cols) = self.slider.value, self.grid
+        T = self.words.shape[1]
+        fig = new_figure((9.6, 0.75 * (T + 1) + 0.4))
+        axes = fig.subplots(T + 1, 1)
+        H, W = self.images.shape[-2:]
+        axes[0].imshow(self.images[i, 0].numpy(), cmap="gray_r", extent=(0, W, H, 0))
+        axes[0].set_title("image", fontsize=9, loc="left")
+        for t, ax in enumerate(axes[1:]):
+            ax.imshow(self.images[i, 0].numpy(), cmap="gray_r", extent=(0, W, H, 0))
+            ax.imshow(self.weights[i, t].view(rows, cols).numpy(), cmap="magma", alpha=0.6, extent=(0, W, H, 0),
+                      interpolation="nearest")
+            ax.set_title(f"word {t}: '{WORDS[self.words[i, t]]}'", fontsize=9, loc="left")
+        for ax in axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        self.image.value = figure_png(fig)
+
+
+def check_soft_attention(fn, thorough=False, seed=120):
+    """Check ``fn(query (B, Hd), features (B, S, C), w_query (A, Hd), w_key (A, C), v (A,))``.
+
+    It must return ``(context (B, C), attn_weights (B, S))``.
+    """
+    cases = [("one image: Hd=4, S=6, C=3, A=5", 1, 4, 6, 3, 5, torch.float32)]
+    if thorough:
+        cases += [("batch of 3: Hd=8, S=10, C=4, A=6", 3, 8, 10, 4, 6, torch.float32),
+                  ("float64, batch of 2: Hd=5, S=7, C=9, A=3", 2, 5, 7, 9, 3, torch.float64)]
+    g = torch.Generator().manual_seed(seed)
+    for case, B, Hd, S, C, A, dtype in cases:
+        args = [torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+                for shape in ((B, Hd), (B, S, C), (A, Hd), (A, C), (A,))]
+        args[4] = args[4] * 3                                                  # peaked enough to tell
+        got = _call(fn, tuple(a.clone() for a in args), case)
+        if not isinstance(got, tuple) or len(got) != 2:
+            raise CheckFailure("type", f"{case}: return the tuple (context, attn_weights); got {type(got).__name__}")
+        context, attn_weights = got
+        ref_context, ref_weights = soft_attention(*args)
+        if not isinstance(attn_weights, torch.Tensor) or attn_weights.shape != ref_weights.shape:
+            expect_tensor("attn_weights", attn_weights, ref_weights, case, legend="(B, S)")
+        sums = attn_weights.detach().sum(0)
+        if B > 1 and torch.allclose(sums, torch.ones_like(sums), atol=1e-4) or B == 1 and torch.allclose(
+                attn_weights.detach(), torch.ones_like(attn_weights)):
+            raise CheckFailure("normalisation", f"{case}: each image's attn_weights must sum to 1 over its S "
+                                                f"positions (dim=-1); yours sum to 1 over the batch (dim=0). "
+                                                f"Apply softmax over dim=-1.")
+        expect_rows_sum_to_one("attn_weights", attn_weights, case)
+        expect_tensor("attn_weights", attn_weights, ref_weights, case, legend="(B, S)",
+                      hint=lambda a, e: "attn_scores = tanh(query @ w_query.T (one row per image, broadcast "
+                                        "over S) + features @ w_key.T) @ v.")
+        expect_tensor("context", context, ref_context, case, legend="(B, C)",
+                      hint=lambda a, e: "context[b] = sum over s of attn_weights[b, s] * features[b, s].")

@@ -1,0 +1,145 @@
+"""Real images for the vision lessons, read offline from scikit-learn.
+
+Sources (both ship inside the scikit-learn wheel; nothing downloads):
+
+- ``sklearn.datasets.load_digits``: 1,797 handwritten digits, 8x8 pixels, 16 grey levels, from the
+  UCI "Optical Recognition of Handwritten Digits" data set (Alpaydin & Kaynak, 1998; 43 writers),
+  licence CC BY 4.0.
+- ``sklearn.datasets.load_sample_images``: two photographs, ``china.jpg`` (a temple) and
+  ``flower.jpg``, 427 x 640 pixels, by Flickr users danielbuechele and vultilion, licence CC BY 2.0.
+
+Shapes follow PyTorch's image layout: (N, C, H, W), float32 in [0, 1].
+"""
+import functools
+
+import torch
+from torch.nn import functional as F
+
+DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+PHOTOS = ("china.jpg", "flower.jpg")
+
+
+def _sklearn_datasets():
+    try:
+        from sklearn import datasets
+    except ImportError as exc:  # pragma: no cover - scikit-learn is a dependency of the course
+        raise ImportError("attn_course.data.images needs scikit-learn (pip install scikit-learn); "
+                          "it ships the digits and the sample photos") from exc
+    return datasets
+
+
+@functools.lru_cache(maxsize=None)
+def _digits():
+    bunch = _sklearn_datasets().load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0   # (1797, 1, 8, 8) in [0, 1]
+    labels = torch.tensor(bunch.target, dtype=torch.long)                          # (1797,)
+    return images, labels
+
+
+def digits(split="train", size=8, test_fraction=0.2, seed=0):
+    """The scikit-learn handwritten digits, split deterministically into train and test.
+
+    Args:
+        split: ``"train"``, ``"test"`` or ``"all"``.
+        size: side in pixels; 8 is the original, larger sizes are bilinear upsamplings.
+        test_fraction: share of the 1,797 images held out for testing (a seeded permutation).
+        seed: seed of the permutation; the same seed gives the same split on every machine.
+
+    Returns:
+        (images, labels): float32 (N, 1, size, size) in [0, 1] and int64 (N,) in 0..9.
+        With the defaults, 1,438 training and 359 test images.
+
+    Raises:
+        ValueError: an unknown split, a size below 8, or a test_fraction outside (0, 1).
+
+    >>> images, labels = digits("test")
+    >>> tuple(images.shape), tuple(labels.shape)
+    ((359, 1, 8, 8), (359,))
+    """
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all'; got {split!r}")
+    if not isinstance(size, int) or size < 8:
+        raise ValueError(f"size must be an int >= 8 (the digits are 8x8); got {size!r}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1); got {test_fraction!r}")
+    images, labels = _digits()
+    if split != "all":
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+        n_test = round(test_fraction * len(labels))
+        index = order[:n_test] if split == "test" else order[n_test:]
+        images, labels = images[index], labels[index]
+    if size != 8:
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    return images.clone(), labels.clone()
+
+
+def digit_strips(split="train", n=1000, num_digits=3, seed=0):
+    """Images of ``num_digits`` real handwritten digits side by side, with their digits as labels.
+
+    Each strip is built only from the digit images of ``split`` (so test strips hold only held-out
+    digits). Digits are drawn uniformly with a seeded generator.
+
+    Args:
+        split: ``"train"`` or ``"test"`` (the split of :func:`digits`).
+        n: number of strips.
+        num_digits: digits per strip.
+        seed: seed of the draw.
+
+    Returns:
+        (images, labels): float32 (n, 1, 8, 8 * num_digits) and int64 (n, num_digits); digit i fills
+        columns 8i .. 8i+7.
+
+    Raises:
+        ValueError: split not train/test, or n, num_digits not positive ints.
+
+    >>> images, labels = digit_strips("test", n=5)
+    >>> tuple(images.shape), tuple(labels.shape)
+    ((5, 1, 8, 24), (5, 3))
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+    for name, value in (("n", n), ("num_digits", num_digits)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int; got {value!r}")
+    images, labels = digits(split)
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randint(0, len(labels), (n, num_digits), generator=g)        # (n, num_digits)
+    strips = images[index]                                                     # (n, num_digits, 1, 8, 8)
+    strips = strips.permute(0, 2, 3, 1, 4).reshape(n, 1, 8, 8 * num_digits)    # side by side
+    return strips, labels[index]
+
+
+def caption(labels):
+    """Digit labels -> words: ``[3, 1, 4]`` -> ``"three one four"``."""
+    return " ".join(DIGIT_WORDS[int(d)] for d in labels)
+
+
+@functools.lru_cache(maxsize=None)
+def _photo(name):
+    if name not in PHOTOS:
+        raise ValueError(f"photo must be one of {PHOTOS}; got {name!r}")
+    bunch = _sklearn_datasets().load_sample_images()
+    index = [path.split("/")[-1].split("\\")[-1] for path in bunch.filenames].index(name)
+    return torch.tensor(bunch.images[index], dtype=torch.float32).permute(2, 0, 1) / 255.0   # (3, 427, 640)
+
+
+def photo(name="china.jpg", height=96, width=144):
+    """One of scikit-learn's two sample photographs, resized (area averaging).
+
+    Args:
+        name: ``"china.jpg"`` or ``"flower.jpg"``.
+        height, width: output size in pixels.
+
+    Returns:
+        float32 (3, height, width), RGB in [0, 1].
+
+    Raises:
+        ValueError: an unknown name or a non-positive size.
+
+    >>> photo(height=48, width=72).shape
+    torch.Size([3, 48, 72])
+    """
+    if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
+        raise ValueError(f"height and width must be positive ints; got {height!r}, {width!r}")
+    image = _photo(name)
+    return F.interpolate(image[None], size=(height, width), mode="area")[0].clamp(0, 1)
