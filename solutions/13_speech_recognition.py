@@ -76,7 +76,9 @@ g = ac.seed_everything(0)  # a seeded CPU generator: the same numbers on every d
 # pitches per word) and 4 of `flite` (one diphone voice, three built from recordings of real
 # speakers). `tools/make_spoken_digits.py` made them once; the package ships 1.8 MB of log-mel
 # frames (sources and licences in `help(spoken_digits)`). We split **by voice**: a quarter of the
-# voices are heard only at test time.
+# voices are heard only at test time. Be clear what that means: a voice is one accent with one
+# variant, so a test voice such as `en-029+whisper` is new, but whispering was heard in training
+# with other accents. It is a test on unheard voices, not on an unheard kind of speech.
 
 # %%
 train_idx, test_idx = spoken_digits.split_voices(test_fraction=0.25, seed=0)
@@ -91,9 +93,10 @@ print(f"clip lengths: {lengths.min().item()} to {lengths.max().item()} frames (1
       f"F = {train_clips.frames[0].shape[-1]} mel bands")
 
 # %% [markdown]
-# Four test clips. Bright is loud. The word sits in the middle; around it, the quiet noise of an
-# empty room. The green band under each marks the **voiced** frames: those whose mean power is at
-# least 15 dB above the noise. We will use it to check where the model looks.
+# Four test clips. Bright is loud. The word sits in the middle; around it, quiet white noise
+# (-60 dBFS, as a microphone adds). The green band under each marks the **voiced** frames, which
+# here simply means loud: mean power at least 15 dB above the noise (a whisper has no voicing in
+# the phonetic sense, but its loud frames count). We will use it to check where the model looks.
 
 # %%
 voiced = test_clips.voiced()                              # per clip, (T_i,) bool
@@ -242,20 +245,20 @@ for name, acc in [("attention pooling", accuracy["attention"]), ("mean pooling",
     print(f"{name:18s} test accuracy on {len(test_voices)} unseen voices: {acc:.3f}")
 
 # %% [markdown]
-# **The target.** On a 2-core CPU this run gives about 0.98 for attention, 0.94–0.95 for mean
-# pooling and 0.85 for the nearest neighbour. With 440 test clips one clip is 0.23 points, and the
-# standard error of an accuracy near 0.97 is about 0.8 points; runs on other devices or seeds move
-# it by a point or two. So we assert what the lesson claims with that margin: attention reaches
-# **at least 0.94** on unseen voices, beats the nearest neighbour by at least 5 points, and is not
-# worse than mean pooling. The gap to mean pooling is small — this is an easy, clean task, and mean
-# pooling over a convolutional encoder is a strong baseline. Attention's advantage grows with the
-# share of silence and noise in a clip.
+# **The target.** On a 2-core CPU this run gives 0.980 for attention, 0.945 for mean pooling and
+# 0.852 for the nearest neighbour. Training seeds move these: over four seeds (0–3) attention
+# scored 0.93–0.98 and mean pooling 0.91–0.95, attention ahead in every one by 1 to 6 points. With
+# 440 test clips one clip is 0.23 points, and the standard error of an accuracy near 0.96 is about
+# 0.9 points. So we assert, with that margin: attention reaches **at least 0.92** on unseen voices,
+# beats the nearest neighbour by at least 5 points, and is not worse than mean pooling by more
+# than 1 point. The gap to mean pooling is small: this is a clean task, and mean pooling over a
+# convolutional encoder is a strong baseline. Attention's clearer gain is in *what it shows*.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-assert accuracy["attention"] >= 0.94, f"attention pooling reached only {accuracy['attention']:.3f}"
+assert accuracy["attention"] >= 0.92, f"attention pooling reached only {accuracy['attention']:.3f}"
 assert accuracy["attention"] >= nn_accuracy + 0.05, "attention should beat the nearest neighbour clearly"
-assert accuracy["attention"] >= accuracy["mean"] - 0.005, "attention should not lose to mean pooling"
+assert accuracy["attention"] >= accuracy["mean"] - 0.01, "attention should not lose to mean pooling"
 fig, ax = plt.subplots(figsize=(6, 3), layout="constrained")
 for pooling, curve in losses.items():
     ax.plot(range(1, len(curve) + 1), curve, "-o", ms=3, label=f"{pooling} pooling")
@@ -305,9 +308,8 @@ assert (mass > share).float().mean() >= 0.9, "attention should weigh voiced fram
 #
 # ## 5. A widget: pick a voice and a digit
 #
-# **Try it.** The voices here were never heard in training. Find a whispered voice (`+whisper`)
-# and a flite voice (`awb`, `kal`, `rms`, `slt`) if the test set has one. Where does the model
-# look when it is wrong?
+# **Try it.** The voices here were never heard in training. Try a whispered voice (`+whisper`)
+# and a croaky one (`+croak`). Where does the model look when it is wrong?
 
 # %% tags=["nbval-ignore-output"]
 explorer = SpeechExplorer(model, test_clips, device=device)
@@ -463,8 +465,8 @@ test_q2_hidden(fixed_subsample_padding_mask)
 #   mostly silence at the edges, and batches of clips need a `key_padding_mask` (True = padding).
 # - Attention pooling — one learned query against every frame, softmax over the frames that are
 #   not padding — turns a clip into one vector. On 22 voices never heard in training it recognised
-#   spoken digits better than mean pooling (by a few points) and much better than a nearest
-#   neighbour on averaged frames.
+#   spoken digits a little better than mean pooling (1 to 6 points over four seeds) and much
+#   better than a nearest neighbour on averaged frames.
 # - The attention picture was checked, not just looked at: on most clips most of the weight sits on
 #   the voiced frames, learned from the digit labels alone.
 # - When an encoder subsamples time, the mask must be subsampled the same way (`mask[:, ::stride]`);
