@@ -126,8 +126,9 @@ def test_greedy_decode_feeds_back_its_argmax():
     model = _model(seed=5)
     with torch.no_grad():
         model.decoder.out.bias[3] += 0.3          # make <eos> likely, so rows stop at steps 1, 2 and 4
+    model.decoder.max_len = 6
     ids, mask = tr.pad_batch([[5, 6, 7, 8], [9, 4], [10, 11, 12]])
-    out, weights = tr.greedy_decode(model, ids, mask, max_len=6)
+    out, weights = tr.greedy_decode(model, ids, mask)
     tgt_in = torch.cat([torch.full((3, 1), 2), out[:, :-1]], dim=1)
     with torch.no_grad():
         logits, forced_w = model(ids, mask, tgt_in)
@@ -203,7 +204,7 @@ def test_check_additive_attention_needs_thorough_for_some_mistakes():
 
 
 def test_check_seq2seq_forward():
-    def reference(model, src, key_padding_mask, tgt_in):
+    def reference(model, src, key_padding_mask, tgt_in=None):
         return tr.Seq2Seq.forward(model, src, key_padding_mask, tgt_in)
 
     def no_mask(model, src, key_padding_mask, tgt_in):
@@ -217,6 +218,10 @@ def test_check_seq2seq_forward():
     with pytest.raises(CheckFailure) as err:
         lab.check_seq2seq_forward(no_mask)
     assert err.value.kind == "values"
+    with pytest.raises(CheckFailure) as err:                       # cannot decode without tgt_in
+        lab.check_seq2seq_forward(lambda m, src, kpm, tgt_in: (m.decoder.out(torch.zeros(1)), None) if tgt_in is None
+                                  else tr.Seq2Seq.forward(m, src, kpm, tgt_in))
+    assert err.value.kind in ("error", "type", "shape")
 
 
 def test_broken_keeps_the_docstrings_and_differs_by_one_line():

@@ -134,6 +134,8 @@ class Decoder(nn.Module):
     attention); ``s_t = GRU([emb(y_{t-1}); c_t], s_{t-1})``; ``logits_t = W_o [s_t; c_t; emb(y_{t-1})]``.
     """
 
+    bos_id, eos_id, max_len = 2, 3, 20   # build_vocab's ids; the longest French here has 15 words
+
     def __init__(self, vocab_size, embed_dim, hidden_size, enc_dim, attention=True, attn_dim=64):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
@@ -164,15 +166,30 @@ class Decoder(nn.Module):
         return logits, state, attn_weights
 
     def forward(self, tgt_in, enc_states, summary, key_padding_mask):
-        """Teacher forcing: ``tgt_in (B, L)`` -> ``logits (B, L, V)``, ``attn_weights (B, L, S)``."""
+        """``logits (B, L, V)`` and ``attn_weights (B, L, S)`` of every step.
+
+        With ``tgt_in (B, L)`` (``<bos> y_1 ..``): teacher forcing, step t reads the true word
+        ``tgt_in[:, t]``. With ``tgt_in=None``: greedy decoding from ``<bos>`` (id ``self.bos_id``),
+        step t reads the argmax of step t-1, until every sentence has produced ``<eos>`` or
+        ``self.max_len`` steps.
+        """
+        B = enc_states.shape[0]
         state, logits, weights = self.start(summary), [], []
         k = self.project_keys(enc_states)                                   # W_k h_j once, not at every step
-        for t in range(tgt_in.shape[1]):
-            step_logits, state, attn_weights = self.step(tgt_in[:, t], state, enc_states, summary,
-                                                         key_padding_mask, k)
-            logits.append(step_logits)
-            weights.append(attn_weights)
-        return torch.stack(logits, dim=1), torch.stack(weights, dim=1)
+        y = torch.full((B,), self.bos_id, dtype=torch.long, device=enc_states.device) if tgt_in is None else tgt_in[:, 0]
+        done = torch.zeros(B, dtype=torch.bool, device=enc_states.device)
+        for t in range(self.max_len if tgt_in is None else tgt_in.shape[1]):
+            step_logits, state, attn_weights = self.step(y, state, enc_states, summary, key_padding_mask, k)
+            logits.append(step_logits)                                      # (B, V)
+            weights.append(attn_weights)                                    # (B, S)
+            if tgt_in is None:                                              # greedy: feed back the argmax
+                y = step_logits.argmax(-1)
+                done = done | (y == self.eos_id)
+                if done.all():
+                    break
+            elif t + 1 < tgt_in.shape[1]:                                   # teacher forcing: the true word
+                y = tgt_in[:, t + 1]
+        return torch.stack(logits, dim=1), torch.stack(weights, dim=1)      # (B, L, V), (B, L, S)
 
 
 class Seq2Seq(nn.Module):
@@ -183,7 +200,8 @@ class Seq2Seq(nn.Module):
         embed_dim: E; hidden_size: H of each encoder direction (encoder states are 2H);
         decoder_size: the decoder state's size (default 2H); attention: bool; attn_dim: A.
 
-    ``forward(src, key_padding_mask, tgt_in) -> (logits (B, L, V), attn_weights (B, L, S))``.
+    ``forward(src, key_padding_mask, tgt_in) -> (logits (B, L, V), attn_weights (B, L, S))``, teacher
+    forced; ``tgt_in=None`` decodes greedily (``Decoder.forward``).
     """
 
     def __init__(self, src_vocab_size, tgt_vocab_size, embed_dim=64, hidden_size=32, decoder_size=None,
@@ -193,38 +211,29 @@ class Seq2Seq(nn.Module):
         self.decoder = Decoder(tgt_vocab_size, embed_dim, decoder_size or 2 * hidden_size, 2 * hidden_size,
                                attention=attention, attn_dim=attn_dim)
 
-    def forward(self, src, key_padding_mask, tgt_in):
-        """Teacher-forced logits (B, L, V) and attention weights (B, L, S); see the class docstring."""
+    def forward(self, src, key_padding_mask, tgt_in=None):
+        """Logits (B, L, V) and attention weights (B, L, S): teacher-forced, or greedy if tgt_in is None."""
         enc_states, summary = self.encoder(src, key_padding_mask)           # (B, S, 2H), (B, 2H)
         return self.decoder(tgt_in, enc_states, summary, key_padding_mask)
 
 
 @torch.no_grad()
-def greedy_decode(model, src, key_padding_mask, bos_id=2, eos_id=3, max_len=20):
+def greedy_decode(model, src, key_padding_mask):
     """Greedy decoding: at every step feed back the most likely word, until ``<eos>`` or ``max_len``.
 
     Args:
         model: a ``Seq2Seq``; src (B, S) int64; key_padding_mask (B, S) bool, True = padding.
 
     Returns:
-        (ids (B, T) int64, attn_weights (B, T, S)) with T <= max_len; after a sentence's ``<eos>``
-        its ids are 0 (padding) and its weights 0. ``<eos>`` itself is kept.
+        (ids (B, T) int64, attn_weights (B, T, S)) with T <= ``model.decoder.max_len``; after a
+        sentence's ``<eos>`` its ids are 0 (padding) and its weights 0. ``<eos>`` itself is kept.
     """
     model.eval()
-    enc_states, summary = model.encoder(src, key_padding_mask)
-    state, k = model.decoder.start(summary), model.decoder.project_keys(enc_states)
-    y = torch.full((src.shape[0],), bos_id, dtype=torch.long, device=src.device)
-    done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
-    ids, weights = [], []
-    for _ in range(max_len):
-        logits, state, attn_weights = model.decoder.step(y, state, enc_states, summary, key_padding_mask, k)
-        y = logits.argmax(-1).masked_fill(done, 0)                          # (B, V) -> (B,)
-        ids.append(y)
-        weights.append(attn_weights.masked_fill(done[:, None], 0.0))
-        done = done | (y == eos_id)
-        if done.all():
-            break
-    return torch.stack(ids, dim=1), torch.stack(weights, dim=1)
+    logits, attn_weights = model(src, key_padding_mask)                     # tgt_in=None: greedy
+    ids = logits.argmax(-1)                                                 # (B, T, V) -> (B, T)
+    is_eos = (ids == model.decoder.eos_id).long()
+    after_eos = (is_eos.cumsum(-1) - is_eos) > 0                            # strictly after the first <eos>
+    return ids.masked_fill(after_eos, 0), attn_weights.masked_fill(after_eos[..., None], 0.0)
 
 
 def strip(ids, vocab):
@@ -242,8 +251,7 @@ def translate_batch(model, pairs, src_vocab, tgt_vocab, batch_size=512, device="
     out = []
     for i in range(0, len(pairs), batch_size):
         batch = encode_pairs(pairs[i:i + batch_size], src_vocab, tgt_vocab)
-        ids, _ = greedy_decode(model, batch["src"].to(device), batch["key_padding_mask"].to(device),
-                               tgt_vocab.stoi[BOS], tgt_vocab.stoi[EOS])
+        ids, _ = greedy_decode(model, batch["src"].to(device), batch["key_padding_mask"].to(device))
         out += [strip(row, tgt_vocab) for row in ids.cpu()]
     return out
 

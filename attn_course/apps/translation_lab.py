@@ -82,20 +82,23 @@ def _random_translator(g, dtype, attention=True):
 
 
 def check_seq2seq_forward(fn, thorough=False, seed=91):
-    """``fn(model, src (B, S), key_padding_mask (B, S), tgt_in (B, L)) -> (logits (B, L, V),
-    attn_weights (B, L, S))``, the teacher-forced forward pass of ``translation.Seq2Seq``."""
+    """``fn(model, src (B, S), key_padding_mask (B, S), tgt_in (B, L) or None) -> (logits (B, L, V),
+    attn_weights (B, L, S))``, the forward pass of ``translation.Seq2Seq``: teacher-forced with
+    ``tgt_in``, greedy with ``tgt_in=None``."""
     g = torch.Generator().manual_seed(seed)
-    cases = [("B=3, S=6 with padding (lengths 6, 4, 2), L=5", [6, 4, 2], 5, torch.float32, True)]
+    cases = [("teacher forcing, B=3, S=6 with padding (lengths 6, 4, 2), L=5", [6, 4, 2], 5, torch.float32, True),
+             ("greedy decoding (tgt_in=None), B=3, S=5, lengths 5, 3, 4", [5, 3, 4], None, torch.float32, True)]
     if thorough:
         cases += [("float64, B=2, S=7 (lengths 7, 7), L=3", [7, 7], 3, torch.float64, True),
                   ("B=4, S=5, L=8, lengths 5, 1, 3, 2", [5, 1, 3, 2], 8, torch.float32, True),
+                  ("greedy decoding, float64, B=2, S=6, lengths 6, 2", [6, 2], None, torch.float64, True),
                   ("a model without attention, B=2, S=4, L=4", [4, 3], 4, torch.float32, False)]
     for case, lengths, L, dtype, attention in cases:
         model = _random_translator(g, dtype, attention)
         S = max(lengths)
         key_padding_mask = torch.arange(S)[None, :] >= torch.tensor(lengths)[:, None]   # (B, S)
         src = torch.randint(4, 13, (len(lengths), S), generator=g).masked_fill(key_padding_mask, 0)
-        tgt_in = torch.randint(4, 11, (len(lengths), L), generator=g)
+        tgt_in = None if L is None else torch.randint(4, 11, (len(lengths), L), generator=g)
         with torch.no_grad():
             got = _call(fn, (model, src, key_padding_mask, tgt_in), case)
             ref_logits, ref_weights = translation.Seq2Seq.forward(model, src, key_padding_mask, tgt_in)
@@ -109,7 +112,8 @@ def check_seq2seq_forward(fn, thorough=False, seed=91):
             if actual.shape == embedded.shape and torch.allclose(actual.detach(), embedded, atol=1e-5):
                 return ("Your decoder attends to the embedded source words, not to the encoder states: "
                         "hand it enc_states, the output of model.encoder.")
-            return "Encode once, then decode with the encoder's states, its summary and the same key_padding_mask."
+            return ("Encode once, then call model.decoder with tgt_in, the encoder's states, its summary and "
+                    "the same key_padding_mask.")
         expect_tensor("logits", logits, ref_logits, case, "(B, L, V)", hint=hint)
         expect_tensor("attn_weights", attn_weights, ref_weights, case, "(B, L, S)")
 
@@ -158,9 +162,7 @@ class TranslationExplorer(widgets.VBox):
         model = self.model if model is None else model
         _, english, _ = number_words.pair(number)
         src = torch.tensor([self.src_vocab.encode(english)], device=self.device)   # (1, S)
-        ids, weights = translation.greedy_decode(model, src, torch.zeros_like(src, dtype=torch.bool),
-                                                 self.tgt_vocab.stoi[translation.BOS],
-                                                 self.tgt_vocab.stoi[translation.EOS])
+        ids, weights = translation.greedy_decode(model, src, torch.zeros_like(src, dtype=torch.bool))
         french = translation.strip(ids[0].cpu(), self.tgt_vocab)
         return english, french, weights[0, :len(french) + 1].cpu()                # with the <eos> row if any
 
