@@ -180,7 +180,7 @@ plt.show()
 # Each step draws 16 random windows of 65 characters from the training text; the input is the first
 # 64, the target the last 64 (the same window shifted by one). The loss is the mean cross-entropy
 # over all 16 × 64 predictions. AdamW with a short warm-up and a cosine decay; 800 steps, about
-# 40 s on one CPU core (the whole notebook stays under two minutes).
+# 40 s of one idle CPU core (the whole notebook needs about 70 s of CPU time; on a busy machine, more).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -306,16 +306,22 @@ pairs = torch.bincount(train_ids[:-1] * V + train_ids[1:], minlength=V * V).view
 bigram_logits = (pairs + 0.1).log().float()                            # (V, V): row c = logits after c
 for ch in ["q", "t"]:
     row = bigram_logits[vocab.stoi[ch]].expand(2000, V)                # (2000, V), the same row 2000 times
-    for temperature in [0.5, 1.0, 2.0]:
-        draws = gen.sample_next(row, temperature, generator=torch.Generator().manual_seed(0))   # (2000,)
+    for temperature, top_k in [(0.5, None), (1.0, None), (2.0, None), (1.0, 3)]:
+        draws = gen.sample_next(row, temperature, top_k, generator=torch.Generator().manual_seed(0))  # (2000,)
         counts = torch.bincount(draws, minlength=V)
-        top = counts.argsort(descending=True)[:4]
+        top = counts.argsort(descending=True)[:3]
         shown = ", ".join(f"{vocab.itos[i]!r}: {counts[i].item() / 2000:.2f}" for i in top)
-        print(f"after {ch!r}, T = {temperature}: {len(counts.nonzero()):2d} different characters; most often {shown}")
+        print(f"after {ch!r}, T = {temperature}, top_k = {str(top_k):4s}: {len(counts.nonzero()):2d} different "
+              f"characters drawn; most often {shown}")
 
 # %% [markdown]
 # Low T concentrates on the top choice ("u" after "q", "h" after "t"); high T spreads the draws
-# over many characters. Now the trained model, from one prompt at three temperatures
+# over many characters. Even after "q", T = 1 draws dozens of different characters: the smoothing
+# gives every character a little probability, and 2,000 draws find that long tail. After "t",
+# top-k with k = 3 cuts the tail off and keeps T = 1 among the three best. After "q" it changes
+# nothing, and that is correct: in the training text only "u" ever follows "q", so the 63 other
+# characters share one smoothed logit, the 2nd and 3rd largest are tied with all of them, and
+# `sample_next` keeps every logit tied with the k-th largest (its docstring says so). Now the trained model, from one prompt at three temperatures
 # (`gen.generate` calls `gen.sample_next` once per character):
 
 # %%

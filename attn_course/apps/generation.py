@@ -5,7 +5,8 @@ character embedding + positional encoding -> N pre-LN ``TransformerBlock`` s wit
 LayerNorm -> a linear layer to one logit per character. Trained with next-character cross-entropy
 (``train_char_model``), measured in bits per character against n-gram baselines (``ngram_bpc``),
 sampled with a softmax temperature and top-k (``sample_next``, ``generate``), and probed for
-causality (``causality_probe``).
+causality (``causality_probe``), and read per head (``attention_by_offset``). The checks of the
+lesson's exercises are in ``generation_checks``; its sampling widget in ``generation_explorer``.
 
 Shape legend: B batch, L sequence length (context), E d_model (= H*D), H heads, D head_dim, V vocabulary.
 
