@@ -21,7 +21,7 @@ noise) of random lengths, seeded: clips of different lengths, mostly silence at 
 >>> train, test = spoken_digits.split_voices()
 >>> batch = spoken_digits.clips(test[:2])
 >>> batch.frames[0].shape[-1], batch.labels.shape
-(32, torch.Size(...))
+(32, torch.Size([2]))
 """
 import functools
 import random
