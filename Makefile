@@ -16,7 +16,7 @@ help:
 	@echo "make solutions  re-execute solutions/*.py into solutions/*.ipynb (stored outputs)"
 	@echo "make lessons    regenerate lessons/ from solutions/ with otter assign"
 	@echo "make bench      time every notebook (prints a table)"
-	@echo "make grade SUBMISSIONS=dir OUT=dir [LESSON=03] [JOBS=2] [TIMEOUT=120]   grade submitted notebooks"
+	@echo "make grade SUBMISSIONS=dir OUT=dir [LESSON=03] [JOBS=2] [TIMEOUT=300]   grade submitted notebooks"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,7 +49,7 @@ bench: $(STAMP)
 	$(PY) tools/bench_notebooks.py
 
 grade: $(STAMP)
-	@test -n "$(SUBMISSIONS)" -a -n "$(OUT)" || { echo "usage: make grade SUBMISSIONS=dir OUT=dir [LESSON=03] [JOBS=2] [TIMEOUT=120]"; exit 2; }
+	@test -n "$(SUBMISSIONS)" -a -n "$(OUT)" || { echo "usage: make grade SUBMISSIONS=dir OUT=dir [LESSON=03] [JOBS=2] [TIMEOUT=300]"; exit 2; }
 	$(VENV)/bin/attn-course grade "$(SUBMISSIONS)" --out "$(OUT)" $(if $(LESSON),--lesson "$(LESSON)") $(if $(JOBS),--jobs $(JOBS)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
 clean:

@@ -20,8 +20,8 @@ def _grade(argv):
     parser.add_argument("--lesson", metavar="NAME",
                         help="grade every notebook as this lesson (03 or 03_softmax_and_context); default: "
                              "each notebook's metadata, else a lesson name in its file name")
-    parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
-                        help="wall-clock limit per submission (default 120)")
+    parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="wall-clock limit per submission (default 300: the application lessons train models)")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="submissions graded at once (default: the number of CPUs, at most 8)")
     parser.add_argument("--memory-mb", type=int, default=6144, metavar="MB",

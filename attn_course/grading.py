@@ -167,7 +167,7 @@ def run_jobs(subs, zips, out_dir, submissions_dir, timeout, jobs, limits, bar=No
         shutil.rmtree(base, ignore_errors=True)
 
 
-def grade(submissions, out_dir, lesson=None, timeout=120.0, jobs=None, memory_mb=6144, progress=True):
+def grade(submissions, out_dir, lesson=None, timeout=300.0, jobs=None, memory_mb=6144, progress=True):
     """Grade a folder of notebooks (or one notebook); write OUT_DIR/grades.csv, feedback/, grading.log.
 
     Args:

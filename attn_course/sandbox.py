@@ -391,7 +391,8 @@ def _owned_by(uid):
 
 
 def kill_tree(pid, uid=None):
-    """SIGKILL ``pid``, every descendant still attached to it and, with ``uid``, every process of that user."""
+    """SIGKILL ``pid``, every descendant still attached to it and, with a ``uid`` from ``job_uid``, every
+    process of that user."""
     if not Path("/proc").is_dir():
         try:
             os.kill(pid, signal.SIGKILL)
@@ -403,7 +404,7 @@ def kill_tree(pid, uid=None):
         current = todo.pop()
         doomed.append(current)
         todo.extend(children.get(current, []))
-    if uid is not None and uid != 0:
+    if uid is not None and uid >= UID_BASE:                                  # never nobody, never root
         doomed += _owned_by(uid)
     for victim in doomed:
         try:
@@ -412,9 +413,17 @@ def kill_tree(pid, uid=None):
             pass
 
 
+UID_BASE = 1_990_000_000
+
+
 def job_uid(slot):
-    """A user id of its own for job slot ``slot`` when running as root (else None): 1990000000 + slot,
-    or 65534 (nobody) where the system maps no such id."""
+    """A user id of its own for job slot ``slot`` of this grading run when running as root (else None).
+
+    ``UID_BASE + 64 * (pid % 1_000_000) + slot % 64``: two grading runs on one machine (two
+    instructors, or a test beside a real run) never share an id, so cleaning up one never kills
+    the other's jobs. 65534 (nobody) where the system maps no such id; processes are then not
+    killed by user id (``kill_tree``), since other programs may run as nobody.
+    """
     if os.getuid() != 0:
         return None
     try:
@@ -422,7 +431,7 @@ def job_uid(slot):
         ranges = [tuple(int(x) for x in line.split()) for line in lines if line.strip()]
     except OSError:
         ranges = []
-    wanted = 1_990_000_000 + slot
+    wanted = UID_BASE + 64 * (os.getpid() % 1_000_000) + slot % 64
     if any(inside <= wanted < inside + count for inside, _, count in ranges):
         return wanted
     return 65534

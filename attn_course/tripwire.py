@@ -58,7 +58,7 @@ FORBIDDEN = {
     "check_cross_attention": _package(self_cross.cross_attention, self_cross.self_attention, self_cross._attend)
                              + _MHA,
     "check_token_embedding": _package(data.token_embedding),
-    "check_scaled_dot_product_attention": _package(attention.scaled_dot_product_attention, attention.attention_weights)
+    "check_scaled_dot_product_attention": _package(attention.scaled_dot_product_attention)
                                           + _SDPA + _MHA,
     "check_causal_mask": _package(attention.causal_mask),
     "check_split_heads": _package(heads.split_heads),

@@ -337,7 +337,7 @@ def test_sandbox_hides_the_course_and_the_network(tmp_path):
         import resource
         seen = {"cwd_is_tmp": str(inside) == "/tmp", "uid": os.getuid(), "copied": (inside / "hello.txt").exists(),
                 "secret": os.path.exists(str(secret / "key.txt")) or os.path.exists(str(ROOT / "solutions")),
-                "package": os.path.exists(str(ROOT / "attn_course" / "checks.py")),
+                "package": os.path.exists(str(ROOT / "attn_course" / "checks" / "core.py")),
                 "as_limit": resource.getrlimit(resource.RLIMIT_AS)[0], "processes": len(os.listdir("/proc"))}
         try:
             socket.create_connection(("1.1.1.1", 53), timeout=2).close()

@@ -7,10 +7,12 @@ notebook that would give an answer away: a solution marker left in a cell, a que
 solution block, or a line of solution code found in the student notebook.
 
 Usage: python tools/build_lessons.py            write lessons/ and dist/
+       python tools/build_lessons.py solutions/NN_name.py ...   only these lessons
        python tools/build_lessons.py --check    build into a temporary folder, compare with lessons/,
                                                exit 1 and print the differences if they differ
 """
 import sys
+from pathlib import Path
 
 from attn_course.assign import (KEEP_CELL_META, KEEP_NB_META, MARKERS, ROOT, build, check,  # noqa: F401
                                 normalize, solution_lines, sources)
@@ -20,6 +22,7 @@ if __name__ == "__main__":
         found = check()
         print("\n".join(found) or "lessons/ is up to date")
         sys.exit(1 if found else 0)
-    for py in sources():
+    chosen = [Path(a).resolve() for a in sys.argv[1:] if not a.startswith("-")]
+    for py in chosen or sources():
         build(py, ROOT / "lessons", ROOT / "dist")
         print(f"built lessons/{py.stem}.ipynb")

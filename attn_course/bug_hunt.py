@@ -1,0 +1,174 @@
+"""Probes for the bug hunts: ways to make a silent bug visible, and a widget to line suspects up.
+
+A bug in attention code keeps every shape right. What gives it away is a property: rows that do not
+sum to 1, an entropy that moves the wrong way, an output that depends on the future, a pad vector
+that learns. Each probe here measures one such property and returns plain tensors to print or draw.
+"""
+import math
+
+import ipywidgets as widgets
+import torch
+
+from .attention import attention_weights, entropy
+from .plot import attention_heatmap, figure_png, new_figure
+
+
+def influence_matrix(attend, L, dim=8, seed=0):
+    """Which inputs each output depends on: ``M[i, j] = |change of output i|`` when only position j changes.
+
+    Args:
+        attend: ``attend(query, key, value) -> output (1, L, Dv)``; for example
+            ``lambda q, k, v: scaled_dot_product_attention(q, k, v, attn_mask=my_mask(L))``.
+        L: the sequence length (query and key positions).
+        dim: the width of the random query, key and value vectors.
+        seed: the seed of the CPU generator that draws them.
+
+    Returns:
+        (L, L) float64 tensor, non-negative; a causal ``attend`` gives a lower-triangular matrix
+        (``M[i, j] == 0`` for every j > i): the causality probe.
+    """
+    g = torch.Generator().manual_seed(seed)
+    query, key, value = (torch.randn(1, L, dim, generator=g, dtype=torch.float64) for _ in range(3))
+    base = attend(query, key, value)                                             # (1, L, Dv)
+    out = torch.zeros(L, L, dtype=torch.float64)
+    for j in range(L):                                                           # move position j only
+        k2, v2 = key.clone(), value.clone()
+        k2[:, j] += 3 * torch.randn(dim, generator=g, dtype=torch.float64)
+        v2[:, j] += 3 * torch.randn(dim, generator=g, dtype=torch.float64)
+        out[:, j] = (attend(query, k2, v2) - base).abs().amax(-1)[0]            # (L,)
+    return out
+
+
+def pad_row_gradient(embedding, ids, pad_id):
+    """The gradient that one backward pass through ``embedding(ids)`` leaves on the pad row, (E,).
+
+    With ``padding_idx=pad_id`` it is exactly zero; otherwise padding learns. The embedding's own
+    ``.grad`` is left as it was.
+    """
+    weight = embedding.weight
+    saved = None if weight.grad is None else weight.grad.clone()
+    weight.grad = None
+    out = embedding(ids)                                                          # (..., E)
+    c = torch.arange(1.0, out.shape[-1] + 1, dtype=out.dtype, device=out.device)
+    (out * c).sum().backward()                                                   # linear: the gradient does not vanish at 0
+    grad = weight.grad[pad_id].detach().clone()
+    weight.grad = saved
+    return grad
+
+
+# name -> (what it replaces, how the explorer calls it); each returns attn_weights (L, S)
+def _weights_by(kind, fn, query, key, knob):
+    L, S = query.shape[-2], key.shape[-2]
+    if kind == "attention_weights":
+        return fn(query, key)
+    if kind == "softmax_with_temperature":
+        return fn(query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1]), knob)
+    if kind == "scaled_dot_product_attention":                                  # value = I: the output is the weights
+        torch.manual_seed(0)
+        return fn(query, key, torch.eye(S, dtype=query.dtype), dropout_p=knob)
+    if kind == "causal_mask":
+        return attention_weights(query, key, attn_mask=fn(L, S))
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+class SuspectExplorer(widgets.VBox):
+    """Line up a suspect against its reference: attention weights side by side, with a readout.
+
+    Pick a suspect in the dropdown; move the head-size slider (``head_dim``, the width of query and
+    key) and the knob slider (the temperature for a softmax, the dropout probability for SDPA).
+    The readout gives, for the reference and the suspect, the row sums, the mean entropy in nats
+    and the largest difference; the picture shows both weight matrices.
+
+    Args:
+        suspects: dict ``name -> (kind, suspect, reference)``, ``kind`` one of
+            ``"attention_weights"``, ``"softmax_with_temperature"``, ``"scaled_dot_product_attention"``,
+            ``"causal_mask"`` (how the explorer calls them; see ``_weights_by``).
+        labels: L token strings (queries and keys: a self-attention picture).
+        seed: the seed of the CPU generator drawing query and key (64 features, cut to ``head_dim``).
+
+    Attributes:
+        dropdown (Dropdown), head_dim (SelectionSlider), knob (FloatSlider), readout (HTML),
+        image (Image); ``weights()`` returns the two (L, L) matrices, ``text()`` the readout.
+
+    Raises:
+        ValueError: an unknown kind, or no suspect.
+    """
+
+    KNOB = {"softmax_with_temperature": ("temperature", 0.25, 4.0, 0.25, 1.0),
+            "scaled_dot_product_attention": ("dropout_p", 0.05, 0.75, 0.05, 0.25)}
+
+    def __init__(self, suspects, labels, seed=0):
+        if not suspects:
+            raise ValueError("suspects must name at least one suspect")
+        for name, (kind, _, _) in suspects.items():
+            if kind not in ("attention_weights", "softmax_with_temperature", "scaled_dot_product_attention",
+                            "causal_mask"):
+                raise ValueError(f"{name}: unknown kind {kind!r}")
+        self.suspects, self.labels = suspects, list(labels)
+        g = torch.Generator().manual_seed(seed)
+        L = len(self.labels)
+        self.query, self.key = torch.randn(L, 64, generator=g), torch.randn(L, 64, generator=g)  # (L, 64) each
+        self.dropdown = widgets.Dropdown(options=list(suspects), description="suspect",
+                                         layout=widgets.Layout(width="420px"))
+        self.dropdown.add_class("suspect-dropdown")
+        self.head_dim = widgets.SelectionSlider(options=[4, 8, 16, 32, 64], value=16, description="head_dim",
+                                                continuous_update=False, layout=widgets.Layout(width="420px"))
+        self.head_dim.add_class("suspect-head-dim")
+        self.knob = widgets.FloatSlider(value=1.0, min=0.25, max=4.0, step=0.25, description="temperature",
+                                        continuous_update=False, layout=widgets.Layout(width="420px"))
+        self.knob.add_class("suspect-knob")
+        self.readout = widgets.HTML()
+        self.readout.add_class("suspect-readout")
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width="760px"))
+        self.image.add_class("suspect-chart")
+        super().__init__([self.dropdown, self.head_dim, self.knob, self.readout, self.image])
+        self._syncing = False
+        self.dropdown.observe(lambda change: self._pick(), names="value")
+        for w in (self.head_dim, self.knob):
+            w.observe(lambda change: self.update(), names="value")
+        self._pick()
+
+    def _pick(self):
+        kind = self.suspects[self.dropdown.value][0]
+        self._syncing = True
+        if kind in self.KNOB:
+            label, lo, hi, step, value = self.KNOB[kind]
+            self.knob.description, self.knob.disabled = label, False
+            self.knob.min, self.knob.max, self.knob.step, self.knob.value = lo, hi, step, value
+        else:
+            self.knob.description, self.knob.disabled = "(no knob)", True
+        self._syncing = False
+        self.update()
+
+    def weights(self):
+        """(reference, suspect) attention weights, (L, L) each, at the current settings."""
+        kind, suspect, reference = self.suspects[self.dropdown.value]
+        d = self.head_dim.value
+        q, k = self.query[:, :d], self.key[:, :d]                                 # (L, d) each
+        return tuple(_weights_by(kind, fn, q, k, self.knob.value).detach() for fn in (reference, suspect))
+
+    def text(self):
+        ref, sus = self.weights()
+        def stats(w):
+            rows = w.sum(-1)
+            ent = entropy(w.clamp_min(1e-12) / rows.clamp_min(1e-12)[:, None]).mean().item()
+            return f"row sums {rows.min().item():.3f}..{rows.max().item():.3f}   mean entropy {ent:.3f} nats"
+        knob = "" if self.knob.disabled else f"   {self.knob.description} = {self.knob.value:.2f}"
+        return (f"{self.dropdown.value}: head_dim = {self.head_dim.value}{knob}\n"
+                f"reference: {stats(ref)}\nsuspect:   {stats(sus)}\n"
+                f"largest difference: {(sus - ref).abs().max().item():.4f}")
+
+    def update(self):
+        if self._syncing:
+            return
+        ref, sus = self.weights()
+        self.readout.value = f"<pre>{self.text()}</pre>"
+        fig = new_figure((7.6, 3.4))
+        axes = fig.subplots(1, 2)
+        vmax = max(1.0, sus.max().item())
+        attention_heatmap(ref, self.labels, self.labels, ax=axes[0], title="reference", vmax=vmax)
+        attention_heatmap(sus, self.labels, self.labels, ax=axes[1], title=self.dropdown.value, vmax=vmax)
+        self.image.value = figure_png(fig)
+
+
+__all__ = ["SuspectExplorer", "influence_matrix", "pad_row_gradient"]
