@@ -111,5 +111,5 @@ class GenerationExplorer(widgets.VBox):
         fig = new_figure((7.6, 0.35 * last.shape[0] + 1.4))
         attention_heatmap(last, [f"head {h}" for h in range(last.shape[0])], labels, ax=fig.add_subplot(),
                           annotate=False, title=f"attention of the last character {_show(labels[-1])!r} "
-                                                f"(layer {self.layer % len(self.model.blocks)}) over its context")
+                                                f"(block {self.layer % len(self.model.blocks)}) over its context")
         self.image.value = figure_png(fig)
