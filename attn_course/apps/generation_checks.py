@@ -5,12 +5,8 @@ and where to look; ``thorough=True`` is what grading adds.
 """
 import torch
 
-from ..checks import KINDS, CheckFailure, _call, expect_tensor
+from ..checks import CheckFailure, _call, expect_tensor
 from .generation import CharTransformer, causality_probe
-
-
-def _causality_kind():
-    return "causality" if "causality" in KINDS else "values"
 
 
 def _expect_ids(name, got, B, case):
@@ -129,7 +125,7 @@ def check_lm_forward(fn, thorough=False, seed=151):
             for position in range(1, L):
                 probe = causality_probe(lambda x: fn(model, x), ids, position, 12, seed=position)
                 if probe["before"] > 1e-5:
-                    raise CheckFailure(_causality_kind(), (
+                    raise CheckFailure("causality", (
                         f"{case}: changing only the character at position {position} changed the logits at "
                         f"earlier positions by up to {probe['before']:.3g}; a position may only see itself and "
                         f"the characters before it. Look at the diagonal of your mask: causal = "
