@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from ..checks import CheckFailure, _call, expect_rows_sum_to_one, expect_tensor
 from ..data.images import DIGIT_WORDS
 from ..plot import figure_png, new_figure
+from .vision import overlay
 
 WORDS = DIGIT_WORDS + ["<eos>", "<bos>"]     # ids 0..9 are the digits, 10 = <eos>, 11 = <bos>
 EOS, BOS = 10, 11
@@ -211,7 +212,7 @@ class CaptionExplorer(widgets.VBox):
         self.slider = widgets.IntSlider(value=index, min=0, max=len(images) - 1, description="test image",
                                         continuous_update=False)
         self.readout = widgets.HTML()
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="860px"))
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width="560px"))
         super().__init__([self.slider, self.readout, self.image])
         self.slider.observe(lambda change: self.update(), names="value")
         self.update()
@@ -229,19 +230,16 @@ class CaptionExplorer(widgets.VBox):
         self.readout.value = f"<pre>{self.text()}</pre>"
         i, (rows, cols) = self.slider.value, self.grid
         T = self.words.shape[1]
-        fig = new_figure((9.6, 0.75 * (T + 1) + 0.4))
+        fig = new_figure((5.5, 0.9 * (T + 1) + 0.3))
         axes = fig.subplots(T + 1, 1)
         H, W = self.images.shape[-2:]
         axes[0].imshow(self.images[i, 0].numpy(), cmap="gray_r", extent=(0, W, H, 0))
         axes[0].set_title("image", fontsize=9, loc="left")
+        axes[0].set_xticks([])
+        axes[0].set_yticks([])
         for t, ax in enumerate(axes[1:]):
-            ax.imshow(self.images[i, 0].numpy(), cmap="gray_r", extent=(0, W, H, 0))
-            ax.imshow(self.weights[i, t].view(rows, cols).numpy(), cmap="magma", alpha=0.6, extent=(0, W, H, 0),
-                      interpolation="nearest")
+            overlay(ax, self.images[i], self.weights[i, t].view(rows, cols))
             ax.set_title(f"word {t}: '{WORDS[self.words[i, t]]}'", fontsize=9, loc="left")
-        for ax in axes:
-            ax.set_xticks([])
-            ax.set_yticks([])
         self.image.value = figure_png(fig)
 
 
