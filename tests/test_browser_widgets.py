@@ -1,4 +1,4 @@
-"""The widgets of lessons 02 and 04-07 work in a real JupyterLab, driven by a real Chromium.
+"""The widgets of lessons 02 and 04-08 work in a real JupyterLab, driven by a real Chromium.
 
 One JupyterLab (started with ``attn_course.lab.lab_command``, as ``make lab`` does, with the user's
 own Jupyter configuration shut out) serves copies of the lessons; one Chromium drives it. For each
@@ -42,6 +42,7 @@ LESSONS = [
     "05_self_attention",
     "06_multi_head_attention",
     "07_masks_and_transformer_block",
+    "08_bug_hunt",
 ]
 RUN_ALL_TIMEOUT_S = 300   # a lesson on a loaded 2-core machine
 CHANGE_TIMEOUT_MS = 60_000  # one widget callback: a few matplotlib figures, on a busy kernel
@@ -255,12 +256,28 @@ def mask_explorer(page, name):
     w.shoot()
 
 
+def suspect_explorer(page, name):
+    box = page.locator(".widget-vbox:has(> .suspect-dropdown)").first
+    w = WidgetCheck(name, box, "suspect-readout", "suspect-chart")
+    box.locator(".suspect-dropdown select").select_option("scaled_dot_product_attention_v2")
+    text = w.changed("picking the SDPA suspect")
+    assert text.startswith("scaled_dot_product_attention_v2: head_dim = 16   dropout_p = 0.25"), text
+    expect(box.locator(".suspect-knob .widget-label")).to_have_text("dropout_p")
+    sums = [float(x) for x in re.findall(r"suspect: +row sums ([\d.]+)\.\.([\d.]+)", text)[0]]
+    assert min(sums) > 1.5, f"the broken dropout's rows should sum to about 3: {text}"
+    old, new = slider_step(page, box.locator(".suspect-head-dim"), int)
+    text = w.changed(f"head_dim {old} -> {new}")
+    assert text.startswith(f"scaled_dot_product_attention_v2: head_dim = {new} "), text
+    w.shoot()
+
+
 INTERACTIONS = {
     "02_queries_keys_scores": scale_explorer,
     "04_soft_and_hard_attention": gumbel_explorer,
     "05_self_attention": query_picker,
     "06_multi_head_attention": head_picker,
     "07_masks_and_transformer_block": mask_explorer,
+    "08_bug_hunt": suspect_explorer,
 }
 
 
