@@ -147,6 +147,7 @@ explorer
 for name in ["attention_weights_v3", "softmax_with_temperature_v2", "scaled_dot_product_attention_v2"]:
     explorer.dropdown.value = name
     print(explorer.text(), end="\n\n")
+explorer.dropdown.value = "attention_weights_v2"                               # back to the first suspect
 
 # %% [markdown]
 # ## 3. Case 1 — a dropout that does not keep its average
