@@ -40,8 +40,9 @@
 #    attention picture means what it claims;
 # 5. find a bug that lets the sentences of an article compete for one unit of word attention.
 #
-# Lessons 08–13 used attention inside models that translate, classify, caption and listen. Here the
-# attention weights are the answer itself: the model *points* at a sentence.
+# Lessons 09–13 used attention inside models that translate, classify, caption and listen. Lesson 10
+# pooled the tokens of a review with one attention; here attention runs at two levels, and its
+# weights are the answer itself: the model *points* at a sentence.
 #
 # Shape legend for this lesson: **B** articles in a batch, **N** sentences per article (padded),
 # **T** words per sentence (padded), **E** embedding size, **H** GRU size per direction, **V** vocabulary.
@@ -227,8 +228,8 @@ plt.show()
 # The lead bias in one picture: the first sentence is the oracle for almost 40 % of the articles,
 # and the rest spreads over the whole article. Lead-1 is right there that often; a model
 # that wants to beat it must keep that prior *and* recognise the articles where the point comes later
-# (photo captions, quotes first, a scene-setting opening). Lead-3 scores below Lead-1 on ROUGE F1
-# because our references are short: three sentences add recall but cost precision.
+# (photo captions, quotes first, a scene-setting opening). Lead-3 scores below Lead-1 on ROUGE-1 and
+# ROUGE-L F1 because our references are short: three sentences add recall but cost precision.
 #
 # ## 4. The model: attention over words, then over sentences
 #
@@ -402,8 +403,8 @@ print(f"first sentence picked: reference {100 * (test_weights.argmax(-1) == 0).f
 assert suspect["model top-1"]["r1"] < table["model top-1"]["r1"]
 
 # %% [markdown]
-# The gain over Lead-1 is gone: the model falls back on its position prior and picks the lead almost
-# everywhere, because the sentence vectors it reads have changed under it. No error, no NaN. Look at
+# The gain over Lead-1 is gone: the model falls back on its position prior and picks the lead on
+# (nearly) every article, because the sentence vectors it reads have changed under it. No error, no NaN. Look at
 # the word weights themselves, on two short made-up sentences, where every number can be checked by hand.
 
 # %%
@@ -504,7 +505,8 @@ test_q2_hidden(fixed_word_attention)
 # - A softmax over the wrong set (the article instead of the sentence) keeps every shape and quietly
 #   changes the model: check that each sentence's word weights sum to 1.
 #
-# **Next:** the bug-hunt lesson gathers every broken implementation of the course in one catalogue.
+# **Next:** lesson 15 turns attention around and *generates* text with a causal transformer; lesson 08
+# gathers every broken implementation of the course, this one included, in one catalogue.
 #
 # **References.** Yang, Yang, Dyer, He, Smola & Hovy (2016), *Hierarchical Attention Networks for
 # Document Classification*, NAACL, section 2, eqs. 5–10. Lin (2004), *ROUGE: A Package for Automatic

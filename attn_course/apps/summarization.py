@@ -3,7 +3,8 @@
 An article is a list of sentences, a sentence a list of words. The model reads it in two levels, as in
 Yang et al. (2016), *Hierarchical Attention Networks for Document Classification*, eqs. 5-10:
 
-    word level:      h_it = BiGRU(embedding(w_it))                        (B, N, T, E) -> (B, N, T, 2H)
+    word level:      h_it = tanh(W [x_i,t-1; x_it; x_i,t+1])             (B, N, T, 3E) -> (B, N, T, 2H)
+                     (x = embeddings; the paper uses a word BiGRU here, this is lighter)
                      a_it = softmax_t(tanh(W_w h_it + b_w) . u_w)         over the T words of sentence i
                      s_i  = sum_t a_it h_it                               (B, N, T, 2H) -> (B, N, 2H)
     sentence level:  h_i  = BiGRU(s_i + position_i)                       (B, N, 2H) -> (B, N, 2H)
@@ -181,7 +182,12 @@ def attention_pool(attn_scores, value, key_padding_mask=None):
     Raises:
         ValueError: the shapes do not line up.
 
-    References: Yang et al. (2016), eqs. 6-7 and 9-10; Bahdanau et al. (2015), eq. 6.
+    References: Yang et al. (2016), eqs. 6-7 and 9-10; Bahdanau et al. (2015), eq. 6. Equal to
+    ``F.scaled_dot_product_attention`` with one query whose dot products are the scores
+    (tests/test_summarization.py).
+
+    >>> attention_pool(torch.zeros(1, 3), torch.tensor([[[1.0], [3.0], [100.0]]]), torch.tensor([[False, False, True]]))
+    (tensor([[2.]]), tensor([[0.5000, 0.5000, 0.0000]]))
     """
     if value.shape[:-1] != attn_scores.shape or (key_padding_mask is not None
                                                   and key_padding_mask.shape != attn_scores.shape):
