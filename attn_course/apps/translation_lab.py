@@ -6,13 +6,12 @@ The checks raise ``attn_course.checks.CheckFailure`` (kinds in ``attn_course.che
 import ipywidgets as widgets
 import torch
 
-from ..checks import KINDS, CheckFailure, _call, expect_rows_sum_to_one, expect_tensor
+from ..checks import CheckFailure, _call, expect_rows_sum_to_one, expect_tensor
 from ..data import number_words
 from ..plot import attention_heatmap, figure_png, new_figure
 from . import translation
 
 
-_MASK = "mask" if "mask" in KINDS else "values"   # weight on a key the mask forbids
 
 
 def _attention_cases(thorough):
@@ -63,7 +62,7 @@ def check_additive_attention(fn, thorough=False, seed=90):
                 and attn_weights.shape == ref_weights.shape):
             on_pad = attn_weights.detach().cpu().masked_fill(~key_padding_mask, 0).abs().sum().item()
             if on_pad > 1e-6:
-                raise CheckFailure(_MASK, f"{case}: padding positions got attention weight {on_pad:.3g} in all; "
+                raise CheckFailure("mask", f"{case}: padding positions got attention weight {on_pad:.3g} in all; "
                                           f"expected 0. key_padding_mask is True = padding: fill those scores "
                                           f"with -inf before the softmax.")
         if isinstance(attn_weights, torch.Tensor) and attn_weights.shape == ref_weights.shape:
