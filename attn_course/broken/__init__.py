@@ -30,7 +30,5 @@ from .translation_v2 import Seq2Seq_v2
 __all__ += ["Seq2Seq_v2"]
 from .summarization_v2 import word_attention_v2
 __all__ += ["word_attention_v2"]
-from .summarization_v2 import word_attention_v2
-__all__ += ["word_attention_v2"]
 from .vision_v2 import attention_map_v2, soft_attention_v2
 __all__ += ["attention_map_v2", "soft_attention_v2"]
