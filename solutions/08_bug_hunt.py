@@ -61,7 +61,6 @@ from attn_course.bug_hunt import SuspectExplorer, influence_matrix, pad_row_grad
 
 torch.set_printoptions(precision=4, sci_mode=False)
 device = ac.get_device()  # ATTN_COURSE_DEVICE = cpu | cuda | auto
-print("suspects in attn_course.broken:", len(broken.__all__))
 
 # %% [markdown]
 # ## 1. A method: property first, code second
