@@ -77,9 +77,33 @@ FORBIDDEN = {
 """check function name -> [(label shown to the learner, forbidden callable)]."""
 
 
+def application_rules():
+    """``FORBIDDEN`` entries of the application lessons' checks (``attn_course.apps``), imported on demand:
+    the application modules import the checks, which import this module."""
+    from .apps import captioning, classification, generation, speech, summarization, translation, vision
+    return {
+        "check_additive_attention": _package(translation.additive_attention, scoring.additive_scores) + _SDPA,
+        "check_seq2seq_forward": [("attn_course.apps.translation.Seq2Seq", translation.Seq2Seq.forward)],
+        "check_attention_pooling": _package(classification.attention_pooling) + _SDPA + _MHA,
+        "check_spatial_attention_pool": _package(vision.spatial_attention_pool) + _SDPA + _MHA,
+        "check_attention_map": _package(vision.attention_map),
+        "check_soft_attention": _package(captioning.soft_attention, scoring.additive_scores) + _SDPA,
+        "check_attention_pool": _package(speech.attention_pool) + _SDPA + _MHA,
+        "check_subsample_padding_mask": _package(speech.subsample_padding_mask),
+        "check_rouge_1_f1": _package(summarization.rouge_1_f1, summarization.rouge_n_f1),
+        "check_word_attention": _package(summarization.word_attention),
+        "check_sample_next": _package(generation.sample_next),
+        "check_lm_forward": [("attn_course.apps.generation.CharTransformer", generation.CharTransformer.forward)],
+    }
+
+
 def enable(on=True):
-    """Arm (or disarm) the tripwire in this process; the classroom grader arms it before a submission runs."""
+    """Arm (or disarm) the tripwire in this process; the classroom grader arms it before a submission runs.
+
+    Arming adds the application lessons' rules (``application_rules``) to ``FORBIDDEN``."""
     global _enabled
+    if on:
+        FORBIDDEN.update(application_rules())
     _enabled = bool(on)
 
 

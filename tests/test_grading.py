@@ -269,6 +269,34 @@ def test_every_check_declares_what_it_forbids():
                          f"write (an empty list if nothing)")
 
 
+def test_every_application_check_declares_what_it_forbids():
+    import importlib
+    import pkgutil
+
+    import attn_course.apps
+    names = set()
+    for info in pkgutil.iter_modules(attn_course.apps.__path__):
+        module = importlib.import_module(f"attn_course.apps.{info.name}")
+        names |= {n for n, f in vars(module).items() if n.startswith("check_") and callable(f)
+                  and getattr(f, "__module__", "") == module.__name__}
+    rules = tripwire.application_rules()
+    assert set(rules) == names, f"missing: {sorted(names - set(rules))}; unknown: {sorted(set(rules) - names)}"
+    assert not set(rules) & set(checks.__all__), "an application check shadows a core check's name"
+
+
+def test_tripwire_catches_an_application_answer_that_calls_the_reference():
+    from attn_course.apps import classification
+    from attn_course.apps.classification_explain import check_attention_pooling
+    check_attention_pooling(classification.attention_pooling, thorough=True)          # off: the reference passes
+    tripwire.enable()
+    try:
+        with pytest.raises(checks.CheckFailure) as info:
+            check_attention_pooling(lambda s, v, m=None: classification.attention_pooling(s, v, m))
+    finally:
+        tripwire.enable(False)
+    assert info.value.kind == "reference" and "attention_pooling" in str(info.value)
+
+
 def test_tripwire_is_off_by_default():
     import attn_course as ac
     assert not tripwire.enabled()
