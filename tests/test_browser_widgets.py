@@ -1,4 +1,4 @@
-"""The widgets of lessons 02 and 04-08 work in a real JupyterLab, driven by a real Chromium.
+"""The widgets of lessons 02, 04-09 and 11-15 work in a real JupyterLab, driven by a real Chromium.
 
 One JupyterLab (started with ``attn_course.lab.lab_command``, as ``make lab`` does, with the user's
 own Jupyter configuration shut out) serves copies of the lessons; one Chromium drives it. For each
@@ -6,7 +6,9 @@ lesson, its own test: open it, Run All, wait until every code cell has run, then
 widget (the first one it shows) as a learner would and check that
 
 * the readout changes, and says what the control now says (the tau / sample number / query token /
-  layer and head / padding length and causal switch / d_k and scaling switch that was picked);
+  layer and head / padding length and causal switch / d_k and scaling switch / suspect and head_dim
+  that was picked; the typed number in words (09), the query patch (11), the test image (12), the
+  voice and the digit (13), the article's title (14), the temperature and the typed prompt (15));
 * the chart is redrawn: its pixels differ from before, and it is not blank (many colours, not one).
 
 Every lookup is scoped to the widget's own VBox (the one holding the control), so a lesson that shows
@@ -43,6 +45,12 @@ LESSONS = [
     "06_multi_head_attention",
     "07_masks_and_transformer_block",
     "08_bug_hunt",
+    "09_translation",
+    "11_image_recognition",
+    "12_image_captioning",
+    "13_speech_recognition",
+    "14_summarization",
+    "15_text_generation",
 ]
 RUN_ALL_TIMEOUT_S = 300   # a lesson on a loaded 2-core machine
 CHANGE_TIMEOUT_MS = 60_000  # one widget callback: a few matplotlib figures, on a busy kernel
@@ -271,6 +279,102 @@ def suspect_explorer(page, name):
     w.shoot()
 
 
+def select_other(select, step=1):
+    """Pick the option ``step`` places after the selected one (wrapping); return its label, with the
+    non-breaking spaces ipywidgets puts in labels turned back into spaces."""
+    labels = select.locator("option").all_inner_texts()
+    target = (select.evaluate("s => s.selectedIndex") + step) % len(labels)
+    select.select_option(index=target)
+    return labels[target].replace("\xa0", " ")
+
+
+def type_into(box, text):
+    """Type ``text`` into a Text widget (continuous_update=False) and commit it with Enter."""
+    field = box.locator("input[type=text]")
+    field.scroll_into_view_if_needed()
+    field.fill(text)
+    field.press("Enter")
+
+
+def translation_explorer(page, name):
+    from attn_course.data import number_words
+
+    box = page.locator(".widget-vbox:has(> .translation-input)").first
+    w = WidgetCheck(name, box, "translation-readout", "translation-chart")
+    number = 4_321 if "4321" not in box.locator(".translation-input input").input_value() else 56_789
+    type_into(box.locator(".translation-input"), str(number))
+    text = w.changed(f"typing {number}")
+    _, english, reference = number_words.pair(number)
+    assert re.search(rf"English:\s+{re.escape(' '.join(english))}\n", text), text
+    assert re.search(rf"num2words \(French\):\s+{re.escape(' '.join(reference))}", text), text
+    w.shoot()
+
+
+def patch_picker(page, name):
+    box = page.locator(".widget-vbox:has(> .widget-hbox > .patch-row)").first
+    w = WidgetCheck(name, box, "patch-readout", "patch-chart")
+    row = int(box.locator(".patch-row .widget-readout").inner_text())
+    old, col = slider_step(page, box.locator(".patch-col"), int)
+    text = w.changed(f"query col {old} -> {col}")
+    assert text.startswith(f"query patch ({row}, {col}) "), text
+    old, row = slider_step(page, box.locator(".patch-row"), int)
+    text = w.changed(f"query row {old} -> {row}")
+    assert text.startswith(f"query patch ({row}, {col}) "), text
+    w.shoot()
+
+
+def caption_explorer(page, name):
+    box = page.locator(".widget-vbox:has(> .caption-slider)").first
+    w = WidgetCheck(name, box, "caption-readout", "caption-chart")
+    old, new = slider_step(page, box.locator(".caption-slider"), int)
+    text = w.changed(f"test image {old} -> {new}")
+    assert re.match(rf"image {new}: generated '[a-z<> ]+'\s+true '[a-z ]+'", text), text
+    w.shoot()
+
+
+def speech_explorer(page, name):
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    box = page.locator(".widget-vbox:has(> .speech-voice)").first
+    w = WidgetCheck(name, box, "speech-readout", "speech-chart")
+    voice, said = re.match(r"voice (\S+), said '(\w+)'", w.text).groups()
+    digit = (words.index(said) + 4) % 10
+    buttons = box.locator(".speech-digit button")
+    buttons.filter(has_text=re.compile(rf"^\s*{digit}\s*$")).click()
+    text = w.changed(f"clicking digit {digit}")
+    assert text.startswith(f"voice {voice}, said '{words[digit]}': heard '"), text
+    expect(box.locator(".speech-digit button.mod-active")).to_have_text(str(digit))
+    voice = select_other(box.locator(".speech-voice select"))
+    text = w.changed(f"picking voice {voice}")
+    assert text.startswith(f"voice {voice}, said '{words[digit]}': heard '"), text
+    w.shoot()
+
+
+def summary_explorer(page, name):
+    box = page.locator(".widget-vbox:has(> .summary-article-picker)").first
+    w = WidgetCheck(name, box, "summary-readout", "summary-chart")
+    label = select_other(box.locator(".summary-article-picker select"))
+    title = re.fullmatch(r"\d+: (.*)", label, re.S).group(1)
+    text = w.changed(f"picking article {label!r}")
+    assert f"title: {title}" in text.replace("\xa0", " "), text
+    assert re.search(r"summary \(top-weighted sentence \d+\): ", text), text
+    page.set_viewport_size({"width": 1280, "height": 2400})   # the whole article: taller than 900 px
+    w.shoot()
+
+
+def generation_explorer(page, name):
+    box = page.locator(".widget-vbox:has(> .generation-temperature)").first
+    w = WidgetCheck(name, box, "generation-readout", "generation-attention")
+    old, new = slider_step(page, box.locator(".generation-temperature"))
+    assert abs(new - old) == pytest.approx(0.05, abs=1e-6), (old, new)
+    text = w.changed(f"T {old:.2f} -> {new:.2f}")
+    assert text.startswith(f"T = {new:.2f}   mean entropy "), text
+    type_into(box, "HORATIO")
+    text = w.changed("typing the prompt 'HORATIO'")
+    assert text.startswith(f"T = {new:.2f}   mean entropy "), text
+    assert text.split("\n", 1)[1].startswith("HORATIO"), text
+    w.shoot()
+
+
 INTERACTIONS = {
     "02_queries_keys_scores": scale_explorer,
     "04_soft_and_hard_attention": gumbel_explorer,
@@ -278,6 +382,12 @@ INTERACTIONS = {
     "06_multi_head_attention": head_picker,
     "07_masks_and_transformer_block": mask_explorer,
     "08_bug_hunt": suspect_explorer,
+    "09_translation": translation_explorer,
+    "11_image_recognition": patch_picker,
+    "12_image_captioning": caption_explorer,
+    "13_speech_recognition": speech_explorer,
+    "14_summarization": summary_explorer,
+    "15_text_generation": generation_explorer,
 }
 
 

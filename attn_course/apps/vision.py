@@ -291,6 +291,10 @@ class PatchPicker(widgets.VBox):
         self.row, self.col = slider(rows, query[0], "query row"), slider(cols, query[1], "query col")
         self.readout = widgets.HTML()
         self.image = widgets.Image(format="png", layout=widgets.Layout(width="860px"))
+        self.row.add_class("patch-row")
+        self.col.add_class("patch-col")
+        self.readout.add_class("patch-readout")
+        self.image.add_class("patch-chart")
         super().__init__([widgets.HBox([self.row, self.col]), self.readout, self.image])
         for s in (self.row, self.col):
             s.observe(lambda change: self.update(), names="value")
