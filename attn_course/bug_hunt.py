@@ -4,6 +4,7 @@ A bug in attention code keeps every shape right. What gives it away is a propert
 sum to 1, an entropy that moves the wrong way, an output that depends on the future, a pad vector
 that learns. Each probe here measures one such property and returns plain tensors to print or draw.
 """
+import html
 import math
 
 import ipywidgets as widgets
@@ -162,7 +163,7 @@ class SuspectExplorer(widgets.VBox):
         if self._syncing:
             return
         ref, sus = self.weights()
-        self.readout.value = f"<pre>{self.text()}</pre>"
+        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
         fig = new_figure((7.6, 3.4))
         axes = fig.subplots(1, 2)
         vmax = max(1.0, sus.max().item())

@@ -5,6 +5,7 @@ instead of calling ``plt.show()`` in a callback: pyplot is not thread-safe, and 
 with ipykernel 7 may run widget callbacks on a separate kernel thread. ``python -m attn_course.lab``
 also turns that thread off (``commsOverSubshells: "disabled"``) for learners' own widgets.
 """
+import html
 import math
 
 import ipywidgets as widgets
@@ -70,7 +71,7 @@ class TemperatureExplorer(widgets.VBox):
                 "attn_weights: " + " ".join(f"{p:.4f}" for p in w.tolist()))
 
     def update(self):
-        self.readout.value = f"<pre>{self.text()}</pre>"
+        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
         fig = new_figure((4.8, 2.6))
         weights_bar(self.weights(), self.labels, ax=fig.add_subplot(),
                     title=f"softmax(attn_scores / T),  T = {self.slider.value:.2f}")
@@ -169,7 +170,7 @@ class ScaleExplorer(widgets.VBox):
                 "attn_weights: " + " ".join(f"{p:.3f}" for p in self.weights().tolist()))
 
     def update(self):
-        self.readout.value = f"<pre>{self.text()}</pre>"
+        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
         d_k, scaled = self.slider.value, self.checkbox.value
         fig = new_figure((4.8, 2.6))
         ax = weights_bar(self.weights(), self.labels, ax=fig.add_subplot(),
@@ -256,7 +257,7 @@ class QueryPicker(widgets.VBox):
                 f"top-3 keys: {top}")
 
     def update(self):
-        self.readout.value = f"<pre>{self.text()}</pre>"
+        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
         i, (L, S) = self.dropdown.value, self.attn_weights.shape
         fig = new_figure((9.6, 0.28 * max(L, 8) + 1.6))
         ax0, ax1 = fig.subplots(1, 2, width_ratios=[1, 1.25])
@@ -372,7 +373,7 @@ class HeadPicker(widgets.VBox):
                 "strongest key of each query:\n  " + "\n  ".join(lines))
 
     def update(self):
-        self.readout.value = f"<pre>{self.text()}</pre>"
+        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
         T = len(self.tokens)
         fig = new_figure((0.26 * T + 2.6, 0.24 * T + 1.6))
         attention_heatmap(self.weights(), self.tokens, self.tokens, ax=fig.add_subplot(), annotate=False,
@@ -485,7 +486,7 @@ class GumbelExplorer(widgets.VBox):
 
     def update(self):
         s = self.stats()
-        self.readout.value = f"<pre>{self.text()}</pre>"
+        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
         fig = Figure(figsize=(9.6, 2.9))                                       # fixed margins: twice as fast
         fig.subplots_adjust(left=0.06, right=0.99, bottom=0.2, top=0.9, wspace=0.28)  # as a layout engine
         ax0, ax1, ax2 = fig.subplots(1, 3)
@@ -605,7 +606,7 @@ class MaskExplorer(widgets.VBox):
                 f"queries with no allowed key (all-zero rows): {int((~allowed.any(-1)).sum())}")
 
     def update(self):
-        self.readout.value = f"<pre>{self.text()}</pre>"
+        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
         w, allowed, labels = self.weights(), self.attn_mask(), self.shown_labels()
         fig = Figure(figsize=(5.0, 4.4))                                      # a fixed layout draws faster
         fig.subplots_adjust(left=0.17, right=0.97, bottom=0.2, top=0.92)
@@ -733,7 +734,7 @@ class PaddingExplorer(widgets.VBox):
 
     def update(self):
         """Redraw the readout and the chart from the current controls."""
-        self.readout.value = f"<pre>{self.text()}</pre>"
+        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
         if not self.select.value:
             fig = new_figure((7.6, 1.0))
             fig.text(0.5, 0.5, "no sentence chosen", ha="center", va="center")

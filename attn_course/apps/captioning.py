@@ -15,6 +15,7 @@ With ``attention=False`` the decoder gets the plain average of the features at e
 Shapes: B batch, S image positions (keys), C feature channels, Hd decoder state, A attention size,
 T caption length (words + <eos>), V vocabulary.
 """
+import html
 import math
 
 import ipywidgets as widgets
@@ -230,7 +231,7 @@ class CaptionExplorer(widgets.VBox):
         return f"image {i}: generated '{said}'   true '{truth}'"
 
     def update(self):
-        self.readout.value = f"<pre>{self.text()}</pre>"
+        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"          # "<eos>" is text, not a tag
         i, (rows, cols) = self.slider.value, self.grid
         T = self.words.shape[1]
         fig = new_figure((5.5, 0.9 * (T + 1) + 0.3))

@@ -1,4 +1,6 @@
 """Pictures and a widget for lesson 13: a clip's spectrogram with the frame attention drawn under it."""
+import html
+
 import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure
@@ -117,7 +119,7 @@ class SpeechExplorer(widgets.VBox):
                 f"(voiced frames are {r['voiced'].float().mean().item():.0%} of the clip)")
 
     def update(self):
-        self.readout.value = f"<pre>{self.text()}</pre>"
+        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
         r = self.result()
         fig = Figure(figsize=(6.4, 3.6))
         fig.subplots_adjust(left=0.11, right=0.98, bottom=0.14, top=0.91, hspace=0.08)

@@ -3,6 +3,8 @@ number typed in, translated, and its alignment drawn.
 
 The checks raise ``attn_course.checks.CheckFailure`` (kinds in ``attn_course.checks.KINDS``).
 """
+import html
+
 import ipywidgets as widgets
 import torch
 
@@ -181,7 +183,7 @@ class TranslationExplorer(widgets.VBox):
         return "\n".join(lines)
 
     def update(self):
-        self.readout.value = f"<pre>{self.text()}</pre>"
+        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
         n = self.number()
         if n is None:
             return

@@ -15,6 +15,7 @@ so ``attn_weights.view(B, H, W)`` is the attention map, ready to overlay on the 
 Shapes: B batch, C channels, H x W feature grid, S = H*W positions, P patches of a photo,
 E patch-embedding size.
 """
+import html
 import math
 
 import ipywidgets as widgets
@@ -318,7 +319,7 @@ class PatchPicker(widgets.VBox):
                 f"(uniform over {w.numel()} patches: {math.log(w.numel()):.2f})\ntop-3 patches: {spots}")
 
     def update(self):
-        self.readout.value = f"<pre>{self.text()}</pre>"
+        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
         (rows, cols), (_, H, W) = self.grid, self.photo.shape
         p = H // rows
         fig = new_figure((9.6, 3.4))
