@@ -7,6 +7,7 @@ generated character, how each head of one layer spread its attention over the co
 Drawn with ``attn_course.plot.new_figure`` / ``figure_png`` into an ``ipywidgets.Image`` (no pyplot in
 callbacks; see ``attn_course.widgets``).
 """
+import html
 import math
 
 import ipywidgets as widgets
@@ -102,14 +103,15 @@ class GenerationExplorer(widgets.VBox):
         except ValueError as exc:                                                  # a character not in the vocabulary
             self.readout.value = f"<pre>{exc}</pre>"
             return
-        import html
         prompt_len = self._prompt_ids().shape[1]
         text = self.vocab.decode(ids[0])
         self.readout.value = (f"<pre>T = {self.slider.value:.2f}   mean entropy {bits:.2f} bits\n"
                               f"<b>{html.escape(text[:prompt_len])}</b>{html.escape(text[prompt_len:])}</pre>")
         labels = [_show(ch) for ch in self.vocab.decode(context)]
         fig = new_figure((7.6, 0.35 * last.shape[0] + 1.4))
-        attention_heatmap(last, [f"head {h}" for h in range(last.shape[0])], labels, ax=fig.add_subplot(),
-                          annotate=False, title=f"attention of the last character {_show(labels[-1])!r} "
-                                                f"(block {self.layer % len(self.model.blocks)}) over its context")
+        ax = attention_heatmap(last, [f"head {h}" for h in range(last.shape[0])], labels, ax=fig.add_subplot(),
+                               annotate=False, vmax=max(float(last.max()), 1e-6),   # colours span the weights
+                               title=f"attention of the last character {_show(labels[-1])!r} "
+                                     f"(block {self.layer % len(self.model.blocks)}) over its context")
+        ax.tick_params(axis="x", labelrotation=0, labelsize=6)                     # one character per column
         self.image.value = figure_png(fig)
