@@ -181,7 +181,7 @@ def test_check_additive_attention_passes_correct_versions(fn, thorough):
 
 
 @pytest.mark.parametrize("fn, kind, words", [
-    (_no_mask, lab._MASK, "padding positions got attention weight"),
+    (_no_mask, "mask", "padding positions got attention weight"),
     (_no_tanh, "values", "without the tanh"),
     (_context_from_keys, "values", "value, not key"),
     (_softmax_over_batch, "normalisation", "key axis"),

@@ -19,6 +19,19 @@ ROOT = Path(__file__).resolve().parents[1]
 KEEP_NB_META = ("kernelspec", "jupytext", "language_info")
 
 
+def merge_streams(outputs):
+    """Consecutive stdout (or stderr) outputs joined into one, as nbval compares them: how the kernel
+    happened to split a cell's printing into messages then leaves no trace in the stored notebook."""
+    merged = []
+    for out in outputs:
+        if (out.output_type == "stream" and merged and merged[-1].output_type == "stream"
+                and merged[-1].name == out.name):
+            merged[-1].text += out.text
+        else:
+            merged.append(out)
+    return merged
+
+
 def execute(py_path):
     py_path = Path(py_path).resolve()
     nb = jupytext.read(py_path)
@@ -35,6 +48,8 @@ def execute(py_path):
         cell.metadata.pop("execution", None)
         for out in cell.get("outputs", []):  # widget views carry random model ids
             out.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
+        if cell.cell_type == "code":
+            cell.outputs = merge_streams(cell.outputs)
     unrun = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.execution_count is None]
     if unrun:
         sys.exit(f"{py_path}: code cells {unrun} did not execute")
