@@ -90,7 +90,7 @@ def test_pad_batch_correct_implementations_pass(fn, thorough):
 
 @pytest.mark.parametrize("thorough", THOROUGH)
 @pytest.mark.parametrize("fn, kind, fragments", [
-    (pad_mask_inverted, "values", ["key_padding_mask", "inverted", "True must mean *padding*"]),
+    (pad_mask_inverted, "mask", ["key_padding_mask", "inverted", "True must mean *padding*"]),
     (pad_ids_int32, "dtype", ["ids", "torch.int64", "torch.int32"]),
     (pad_mask_as_long, "dtype", ["key_padding_mask", "torch.bool", "torch.int64"]),
     (pad_on_the_left, "values", ["ids"]),

@@ -22,8 +22,13 @@ def check_pad_batch(fn, thorough=False):
             raise CheckFailure("type", f"{case}: return a tuple (ids, key_padding_mask); got "
                                        f"{type(got).__name__}")
         expect_tensor("ids", got[0], ref_ids, case, "(B, T)")
-        expect_tensor("key_padding_mask", got[1], ref_mask, case, "(B, T)", hint=lambda a, e: (
-            "Your mask is inverted: here True must mean *padding*." if torch.equal(a, ~e) else ""))
+        mask = got[1]
+        if isinstance(mask, torch.Tensor) and mask.shape == ref_mask.shape and mask.dtype == torch.bool \
+                and torch.equal(mask.cpu(), ~ref_mask):
+            raise CheckFailure("mask", f"{case}: key_padding_mask is inverted: True on every real token and False "
+                                       f"on padding. Here True must mean *padding* (ignore this key), as "
+                                       f"nn.MultiheadAttention's key_padding_mask does.")
+        expect_tensor("key_padding_mask", mask, ref_mask, case, "(B, T)")
 
 
 def check_embedding_lookup(fn, thorough=False):
