@@ -377,12 +377,13 @@ plt.show()
 # %% [markdown]
 # What this shows, and what it does not:
 #
-# - Deleting the top-attention token moves the prediction about **twice** as much as deleting a
-#   random token, and flips it more often. The weights carry real information about importance.
-# - But the top-attention token is the single most influential token in only about **a quarter to
-#   a third** of the reviews, and the rank correlation between weights and leave-one-out influence
-#   is moderate, with many reviews near zero or below. Reading the darkest word as "the reason" is
-#   wrong most of the time.
+# - Deleting the top-attention token moves the prediction **several times** more than deleting a
+#   random token (here about 4x), and flips it more often. The weights carry real information
+#   about importance.
+# - But the top-attention token is the single most influential token in **well under half** of the
+#   reviews (here about 40 %; by chance about 6 %), and the rank correlation between weights and
+#   leave-one-out influence is weak (median about 0.2), with many reviews near zero or below.
+#   Reading the darkest word as "the reason" is wrong most of the time.
 # - Erasure itself is not a ground truth either: deleting a word makes a sentence the model never
 #   saw, and a token can matter through its neighbours' GRU states while carrying little weight.
 #   This is the core of the debate: attention is *a* signal, to be checked against others (erasure,
@@ -528,7 +529,7 @@ test_q2_hidden(fixed_attention_pooling)
 #   class: 58 %), but so does mean pooling, and TF-IDF + logistic regression does as well or
 #   better. Measure baselines before you credit attention.
 # - Attention weights are easy to show and partly informative: deleting the top-weighted token
-#   moves the prediction about twice as much as deleting a random one. But the top token is the
+#   moves the prediction several times more than deleting a random one. But the top token is the
 #   most influential one only in a minority of reviews. Attention is a hint to be tested, not an
 #   explanation (Jain & Wallace 2019; Wiegreffe & Pinter 2019).
 #
