@@ -3,6 +3,7 @@ hand computations and sampling statistics; gradients; the lesson-04 checks, widg
 
 Shape legend: B batch, S positions, E d_model, Dv value dim. ``key_padding_mask`` True = padding.
 """
+import html
 import math
 
 import matplotlib
@@ -492,7 +493,7 @@ def test_gumbel_explorer_controls_readout_and_chart():
     torch.testing.assert_close(torch.tensor(stats["probs"]), torch.softmax(logits, -1))
     assert abs(sum(stats["frequencies"]) - 1) < 1e-6
     explorer.slider.value = 0.1                                                # sharper soft sample, same picks
-    assert explorer.image.value != png and explorer.readout.value == f"<pre>{explorer.text()}</pre>"
+    assert explorer.image.value != png and explorer.readout.value == f"<pre>{html.escape(explorer.text())}</pre>"
     assert explorer.stats()["mean_entropy"] < stats["mean_entropy"]
     assert explorer.stats()["frequencies"] == stats["frequencies"]
     explorer.resample.click()

@@ -5,6 +5,7 @@ weights, attn_course.MultiHeadAttention, a float64 loop over heads. The checks a
 the references and other correct code pass and every broken implementation (and realistic mistake)
 fails with the right kind and a message that points at the fix.
 """
+import html
 import math
 
 import matplotlib
@@ -327,7 +328,7 @@ def test_head_picker_shows_the_picked_head():
     entropy = -(w * w.log()).sum(-1).mean().item()
     assert stats["entropy"] == pytest.approx(entropy, rel=1e-5)
     assert [key for _, key, _ in stats["strongest"]] == [tokens[j] for j in w.argmax(-1).tolist()]
-    assert "layer 0, head 3" in picker.text() and picker.readout.value == f"<pre>{picker.text()}</pre>"
+    assert "layer 0, head 3" in picker.text() and picker.readout.value == f"<pre>{html.escape(picker.text())}</pre>"
 
 
 def test_head_picker_stable_css_classes_and_ranges():

@@ -1,4 +1,5 @@
 """Heatmaps, PNG rendering, the temperature widget, and the JupyterLab launcher's settings and argv."""
+import html
 import json
 import math
 import re
@@ -139,7 +140,7 @@ def test_temperature_text_weights_follow_the_slider(temperature):
     torch.testing.assert_close(weights.double(), expected, atol=5.1e-5, rtol=0)
     assert ent == pytest.approx(-(expected * expected.clamp_min(1e-300).log()).sum().item(), abs=6e-4)
     assert f"T = {temperature:.2f}" in explorer.text()
-    assert f"<pre>{explorer.text()}</pre>" == explorer.readout.value
+    assert f"<pre>{html.escape(explorer.text())}</pre>" == explorer.readout.value
     torch.testing.assert_close(explorer.weights().double(), expected, atol=1e-6, rtol=0)
 
 

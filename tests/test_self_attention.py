@@ -5,6 +5,7 @@ Shape legend: B batch, L query (decoder) length, S key/value (encoder) length, E
 Dv value dim. ``key_padding_mask``: True = padding, as in nn.MultiheadAttention; SDPA's bool
 ``attn_mask``: True = may attend.
 """
+import html
 import inspect
 import math
 
@@ -506,7 +507,7 @@ def test_query_picker_readout_names_the_top_keys_and_entropy():
     assert f"uniform over 3 keys: {math.log(3):.3f}" in text
     assert "'mat' (key 2) 0.600" in text.splitlines()[1]
     picker.dropdown.value = 2                                      # what the learner's click does
-    assert f"entropy = {math.log(3):.3f}" in picker.text() and picker.text() in picker.readout.value
+    assert f"entropy = {math.log(3):.3f}" in picker.text() and html.escape(picker.text()) in picker.readout.value
 
 
 def test_query_picker_redraws_and_has_stable_css_classes():
