@@ -57,16 +57,17 @@ def pad_row_gradient(embedding, ids, pad_id):
     return grad
 
 
-# name -> (what it replaces, how the explorer calls it); each returns attn_weights (L, S)
 def _weights_by(kind, fn, query, key, knob):
+    """attn_weights (L, S) of ``fn`` on query (L, D) and key (S, D), called as its ``kind`` is called."""
     L, S = query.shape[-2], key.shape[-2]
     if kind == "attention_weights":
         return fn(query, key)
     if kind == "softmax_with_temperature":
         return fn(query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1]), knob)
     if kind == "scaled_dot_product_attention":                                  # value = I: the output is the weights
-        torch.manual_seed(0)
-        return fn(query, key, torch.eye(S, dtype=query.dtype), dropout_p=knob)
+        with torch.random.fork_rng(devices=[]):                                 # the same dropout draws, the caller's RNG untouched
+            torch.manual_seed(0)
+            return fn(query, key, torch.eye(S, dtype=query.dtype), dropout_p=knob)
     if kind == "causal_mask":
         return attention_weights(query, key, attn_mask=fn(L, S))
     raise ValueError(f"unknown kind {kind!r}")

@@ -530,7 +530,7 @@ q, k = torch.randn(5, 4, generator=g), torch.randn(6, 4, generator=g)           
 w_q, w_k, v = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g), torch.randn(8, generator=g)
 for name, fn in [("reference", ac.additive_scores), ("suspect", broken.additive_scores_v2)]:
     print(f"{name:9s} best key per query: {fn(q, k, w_q, w_k, v).argmax(-1).tolist()}")
-scores = torch.randn(6, generator=g)
+scores = torch.randn(6, generator=g)                                              # (S,): one query's scores
 for name, fn in [("reference", ac.softmax_with_temperature), ("suspect", broken.softmax_with_temperature_v2)]:
     print(f"{name:9s} entropy at T = 0.5, 1, 2:", [round(ac.entropy(fn(scores, t)).item(), 3) for t in (0.5, 1, 2)])
 # checks.check_additive_scores(broken.additive_scores_v2)

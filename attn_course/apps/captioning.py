@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from ..checks import CheckFailure, _call, expect_rows_sum_to_one, expect_tensor
 from ..data.images import DIGIT_WORDS
 from ..plot import figure_png, new_figure
+from .training import fit_one_cycle
 from .vision import overlay
 
 WORDS = DIGIT_WORDS + ["<eos>", "<bos>"]     # ids 0..9 are the digits, 10 = <eos>, 11 = <bos>
@@ -155,32 +156,15 @@ def train_captioner(model, images, labels, epochs=6, batch_size=64, lr=5e-3, see
 
     Returns the loss per step.
     """
-    from tqdm.auto import tqdm
     device = next(model.parameters()).device
     captions = targets(labels)
-    g = torch.Generator().manual_seed(seed)
-    steps = epochs * math.ceil(len(labels) / batch_size)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
-    losses = []
-    model.train()
+
+    def batch_loss(batch):
+        logits, _ = model(images[batch].to(device), captions[batch].to(device))   # (b, T, V)
+        return F.cross_entropy(logits.flatten(0, 1), captions[batch].to(device).flatten())
+
     desc = "training (" + ("attention" if model.attention else "no attention") + ")"
-    with tqdm(total=steps, disable=None if progress else True, desc=desc, leave=False, mininterval=0.5) as bar:
-        for _ in range(epochs):
-            order = torch.randperm(len(labels), generator=g)
-            for start in range(0, len(labels), batch_size):
-                batch = order[start:start + batch_size]
-                logits, _ = model(images[batch].to(device), captions[batch].to(device))
-                loss = F.cross_entropy(logits.flatten(0, 1), captions[batch].to(device).flatten())
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                schedule.step()
-                losses.append(loss.item())
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    model.eval()
-    return losses
+    return fit_one_cycle(model, len(labels), batch_loss, epochs, batch_size, lr, seed, desc=desc, progress=progress)
 
 
 def caption_scores(predicted, labels):

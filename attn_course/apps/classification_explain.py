@@ -11,7 +11,6 @@ import html
 
 import ipywidgets as widgets
 import torch
-from matplotlib.figure import Figure
 
 from ..data import tokenize
 from . import classification as cls

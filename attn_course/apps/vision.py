@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from ..attention import entropy
 from ..checks import CheckFailure, _call, expect_rows_sum_to_one, expect_tensor
 from ..plot import figure_png, new_figure
+from .training import fit_one_cycle
 
 
 def spatial_attention_pool(features, query):
@@ -136,31 +137,14 @@ class DigitCNN(nn.Module):
 
 def train_classifier(model, images, labels, epochs=8, batch_size=64, lr=1e-2, seed=0, progress=True):
     """Adam with a one-cycle learning rate, shuffled mini-batches; a tqdm bar. Returns the loss per step."""
-    from tqdm.auto import tqdm
     device = next(model.parameters()).device
-    g = torch.Generator().manual_seed(seed)
-    steps_per_epoch = math.ceil(len(labels) / batch_size)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * steps_per_epoch)
-    losses = []
-    model.train()
-    with tqdm(total=epochs * steps_per_epoch, disable=None if progress else True,
-              desc=f"training ({getattr(model, 'pooling', '')})", leave=False, mininterval=0.5) as bar:
-        for _ in range(epochs):
-            order = torch.randperm(len(labels), generator=g)
-            for start in range(0, len(labels), batch_size):
-                batch = order[start:start + batch_size]
-                logits, _ = model(images[batch].to(device))
-                loss = F.cross_entropy(logits, labels[batch].to(device))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                schedule.step()
-                losses.append(loss.item())
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    model.eval()
-    return losses
+
+    def batch_loss(batch):
+        logits, _ = model(images[batch].to(device))                       # (b, 10)
+        return F.cross_entropy(logits, labels[batch].to(device))
+
+    return fit_one_cycle(model, len(labels), batch_loss, epochs, batch_size, lr, seed,
+                         desc=f"training ({getattr(model, 'pooling', '')})", progress=progress)
 
 
 @torch.no_grad()
@@ -320,7 +304,7 @@ class PatchPicker(widgets.VBox):
 
     def update(self):
         self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
-        (rows, cols), (_, H, W) = self.grid, self.photo.shape
+        rows, (_, H, W) = self.grid[0], self.photo.shape
         p = H // rows
         fig = new_figure((9.6, 3.4))
         ax0, ax1 = fig.subplots(1, 2)
