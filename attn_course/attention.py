@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .scoring import _check_pair
+from .scoring import validate_query_key
 
 
 def softmax_with_temperature(attn_scores, temperature=1.0, dim=-1):
@@ -162,7 +162,7 @@ def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
 
     Arguments as in ``scaled_dot_product_attention``; returns ``attn_weights (..., L, S)``.
     """
-    _check_pair(query, key, same_dim=True)
+    validate_query_key(query, key, same_dim=True)
     L, S = query.shape[-2], key.shape[-2]
     if is_causal and attn_mask is not None:
         raise ValueError("pass either attn_mask or is_causal=True, not both (as in PyTorch's SDPA)")

@@ -21,7 +21,8 @@ from torch.nn import functional as F
 MODES = ("argmax", "sample")
 
 
-def _check_scores_value(attn_scores, value):
+def validate_scores_value(attn_scores, value):
+    """Raise ValueError unless attn_scores (..., S) and value (..., S, Dv) share S."""
     if attn_scores.dim() < 1 or value.dim() < 2 or attn_scores.shape[-1] != value.shape[-2]:
         raise ValueError(f"attn_scores (..., S) and value (..., S, Dv) must share S; got attn_scores "
                          f"{tuple(attn_scores.shape)} and value {tuple(value.shape)}")
@@ -55,7 +56,7 @@ def soft_attention(attn_scores, value, key_padding_mask=None):
     >>> soft_attention(torch.zeros(1, 2), torch.tensor([[[0.0], [4.0]]]))[0]
     tensor([[2.]])
     """
-    _check_scores_value(attn_scores, value)
+    validate_scores_value(attn_scores, value)
     if key_padding_mask is not None:
         attn_scores = attn_scores.masked_fill(key_padding_mask, float("-inf"))
     attn_weights = torch.softmax(attn_scores, dim=-1)                            # (..., S)
@@ -140,7 +141,7 @@ def hard_attention(attn_scores, value, mode="argmax", generator=None):
     >>> hard_attention(torch.tensor([[0.1, 2.0, -1.0]]), torch.eye(3)[None])[1]
     tensor([1])
     """
-    _check_scores_value(attn_scores, value)
+    validate_scores_value(attn_scores, value)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     S = attn_scores.shape[-1]

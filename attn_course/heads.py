@@ -19,7 +19,8 @@ from torch import nn
 from .attention import key_padding_to_attn_mask, masked_softmax
 
 
-def _check_split(x, num_heads):
+def validate_split(x, num_heads):
+    """Raise ValueError unless x is (B, L, E) with E divisible by num_heads."""
     if not isinstance(x, torch.Tensor) or x.dim() != 3:
         raise ValueError(f"x must be a tensor (B, L, E); got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
@@ -49,7 +50,7 @@ def split_heads(x, num_heads):
     tensor([[2., 3.],
             [6., 7.]])
     """
-    _check_split(x, num_heads)
+    validate_split(x, num_heads)
     B, L, E = x.shape
     return x.view(B, L, num_heads, E // num_heads).transpose(1, 2)  # (B, L, E) -> (B, H, L, D)
 

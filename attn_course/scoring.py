@@ -24,7 +24,9 @@ from torch import nn
 METHODS = ("dot", "scaled_dot", "general", "concat", "additive")
 
 
-def _check_pair(query, key, same_dim):
+def validate_query_key(query, key, same_dim):
+    """Raise ValueError unless query (..., L, Dq) and key (..., S, Dk) are tensors with the same batch dims
+    (and Dq == Dk when ``same_dim``)."""
     for name, t in (("query", query), ("key", key)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor of shape (..., length, dim); "
@@ -60,7 +62,7 @@ def dot_scores(query, key):
     tensor([[1., 3.],
             [2., 4.]])
     """
-    _check_pair(query, key, same_dim=True)
+    validate_query_key(query, key, same_dim=True)
     return query @ key.transpose(-2, -1)  # (..., L, D) @ (..., D, S) -> (..., L, S)
 
 
@@ -86,7 +88,7 @@ def scaled_dot_scores(query, key, scale=None):
     >>> scaled_dot_scores(torch.ones(1, 4), torch.ones(2, 4))
     tensor([[2., 2.]])
     """
-    _check_pair(query, key, same_dim=True)
+    validate_query_key(query, key, same_dim=True)
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     return query @ key.transpose(-2, -1) * scale  # (..., L, S)
 
@@ -110,7 +112,7 @@ def general_scores(query, key, weight):
     >>> general_scores(torch.ones(1, 2), torch.ones(3, 2), 2 * torch.eye(2))
     tensor([[4., 4., 4.]])
     """
-    _check_pair(query, key, same_dim=False)
+    validate_query_key(query, key, same_dim=False)
     if tuple(weight.shape) != (query.shape[-1], key.shape[-1]):
         raise ValueError(f"weight must have shape (Dq, Dk) = ({query.shape[-1]}, {key.shape[-1]}); "
                          f"got {tuple(weight.shape)}")
@@ -139,7 +141,7 @@ def concat_scores(query, key, weight, bias=None):
     >>> concat_scores(torch.ones(1, 1), torch.tensor([[1.], [2.]]), torch.tensor([1., 10.]))
     tensor([[11., 21.]])
     """
-    _check_pair(query, key, same_dim=False)
+    validate_query_key(query, key, same_dim=False)
     L, S = query.shape[-2], key.shape[-2]
     if tuple(weight.shape) != (query.shape[-1] + key.shape[-1],):
         raise ValueError(f"weight must have shape (Dq + Dk,) = ({query.shape[-1] + key.shape[-1]},); "
@@ -175,7 +177,7 @@ def additive_scores(query, key, w_query, w_key, v):
     >>> additive_scores(torch.zeros(1, 2), torch.zeros(3, 2), torch.ones(4, 2), torch.ones(4, 2), torch.ones(4))
     tensor([[0., 0., 0.]])
     """
-    _check_pair(query, key, same_dim=False)
+    validate_query_key(query, key, same_dim=False)
     A = v.shape[0] if v.dim() == 1 else -1
     if (v.dim() != 1 or tuple(w_query.shape) != (A, query.shape[-1])
             or tuple(w_key.shape) != (A, key.shape[-1])):

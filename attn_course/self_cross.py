@@ -27,7 +27,7 @@ def _check_states(name, states, E):
         raise ValueError(f"{name} must be a tensor (B, length, E={E}); got {got}")
 
 
-def _check_inputs(decoder_states, encoder_states, w_query, w_key, w_value, key_padding_mask=None,
+def validate_inputs(decoder_states, encoder_states, w_query, w_key, w_value, key_padding_mask=None,
                   names=("decoder_states", "encoder_states")):
     """Shapes for ``cross_attention`` (and ``self_attention``, where both states are ``x``)."""
     if not isinstance(decoder_states, torch.Tensor) or decoder_states.dim() != 3:
@@ -52,7 +52,7 @@ def _check_inputs(decoder_states, encoder_states, w_query, w_key, w_value, key_p
                          f"got {tuple(key_padding_mask.shape)}")
 
 
-def _attend(query, key, value, key_padding_mask=None, is_causal=False):
+def attend(query, key, value, key_padding_mask=None, is_causal=False):
     """Unmasked or masked single-head attention on projected (B, L, D), (B, S, D), (B, S, Dv)."""
     B, L, S = query.shape[0], query.shape[1], key.shape[1]
     attn_mask = None
@@ -99,11 +99,11 @@ def self_attention(x, w_query, w_key, w_value, key_padding_mask=None, is_causal=
     >>> tuple(context.shape), tuple(attn_weights.shape)
     ((1, 4, 5), (1, 4, 4))
     """
-    _check_inputs(x, x, w_query, w_key, w_value, key_padding_mask, names=("x", "x"))
+    validate_inputs(x, x, w_query, w_key, w_value, key_padding_mask, names=("x", "x"))
     query = x @ w_query                                                      # (B, L, E) @ (E, D) -> (B, L, D)
     key = x @ w_key                                                          # (B, L, E) @ (E, D) -> (B, L, D)
     value = x @ w_value                                                      # (B, L, E) @ (E, Dv) -> (B, L, Dv)
-    return _attend(query, key, value, key_padding_mask, is_causal)
+    return attend(query, key, value, key_padding_mask, is_causal)
 
 
 def cross_attention(decoder_states, encoder_states, w_query, w_key, w_value, key_padding_mask=None):
@@ -138,7 +138,7 @@ def cross_attention(decoder_states, encoder_states, w_query, w_key, w_value, key
     >>> tuple(context.shape), tuple(attn_weights.shape)
     ((1, 3, 4), (1, 3, 5))
     """
-    _check_inputs(decoder_states, encoder_states, w_query, w_key, w_value, key_padding_mask)
+    validate_inputs(decoder_states, encoder_states, w_query, w_key, w_value, key_padding_mask)
     query = decoder_states @ w_query                                         # (B, L, E) @ (E, D) -> (B, L, D)
     key = encoder_states @ w_key                                             # (B, S, E) @ (E, D) -> (B, S, D)
     value = encoder_states @ w_value                                         # (B, S, E) @ (E, Dv) -> (B, S, Dv)
@@ -193,7 +193,7 @@ class SelfAttention(nn.Module):
     def forward(self, x, key_padding_mask=None, is_causal=False):
         _check_states("x", x, self.d_model)
         query, key, value = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # (B, L, E) -> (B, L, D) each
-        return _attend(query, key, value, key_padding_mask, is_causal)
+        return attend(query, key, value, key_padding_mask, is_causal)
 
 
 class CrossAttention(SelfAttention):
@@ -229,4 +229,4 @@ class CrossAttention(SelfAttention):
         query = self.q_proj(decoder_states)                                  # (B, L, E) -> (B, L, D)
         key = self.k_proj(encoder_states)                                    # (B, S, E) -> (B, S, D)
         value = self.v_proj(encoder_states)                                  # (B, S, E) -> (B, S, D)
-        return _attend(query, key, value, key_padding_mask)
+        return attend(query, key, value, key_padding_mask)

@@ -59,7 +59,8 @@ def sinusoidal_positional_encoding(seq_len, d_model, base=10000.0, dtype=torch.f
     return pe.to(dtype=dtype, device=device)
 
 
-def _check_positions(x, max_len, d_model):
+def validate_positions(x, max_len, d_model):
+    """Raise ValueError unless x is (B, L, d_model) with L <= max_len."""
     if x.dim() != 3 or x.shape[-1] != d_model or x.shape[1] > max_len:
         raise ValueError(f"x must have shape (B, L, d_model={d_model}) with L <= max_len={max_len}; "
                          f"got {tuple(x.shape)}")
@@ -96,7 +97,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         self.register_buffer("pe", sinusoidal_positional_encoding(max_len, d_model)[None], persistent=False)
 
     def forward(self, x):
-        _check_positions(x, self.max_len, self.d_model)
+        validate_positions(x, self.max_len, self.d_model)
         return x + self.pe[:, :x.shape[1]].to(x.dtype)  # (B, L, E) + (1, L, E)
 
 
@@ -132,7 +133,7 @@ class LearnedPositionalEncoding(nn.Module):
         self.position_embeddings = nn.Embedding(max_len, d_model)
 
     def forward(self, x):
-        _check_positions(x, self.max_len, self.d_model)
+        validate_positions(x, self.max_len, self.d_model)
         return x + self.position_embeddings.weight[:x.shape[1]].to(x.dtype)  # (B, L, E) + (L, E)
 
 

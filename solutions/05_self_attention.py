@@ -497,7 +497,7 @@ for name, fn, before in [("reference", ac.cross_attention, good_context),
 # key_padding_mask=None)`, returning `(context (B, L, Dv), attn_weights (B, L, S))`: the source of
 # `cross_attention_v2` with the bug removed. Keep its `key_padding_mask` (True = padding, for a batch
 # of English sentences of different lengths); its helpers are `ac.key_padding_to_attn_mask` and
-# `ac.attention_weights`. You may drop the first line, `_check_inputs(...)`, which only checks shapes.
+# `ac.attention_weights`. You may drop the first line, `validate_inputs(...)`, which only checks shapes.
 
 # %%
 print(inspect.getsource(cross_attention_v2))

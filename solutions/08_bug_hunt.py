@@ -57,7 +57,8 @@ from torch import nn
 
 import attn_course as ac
 from attn_course import broken, checks, data, plot
-from attn_course.bug_hunt import SuspectExplorer, influence_matrix, pad_row_gradient
+from attn_course.checks.probes import influence_matrix, pad_row_gradient
+from attn_course.widgets import SuspectExplorer
 
 torch.set_printoptions(precision=4, sci_mode=False)
 device = ac.get_device()  # ATTN_COURSE_DEVICE = cpu | cuda | auto

@@ -58,7 +58,7 @@ import torch
 import attn_course as ac
 from attn_course import checks, plot
 from attn_course.apps import translation
-from attn_course.apps.translation_lab import TranslationExplorer
+from attn_course.widgets import TranslationExplorer
 from attn_course.data import number_words
 
 torch.set_printoptions(precision=4, sci_mode=False)
@@ -184,7 +184,7 @@ def additive_attention(query, key, value, w_query, w_key, v, key_padding_mask=No
 
 # %%
 def test_q1_public(additive_attention):
-    from attn_course.apps.translation_lab import check_additive_attention
+    from attn_course.checks import check_additive_attention
     check_additive_attention(additive_attention)
 
 test_q1_public(additive_attention)
@@ -192,7 +192,7 @@ test_q1_public(additive_attention)
 # %%
 # HIDDEN
 def test_q1_hidden(additive_attention):
-    from attn_course.apps.translation_lab import check_additive_attention
+    from attn_course.checks import check_additive_attention
     check_additive_attention(additive_attention, thorough=True)
 
 test_q1_hidden(additive_attention)
@@ -481,7 +481,7 @@ def fixed_forward(model, src, key_padding_mask, tgt_in=None):
 
 # %%
 def test_q2_public(fixed_forward):
-    from attn_course.apps.translation_lab import check_seq2seq_forward
+    from attn_course.checks import check_seq2seq_forward
     check_seq2seq_forward(fixed_forward)
 
 test_q2_public(fixed_forward)
@@ -489,7 +489,7 @@ test_q2_public(fixed_forward)
 # %%
 # HIDDEN
 def test_q2_hidden(fixed_forward):
-    from attn_course.apps.translation_lab import check_seq2seq_forward
+    from attn_course.checks import check_seq2seq_forward
     check_seq2seq_forward(fixed_forward, thorough=True)
 
 test_q2_hidden(fixed_forward)

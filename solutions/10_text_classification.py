@@ -61,8 +61,9 @@ from sklearn.linear_model import LogisticRegression
 
 import attn_course as ac
 from attn_course import data
-from attn_course.apps import classification as cls
-from attn_course.apps import classification_explain as explain
+from attn_course.apps import classification
+from attn_course.widgets import ReviewExplorer
+from attn_course.widgets.classification import draw_highlights
 from attn_course.data import rotten_tomatoes
 
 torch.set_printoptions(precision=4, sci_mode=False)
@@ -137,7 +138,7 @@ ids, key_padding_mask = data.pad_batch([vocab_demo.encode(data.tokenize(t)) for 
 B, S = ids.shape
 attn_scores = ac.randn(B, S, generator=g)                                   # (B, S): one score per token
 value = ac.randn(B, S, 4, generator=g)                                      # (B, S, Dv=4): one state per token
-context, attn_weights = cls.attention_pooling(attn_scores, value, key_padding_mask)   # (B, Dv), (B, S)
+context, attn_weights = classification.attention_pooling(attn_scores, value, key_padding_mask)   # (B, Dv), (B, S)
 for b, text in enumerate(batch_texts):
     tokens = vocab_demo.decode(ids[b])
     print(f"{text:24s}", "  ".join(f"{t}:{w:.2f}" for t, w in zip(tokens, attn_weights[b].tolist())))
@@ -183,7 +184,7 @@ def attention_pooling(attn_scores, value, key_padding_mask):
 
 # %%
 def test_q1_public(attention_pooling):
-    from attn_course.apps.classification_explain import check_attention_pooling
+    from attn_course.checks import check_attention_pooling
     check_attention_pooling(attention_pooling)
 
 test_q1_public(attention_pooling)
@@ -191,7 +192,7 @@ test_q1_public(attention_pooling)
 # %%
 # HIDDEN
 def test_q1_hidden(attention_pooling):
-    from attn_course.apps.classification_explain import check_attention_pooling
+    from attn_course.checks import check_attention_pooling
     check_attention_pooling(attention_pooling, thorough=True)
 
 test_q1_hidden(attention_pooling)
@@ -205,19 +206,19 @@ test_q1_hidden(attention_pooling)
 # %% [markdown]
 # ## 4. The model
 #
-# `cls.RNNAttentionClassifier`: an embedding (E = 64), a bidirectional GRU (Hd = 64 per direction,
+# `classification.RNNAttentionClassifier`: an embedding (E = 64), a bidirectional GRU (Hd = 64 per direction,
 # so each state $h_t$ has 128 numbers), the attention layer above, and a linear layer to the two
 # classes. Both GRU directions read the real tokens before any padding, so padding never enters the
 # states of real tokens (the backward GRU reads each review reversed, padding still at the end).
 # The vocabulary: the tokens seen at least twice in the training set; rarer ones become `<unk>`.
 
 # %%
-vocab = cls.build_vocab(train_texts, min_count=2)
-splits = {name: (*cls.encode(texts, vocab), torch.tensor(labels)) for name, (texts, labels) in parts.items()}
+vocab = classification.build_vocab(train_texts, min_count=2)
+splits = {name: (*classification.encode(texts, vocab), torch.tensor(labels)) for name, (texts, labels) in parts.items()}
 print(f"vocabulary V = {len(vocab)};", {name: tuple(s[0].shape) for name, s in splits.items()})
 
 torch.manual_seed(0)
-model = cls.RNNAttentionClassifier(len(vocab), embed_dim=64, hidden_size=64, pooling="attention")
+model = classification.RNNAttentionClassifier(len(vocab), embed_dim=64, hidden_size=64, pooling="attention")
 print(model)
 print("parameters:", sum(p.numel() for p in model.parameters()))
 some_ids, some_mask = splits["test"][0][:2, :12], splits["test"][1][:2, :12]  # (B=2, S=12)
@@ -240,9 +241,9 @@ torch.set_num_threads(1)
 models, histories, seconds = {}, {}, {}
 for pooling in ("attention", "mean"):
     torch.manual_seed(0)
-    m = cls.RNNAttentionClassifier(len(vocab), embed_dim=64, hidden_size=64, pooling=pooling).to(device)
+    m = classification.RNNAttentionClassifier(len(vocab), embed_dim=64, hidden_size=64, pooling=pooling).to(device)
     wall, cpu = time.perf_counter(), time.process_time()
-    histories[pooling] = cls.train_classifier(m, splits["train"], splits["valid"], epochs=4, batch_size=128,
+    histories[pooling] = classification.train_classifier(m, splits["train"], splits["valid"], epochs=4, batch_size=128,
                                               lr=5e-3, seed=0)
     seconds[pooling] = (time.perf_counter() - wall, time.process_time() - cpu)
     models[pooling] = m
@@ -256,7 +257,7 @@ model = models["attention"]
 
 # %% tags=["nbval-ignore-output"]
 # NBVAL_IGNORE_OUTPUT
-test_acc = {pooling: cls.accuracy(m, *splits["test"]) for pooling, m in models.items()}
+test_acc = {pooling: classification.accuracy(m, *splits["test"]) for pooling, m in models.items()}
 print(f"majority class                 {majority_acc:.3f}")
 print(f"TF-IDF + logistic regression   {bow_acc:.3f}")
 print(f"BiGRU + mean pooling           {test_acc['mean']:.3f}")
@@ -280,7 +281,7 @@ assert seconds["attention"][1] < 90, f"training took {seconds['attention'][1]:.0
 # %% tags=["nbval-ignore-output"]
 # NBVAL_IGNORE_OUTPUT
 test_ids, test_mask, test_y = splits["test"]
-probs, weights = cls.predict(model, test_ids, test_mask)                    # (N, 2), (N, S)
+probs, weights = classification.predict(model, test_ids, test_mask)                    # (N, 2), (N, S)
 lengths = (~test_mask).sum(1)
 shown = [i for i in range(len(test_texts)) if 8 <= lengths[i] <= 22][:8]
 rows = []
@@ -290,7 +291,7 @@ for i in shown:
     caption = (f"[{rotten_tomatoes.LABELS[int(test_y[i])]}] P(fresh) = {probs[i, 1]:.2f} ({verdict})")
     rows.append((caption, vocab.decode(test_ids[i, :n]), weights[i, :n].tolist()))
 fig, ax = plt.subplots(figsize=(11, 6.5), layout="constrained")
-explain.draw_highlights(rows, ax, width=95, title="attention weights on test reviews (darker = more weight)")
+draw_highlights(rows, ax, width=95, title="attention weights on test reviews (darker = more weight)")
 plt.show()
 
 # %% [markdown]
@@ -344,10 +345,10 @@ print(f"median largest weight {w_max.median():.3f}; median 1/n {uniform.median()
 
 # %% tags=["nbval-ignore-output"]
 # NBVAL_IGNORE_OUTPUT
-erasure = explain.erasure_experiment(model, test_ids, test_mask, seed=0)
+erasure = classification.erasure_experiment(model, test_ids, test_mask, seed=0)
 drop_top, drop_random = erasure["drop_top"], erasure["drop_random"]
 chance = (1 / erasure["length"].double()).mean().item()                     # a random guess of the top token
-rho = torch.tensor([explain.rank_correlation(w, infl)
+rho = torch.tensor([classification.rank_correlation(w, infl)
                     for w, infl in zip(erasure["attn_weights"], erasure["influence"])])
 ratio = drop_top.abs().mean() / drop_random.abs().mean()
 print(f"reviews tested: {len(drop_top)}")
@@ -397,7 +398,7 @@ plt.show()
 
 # %% tags=["nbval-ignore-output"]
 examples = [(test_texts[i], test_labels[i]) for i in shown]
-explorer = explain.ReviewExplorer(model, vocab, examples)
+explorer = ReviewExplorer(model, vocab, examples)
 explorer
 
 # %% [markdown]
@@ -432,14 +433,14 @@ padded = torch.cat([alone, torch.zeros(1, 20, dtype=torch.long)], dim=1)     # (
 
 # %% tags=["nbval-ignore-output"]
 # NBVAL_IGNORE_OUTPUT
-for name, pooling in [("reference", cls.attention_pooling), ("attention_pooling_v2", attention_pooling_v2)]:
+for name, pooling in [("reference", classification.attention_pooling), ("attention_pooling_v2", attention_pooling_v2)]:
     model.attention.pooling = pooling
     with torch.no_grad():
         for label, x in [("alone", alone), ("+20 <pad>", padded)]:
             logits, w = model(x.to(device), need_weights=True)
             print(f"{name:21s} {label:10s} P(fresh) = {logits.softmax(-1)[0, 1]:.3f}   "
                   f"weight on <pad>: {w[0, alone.shape[1]:].sum():.3f}")
-model.attention.pooling = cls.attention_pooling                             # back to the reference
+model.attention.pooling = classification.attention_pooling                             # back to the reference
 
 # %% [markdown]
 # The same symptom without a model, on the small batch of section 3: the weights of each review,
@@ -499,7 +500,7 @@ def fixed_attention_pooling(attn_scores, value, key_padding_mask=None):
 
 # %%
 def test_q2_public(fixed_attention_pooling):
-    from attn_course.apps.classification_explain import check_attention_pooling
+    from attn_course.checks import check_attention_pooling
     check_attention_pooling(fixed_attention_pooling)
 
 test_q2_public(fixed_attention_pooling)
@@ -507,7 +508,7 @@ test_q2_public(fixed_attention_pooling)
 # %%
 # HIDDEN
 def test_q2_hidden(fixed_attention_pooling):
-    from attn_course.apps.classification_explain import check_attention_pooling
+    from attn_course.checks import check_attention_pooling
     check_attention_pooling(fixed_attention_pooling, thorough=True)
 
 test_q2_hidden(fixed_attention_pooling)

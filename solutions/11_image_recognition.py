@@ -56,6 +56,8 @@ from torch.nn import functional as F
 
 import attn_course as ac
 from attn_course.apps import vision
+from attn_course.widgets import PatchPicker
+from attn_course.widgets.vision import overlay
 from attn_course.data import images
 
 torch.set_printoptions(precision=4, sci_mode=False)
@@ -157,7 +159,7 @@ def spatial_attention_pool(features, query):
 
 # %%
 def test_q1_public(spatial_attention_pool):
-    from attn_course.apps.vision import check_spatial_attention_pool
+    from attn_course.checks import check_spatial_attention_pool
     check_spatial_attention_pool(spatial_attention_pool)
 
 test_q1_public(spatial_attention_pool)
@@ -165,7 +167,7 @@ test_q1_public(spatial_attention_pool)
 # %%
 # HIDDEN
 def test_q1_hidden(spatial_attention_pool):
-    from attn_course.apps.vision import check_spatial_attention_pool
+    from attn_course.checks import check_spatial_attention_pool
     check_spatial_attention_pool(spatial_attention_pool, thorough=True)
 
 test_q1_hidden(spatial_attention_pool)
@@ -234,7 +236,7 @@ attn_maps = vision.attention_map(maps["attention"], 8, 8)         # (359, 64) ->
 fig, axes = plt.subplots(2, 10, figsize=(12, 2.8), layout="constrained")
 for j, ax in enumerate(axes.flat):
     i = int((test_y == j % 10).nonzero()[j // 10])                 # two test images of each digit
-    vision.overlay(ax, test_x[i], attn_maps[i], title=f"{test_y[i].item()} -> {preds['attention'][i].item()}")
+    overlay(ax, test_x[i], attn_maps[i], title=f"{test_y[i].item()} -> {preds['attention'][i].item()}")
 plt.show()
 
 # %% [markdown]
@@ -290,7 +292,7 @@ print("rows sum to 1:", bool(torch.allclose(patch_weights.sum(-1), torch.ones(le
 # on itself.
 
 # %% tags=["nbval-ignore-output"]
-picker = vision.PatchPicker(photo, patch_weights, grid, query=(1, 3))
+picker = PatchPicker(photo, patch_weights, grid, query=(1, 3))
 picker
 
 # %% [markdown]
@@ -325,8 +327,8 @@ suspect_maps = attention_map_v2(maps["attention"], 8, 8)           # (359, 8, 8)
 fig, axes = plt.subplots(2, 6, figsize=(9, 3.2), layout="constrained")
 picked = [int((test_y == d).nonzero()[k]) for d in (1, 7, 4) for k in (0, 1)]
 for ax_ref, ax_bug, i in zip(axes[0], axes[1], picked):
-    vision.overlay(ax_ref, test_x[i], attn_maps[i], title=f"reference ({test_y[i].item()})")
-    vision.overlay(ax_bug, test_x[i], suspect_maps[i], title=f"attention_map_v2 ({test_y[i].item()})")
+    overlay(ax_ref, test_x[i], attn_maps[i], title=f"reference ({test_y[i].item()})")
+    overlay(ax_bug, test_x[i], suspect_maps[i], title=f"attention_map_v2 ({test_y[i].item()})")
 plt.show()
 counting = torch.arange(6.0).view(1, 6)                            # positions 0..5 of a 2 x 3 grid
 print("reference:\n", vision.attention_map(counting, 2, 3)[0])
@@ -379,7 +381,7 @@ def fixed_attention_map(attn_weights, height, width):
 
 # %%
 def test_q2_public(fixed_attention_map):
-    from attn_course.apps.vision import check_attention_map
+    from attn_course.checks import check_attention_map
     check_attention_map(fixed_attention_map)
 
 test_q2_public(fixed_attention_map)
@@ -387,7 +389,7 @@ test_q2_public(fixed_attention_map)
 # %%
 # HIDDEN
 def test_q2_hidden(fixed_attention_map):
-    from attn_course.apps.vision import check_attention_map
+    from attn_course.checks import check_attention_map
     check_attention_map(fixed_attention_map, thorough=True)
 
 test_q2_hidden(fixed_attention_map)

@@ -57,7 +57,9 @@ from sklearn.linear_model import LogisticRegression
 
 import attn_course as ac
 from attn_course import scoring
-from attn_course.apps import captioning, vision
+from attn_course.apps import captioning
+from attn_course.widgets import CaptionExplorer
+from attn_course.widgets.vision import overlay
 from attn_course.data import images
 
 torch.set_printoptions(precision=4, sci_mode=False)
@@ -161,7 +163,7 @@ def soft_attention(query, features, w_query, w_key, v):
 
 # %%
 def test_q1_public(soft_attention):
-    from attn_course.apps.captioning import check_soft_attention
+    from attn_course.checks import check_soft_attention
     check_soft_attention(soft_attention)
 
 test_q1_public(soft_attention)
@@ -169,7 +171,7 @@ test_q1_public(soft_attention)
 # %%
 # HIDDEN
 def test_q1_hidden(soft_attention):
-    from attn_course.apps.captioning import check_soft_attention
+    from attn_course.checks import check_soft_attention
     check_soft_attention(soft_attention, thorough=True)
 
 test_q1_hidden(soft_attention)
@@ -246,7 +248,7 @@ assert on_digit.float().mean() >= 0.90, on_digit.float().mean()
 fig, axes = plt.subplots(4, 4, figsize=(10, 3.6), layout="constrained")
 for i in range(4):                                                  # one column per test image
     for t, ax in enumerate(axes[:, i]):                             # one row per generated word
-        vision.overlay(ax, test_x[i], attn[i, t].view(4, 12), title=f"word {t}: {captioning.WORDS[words[i, t]]}")
+        overlay(ax, test_x[i], attn[i, t].view(4, 12), title=f"word {t}: {captioning.WORDS[words[i, t]]}")
 plt.show()
 
 # %% [markdown]
@@ -255,7 +257,7 @@ plt.show()
 # look at the wrong place?
 
 # %% tags=["nbval-ignore-output"]
-explorer = captioning.CaptionExplorer(test_x, words, attn, test_y)
+explorer = CaptionExplorer(test_x, words, attn, test_y)
 explorer
 
 # %% [markdown]
@@ -339,7 +341,7 @@ def fixed_soft_attention(query, features, w_query, w_key, v):
 
 # %%
 def test_q2_public(fixed_soft_attention):
-    from attn_course.apps.captioning import check_soft_attention
+    from attn_course.checks import check_soft_attention
     check_soft_attention(fixed_soft_attention)
 
 test_q2_public(fixed_soft_attention)
@@ -347,7 +349,7 @@ test_q2_public(fixed_soft_attention)
 # %%
 # HIDDEN
 def test_q2_hidden(fixed_soft_attention):
-    from attn_course.apps.captioning import check_soft_attention
+    from attn_course.checks import check_soft_attention
     check_soft_attention(fixed_soft_attention, thorough=True)
 
 test_q2_hidden(fixed_soft_attention)

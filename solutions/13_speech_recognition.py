@@ -53,7 +53,8 @@ import torch
 
 import attn_course as ac
 from attn_course.apps import speech
-from attn_course.apps.speech_widget import SpeechExplorer, draw_clip
+from attn_course.widgets import SpeechExplorer
+from attn_course.widgets.speech import draw_clip
 from attn_course.data import spoken_digits
 
 torch.set_printoptions(precision=4, sci_mode=False)
@@ -174,7 +175,7 @@ def attention_pool(query, key, value, key_padding_mask=None):
 
 # %%
 def test_q1_public(attention_pool):
-    from attn_course.apps.speech import check_attention_pool
+    from attn_course.checks import check_attention_pool
     check_attention_pool(attention_pool)
 
 test_q1_public(attention_pool)
@@ -182,7 +183,7 @@ test_q1_public(attention_pool)
 # %%
 # HIDDEN
 def test_q1_hidden(attention_pool):
-    from attn_course.apps.speech import check_attention_pool
+    from attn_course.checks import check_attention_pool
     check_attention_pool(attention_pool, thorough=True)
 
 test_q1_hidden(attention_pool)
@@ -439,7 +440,7 @@ def fixed_subsample_padding_mask(key_padding_mask, stride=2):
 
 # %%
 def test_q2_public(fixed_subsample_padding_mask):
-    from attn_course.apps.speech import check_subsample_padding_mask
+    from attn_course.checks import check_subsample_padding_mask
     check_subsample_padding_mask(fixed_subsample_padding_mask)
 
 test_q2_public(fixed_subsample_padding_mask)
@@ -447,7 +448,7 @@ test_q2_public(fixed_subsample_padding_mask)
 # %%
 # HIDDEN
 def test_q2_hidden(fixed_subsample_padding_mask):
-    from attn_course.apps.speech import check_subsample_padding_mask
+    from attn_course.checks import check_subsample_padding_mask
     check_subsample_padding_mask(fixed_subsample_padding_mask, thorough=True)
 
 test_q2_hidden(fixed_subsample_padding_mask)

@@ -57,8 +57,9 @@ import torch
 from IPython.display import HTML, Image, display
 
 import attn_course as ac
-from attn_course.apps import summarization as sm
-from attn_course.apps import summarization_tools as tools
+from attn_course.apps import summarization
+from attn_course.widgets import SummaryExplorer
+from attn_course.widgets.summarization import highlight_html, weights_figure
 from attn_course.data import news
 from attn_course.plot import figure_png
 
@@ -107,7 +108,7 @@ example = next(a for a in test_articles if a["source"] == "aljazeera.com" and a[
 print("source:    ", example["source"])
 print("title:     ", example["title"])
 print("subtitle:  ", example["subtitle"] or "(none)")
-print("reference: ", sm.reference_text(example))
+print("reference: ", summarization.reference_text(example))
 for i, sentence in enumerate(example["sentences"][:5]):
     print(f"  [{i}] {sentence}")
 
@@ -164,7 +165,7 @@ def rouge_1_f1(candidate, reference):
 
 # %%
 def test_q1_public(rouge_1_f1):
-    from attn_course.apps.summarization_tools import check_rouge_1_f1
+    from attn_course.checks import check_rouge_1_f1
     check_rouge_1_f1(rouge_1_f1)
 
 test_q1_public(rouge_1_f1)
@@ -172,7 +173,7 @@ test_q1_public(rouge_1_f1)
 # %%
 # HIDDEN
 def test_q1_hidden(rouge_1_f1):
-    from attn_course.apps.summarization_tools import check_rouge_1_f1
+    from attn_course.checks import check_rouge_1_f1
     check_rouge_1_f1(rouge_1_f1, thorough=True)
 
 test_q1_hidden(rouge_1_f1)
@@ -184,13 +185,13 @@ test_q1_hidden(rouge_1_f1)
 # # END QUESTION
 
 # %% [markdown]
-# From here on the lesson uses the package's `sm.rouge` (ROUGE-1, ROUGE-2 and ROUGE-L F1), so it runs
+# From here on the lesson uses the package's `summarization.rouge` (ROUGE-1, ROUGE-2 and ROUGE-L F1), so it runs
 # whether or not your exercise is finished. The first sentences of our example against its reference:
 
 # %%
-reference = sm.reference_text(example)
+reference = summarization.reference_text(example)
 for i, sentence in enumerate(example["sentences"][:5]):
-    scores = sm.rouge(sentence, reference)
+    scores = summarization.rouge(sentence, reference)
     print(f"[{i}] R1 {100 * scores['r1']:5.1f}  R2 {100 * scores['r2']:5.1f}  RL {100 * scores['rl']:5.1f}   "
           f"{sentence[:70]}")
 
@@ -210,18 +211,18 @@ for i, sentence in enumerate(example["sentences"][:5]):
 # - **oracle-1**: the label itself, the best any one-sentence extractor can do against this reference.
 
 # %%
-train_labels = torch.tensor([sm.oracle_index(a) for a in train_articles])   # (A,) one sentence index each
-position_counts = torch.bincount(train_labels, minlength=sm.MAX_SENTENCES)
+train_labels = torch.tensor([summarization.oracle_index(a) for a in train_articles])   # (A,) one sentence index each
+position_counts = torch.bincount(train_labels, minlength=summarization.MAX_SENTENCES)
 print("oracle sentence is the first one in "
       f"{100 * position_counts[0].item() / len(train_labels):.1f} % of the training articles")
-baselines = sm.baseline_table(test_articles)
-print(sm.format_table(baselines))
+baselines = summarization.baseline_table(test_articles)
+print(summarization.format_table(baselines))
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 2.8), layout="constrained")
-ax.bar(range(sm.MAX_SENTENCES), (position_counts / len(train_labels)).numpy(), color="C0")
+ax.bar(range(summarization.MAX_SENTENCES), (position_counts / len(train_labels)).numpy(), color="C0")
 ax.set(xlabel="position of the oracle sentence in the article", ylabel="share of articles",
-       title="where the best-matching sentence sits (training split)", xticks=range(sm.MAX_SENTENCES))
+       title="where the best-matching sentence sits (training split)", xticks=range(summarization.MAX_SENTENCES))
 plt.show()
 
 # %% [markdown]
@@ -252,16 +253,16 @@ plt.show()
 # GRU of the paper is replaced by a linear layer over each word and its two neighbours.
 
 # %%
-vocab = sm.build_vocab(train_articles)                          # words seen at least twice in training
-train_ids, train_mask = sm.encode(train_articles, vocab)        # (A, N=20, T=32) ids, (A, N, T) True = padding
-test_ids, test_mask = sm.encode(test_articles, vocab)
+vocab = summarization.build_vocab(train_articles)                          # words seen at least twice in training
+train_ids, train_mask = summarization.encode(train_articles, vocab)        # (A, N=20, T=32) ids, (A, N, T) True = padding
+test_ids, test_mask = summarization.encode(test_articles, vocab)
 print(f"vocabulary V = {len(vocab)};  train ids {tuple(train_ids.shape)}, test ids {tuple(test_ids.shape)}")
 print(f"padding: {100 * train_mask.float().mean().item():.1f} % of the word slots, "
       f"{100 * train_mask.all(-1).float().mean().item():.1f} % of the sentence slots")
 
 # %%
 torch.manual_seed(0)
-model = sm.HierarchicalSummarizer(len(vocab)).to(device)       # E=32, H=16, built on the CPU, then moved
+model = summarization.HierarchicalSummarizer(len(vocab)).to(device)       # E=32, H=16, built on the CPU, then moved
 print(model)
 print("parameters:", sum(p.numel() for p in model.parameters()))
 with torch.no_grad():
@@ -282,7 +283,7 @@ print("sentence weights sum to 1 per article; padding words and sentences get we
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-losses = sm.train(model, train_ids, train_mask, train_labels, epochs=2, batch_size=32, lr=5e-3)
+losses = summarization.train(model, train_ids, train_mask, train_labels, epochs=2, batch_size=32, lr=5e-3)
 print("mean training loss per epoch:", [round(x, 3) for x in losses])
 print(f"(uniform over ~18 sentences: {torch.log(torch.tensor(18.0)).item():.2f})")
 assert losses[-1] < losses[0] < 2.5, "the loss should fall below that of a uniform pick"
@@ -299,9 +300,9 @@ assert losses[-1] < losses[0] < 2.5, "the loss should fall below that of a unifo
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-test_weights, test_word_weights = sm.predict(model, test_ids, test_mask)   # (370, N), (370, N, T)
-table = sm.baseline_table(test_articles, test_weights)
-print(sm.format_table(table))
+test_weights, test_word_weights = summarization.predict(model, test_ids, test_mask)   # (370, N), (370, N, T)
+table = summarization.baseline_table(test_articles, test_weights)
+print(summarization.format_table(table))
 top1 = test_weights.argmax(-1)
 print(f"\nthe model picks the first sentence in {100 * (top1 == 0).float().mean().item():.0f} % of the test articles")
 assert table["model top-1"]["r1"] >= table["random-1"]["r1"] + 8, "the model should clearly beat a random sentence"
@@ -329,8 +330,8 @@ assert table["model top-1"]["r1"] >= table["Lead-1"]["r1"] + 1, "the model shoul
 # %%
 # NBVAL_IGNORE_OUTPUT
 k = test_articles.index(example)
-display(HTML(tools.highlight_html(example, test_weights[k], test_word_weights[k])))
-fig = tools.weights_figure(example, test_weights[k], sm.oracle_index(example))
+display(HTML(highlight_html(example, test_weights[k], test_word_weights[k])))
+fig = weights_figure(example, test_weights[k], summarization.oracle_index(example))
 display(Image(figure_png(fig)))
 
 # %%
@@ -338,16 +339,16 @@ display(Image(figure_png(fig)))
 rng = random.Random(0)
 wins, ties, lead_wins = 0, 0, 0
 for article, weights in zip(test_articles, test_weights):
-    sents, ref = sm.sentences(article), news.words(sm.reference_text(article))
-    top = sm.pick_top(weights, article, 1)[0]
+    sents, ref = summarization.sentences(article), news.words(summarization.reference_text(article))
+    top = summarization.pick_top(weights, article, 1)[0]
     other = rng.choice([i for i in range(len(sents)) if i != top])             # a random other sentence
-    r_top, r_other = (sm.rouge_n_f1(news.words(sents[i]), ref) for i in (top, other))
+    r_top, r_other = (summarization.rouge_n_f1(news.words(sents[i]), ref) for i in (top, other))
     wins, ties = wins + (r_top > r_other), ties + (r_top == r_other)
 share = wins / len(test_articles)
 print(f"top-weighted sentence beats a random other sentence on ROUGE-1 in {100 * share:.0f} % of the "
       f"test articles (ties {100 * ties / len(test_articles):.0f} %, loses in the rest)")
 rank = (test_weights.argsort(-1, descending=True) == torch.tensor(
-    [sm.oracle_index(a) for a in test_articles])[:, None]).float().argmax(-1)
+    [summarization.oracle_index(a) for a in test_articles])[:, None]).float().argmax(-1)
 print(f"the oracle sentence is the model's first choice in {100 * (rank == 0).float().mean().item():.0f} % "
       f"and among its top 3 in {100 * (rank < 3).float().mean().item():.0f} % of the test articles")
 assert share > 0.6, "the top-weighted sentence should beat a random sentence on most articles"
@@ -364,7 +365,7 @@ assert share > 0.6, "the top-weighted sentence should beat a random sentence on 
 # the extracted summary's ROUGE with Lead-1's, and the black-edged bar (the oracle) with the tallest.
 
 # %% tags=["nbval-ignore-output"]
-explorer = tools.SummaryExplorer(test_articles, test_weights, test_word_weights,
+explorer = SummaryExplorer(test_articles, test_weights, test_word_weights,
                                  index=test_articles.index(example))
 explorer
 
@@ -376,7 +377,7 @@ explorer
 away = next(i for i, w in enumerate(test_weights) if w.argmax().item() != 0)
 explorer.picker.value = away                                   # what choosing it in the dropdown does
 print(explorer.text())
-assert explorer.summary() == sm.sentences(test_articles[away])[test_weights[away].argmax().item()]
+assert explorer.summary() == summarization.sentences(test_articles[away])[test_weights[away].argmax().item()]
 
 # %% [markdown]
 # ## 9. Bug hunt
@@ -393,9 +394,9 @@ print(word_attention_v2.__doc__.splitlines()[0])
 # %%
 # NBVAL_IGNORE_OUTPUT
 model.word_pool = word_attention_v2
-suspect_weights, suspect_word_weights = sm.predict(model, test_ids, test_mask)
-model.word_pool = sm.word_attention                                     # put the reference back
-suspect = sm.baseline_table(test_articles, suspect_weights)
+suspect_weights, suspect_word_weights = summarization.predict(model, test_ids, test_mask)
+model.word_pool = summarization.word_attention                                     # put the reference back
+suspect = summarization.baseline_table(test_articles, suspect_weights)
 print(f"ROUGE-1 of the top sentence: reference {table['model top-1']['r1']:.2f}, "
       f"with word_attention_v2 {suspect['model top-1']['r1']:.2f}   (Lead-1 {table['Lead-1']['r1']:.2f})")
 print(f"first sentence picked: reference {100 * (test_weights.argmax(-1) == 0).float().mean().item():.0f} %, "
@@ -411,7 +412,7 @@ assert suspect["model top-1"]["r1"] < table["model top-1"]["r1"]
 scores = torch.tensor([[[2.0, 0.0, 0.0], [1.0, 1.0, 0.0]]])              # (B=1, N=2, T=3) word scores
 h_words = torch.eye(3).expand(1, 2, 3, 3)                                # (1, 2, 3, D=3): word t -> unit vector t
 mask = torch.tensor([[[False, False, False], [False, False, True]]])   # the second sentence has 2 words
-for name, fn in (("reference", sm.word_attention), ("suspect", word_attention_v2)):
+for name, fn in (("reference", summarization.word_attention), ("suspect", word_attention_v2)):
     vectors, weights = fn(scores, h_words, mask)
     rows = "  ".join("[" + " ".join(f"{w:.4f}" for w in row) + "]" for row in weights[0].tolist())
     print(f"{name:9s} word weights {rows}")
@@ -431,7 +432,7 @@ for name, fn in (("reference", sm.word_attention), ("suspect", word_attention_v2
 # Write `fixed_word_attention(word_scores, h_words, key_padding_mask)`: `word_attention_v2` with the
 # bug removed. It returns `(sentence_vectors (B, N, D), word_weights (B, N, T))`; each real sentence's
 # word weights sum to 1, padding words get 0, a padding sentence gets all zeros. You may call
-# `sm.attention_pool`. The suspect's source:
+# `summarization.attention_pool`. The suspect's source:
 
 # %%
 print(inspect.getsource(word_attention_v2))
@@ -452,7 +453,7 @@ def fixed_word_attention(word_scores, h_words, key_padding_mask):
     """ # END PROMPT
     # BEGIN SOLUTION NO PROMPT
     B, N, T = word_scores.shape
-    _, word_weights = sm.attention_pool(word_scores.reshape(B * N, T), h_words.reshape(B * N, T, -1),
+    _, word_weights = summarization.attention_pool(word_scores.reshape(B * N, T), h_words.reshape(B * N, T, -1),
                                         key_padding_mask.reshape(B * N, T))      # (B*N, T): one row per sentence
     word_weights = word_weights.view(B, N, T)
     sentence_vectors = (word_weights.unsqueeze(-2) @ h_words).squeeze(-2)         # (B, N, 1, T) @ (B, N, T, D) -> (B, N, D)
@@ -468,7 +469,7 @@ def fixed_word_attention(word_scores, h_words, key_padding_mask):
 
 # %%
 def test_q2_public(fixed_word_attention):
-    from attn_course.apps.summarization_tools import check_word_attention
+    from attn_course.checks import check_word_attention
     check_word_attention(fixed_word_attention)
 
 test_q2_public(fixed_word_attention)
@@ -476,7 +477,7 @@ test_q2_public(fixed_word_attention)
 # %%
 # HIDDEN
 def test_q2_hidden(fixed_word_attention):
-    from attn_course.apps.summarization_tools import check_word_attention
+    from attn_course.checks import check_word_attention
     check_word_attention(fixed_word_attention, thorough=True)
 
 test_q2_hidden(fixed_word_attention)
@@ -488,7 +489,7 @@ test_q2_hidden(fixed_word_attention)
 # # END QUESTION
 
 # %% [markdown]
-# The fixed function is the package's `sm.word_attention`, the one the model was trained with.
+# The fixed function is the package's `summarization.word_attention`, the one the model was trained with.
 #
 # ## Summary
 #

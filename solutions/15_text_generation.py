@@ -54,8 +54,8 @@ import torch
 
 import attn_course as ac
 from attn_course import plot
-from attn_course.apps import generation as gen
-from attn_course.apps.generation_explorer import GenerationExplorer
+from attn_course.apps import generation
+from attn_course.widgets import GenerationExplorer
 from attn_course.data import prose
 
 torch.set_printoptions(precision=4, sci_mode=False)
@@ -97,7 +97,7 @@ print(vocab.decode(train_ids[:300]))
 # $p(c \mid h) = \frac{\text{count}(h\,c) + 0.1}{\text{count}(h) + 0.1\,V}$ (Shannon 1951).
 
 # %%
-baselines = {name: gen.ngram_bpc(train_ids, val_ids, V, order=order)
+baselines = {name: generation.ngram_bpc(train_ids, val_ids, V, order=order)
              for name, order in [("unigram", 1), ("bigram", 2), ("trigram", 3)]}
 print(f"uniform: {math.log2(V):.3f} bits per character")
 for name, bpc in baselines.items():
@@ -130,12 +130,12 @@ for name, bpc in baselines.items():
 # %%
 import inspect
 
-print(inspect.getsource(gen.CharTransformer.forward))
+print(inspect.getsource(generation.CharTransformer.forward))
 
 # %%
 block_size = 64                                                   # L: the context the model sees
 torch.manual_seed(0)
-model = gen.CharTransformer(V, d_model=64, num_heads=4, num_layers=2, max_len=block_size).to(device)
+model = generation.CharTransformer(V, d_model=64, num_heads=4, num_layers=2, max_len=block_size).to(device)
 print(f"{sum(p.numel() for p in model.parameters()):,} parameters")
 ids = torch.tensor([vocab.encode("To be, or not to be")])         # (B=1, L=19)
 with torch.no_grad():
@@ -157,7 +157,7 @@ for n, w in enumerate(attn):
     print(f"block {n}: largest weight on a future position = {w[..., future.to(w.device)].max().item()}")
     assert torch.all(w[..., future.to(w.device)] == 0)
 for position in [1, 5, 12]:
-    probe = gen.causality_probe(model, ids.to(device), position, V)
+    probe = generation.causality_probe(model, ids.to(device), position, V)
     print(f"change character {position:2d}: earlier logits move by {probe['before']}, "
           f"later ones move: {probe['at_and_after'] > 0}")
     assert probe["before"] == 0.0 and probe["at_and_after"] > 0
@@ -188,10 +188,10 @@ import time
 
 steps = 800
 start = time.perf_counter()
-losses = gen.train_char_model(model, train_ids, steps=steps, block_size=block_size, batch_size=16,
+losses = generation.train_char_model(model, train_ids, steps=steps, block_size=block_size, batch_size=16,
                               lr=1e-2, seed=0, device=device)
 train_seconds = time.perf_counter() - start
-val_bpc = gen.evaluate_bpc(model, val_ids, block_size=block_size, device=device)
+val_bpc = generation.evaluate_bpc(model, val_ids, block_size=block_size, device=device)
 print(f"trained {steps} steps in {train_seconds:.0f} s on {device}")
 print(f"validation: {val_bpc:.3f} bits per character  (bigram {baselines['bigram']:.3f}, "
       f"trigram {baselines['trigram']:.3f})")
@@ -276,7 +276,7 @@ def sample_next(logits, temperature=1.0, top_k=None, generator=None):
 
 # %%
 def test_q1_public(sample_next):
-    from attn_course.apps.generation_checks import check_sample_next
+    from attn_course.checks import check_sample_next
     check_sample_next(sample_next)
 
 test_q1_public(sample_next)
@@ -284,7 +284,7 @@ test_q1_public(sample_next)
 # %%
 # HIDDEN
 def test_q1_hidden(sample_next):
-    from attn_course.apps.generation_checks import check_sample_next
+    from attn_course.checks import check_sample_next
     check_sample_next(sample_next, thorough=True)
 
 test_q1_hidden(sample_next)
@@ -298,7 +298,7 @@ test_q1_hidden(sample_next)
 # %% [markdown]
 # Temperature in numbers, on a distribution that does not depend on training: the bigram
 # probabilities of the character after "q" and after "t" in *Hamlet*, as logits. We draw 2,000
-# samples at three temperatures with the reference `gen.sample_next` (your function is not needed
+# samples at three temperatures with the reference `generation.sample_next` (your function is not needed
 # from here on) and count.
 
 # %%
@@ -307,7 +307,7 @@ bigram_logits = (pairs + 0.1).log().float()                            # (V, V):
 for ch in ["q", "t"]:
     row = bigram_logits[vocab.stoi[ch]].expand(2000, V)                # (2000, V), the same row 2000 times
     for temperature, top_k in [(0.5, None), (1.0, None), (2.0, None), (1.0, 3)]:
-        draws = gen.sample_next(row, temperature, top_k, generator=torch.Generator().manual_seed(0))  # (2000,)
+        draws = generation.sample_next(row, temperature, top_k, generator=torch.Generator().manual_seed(0))  # (2000,)
         counts = torch.bincount(draws, minlength=V)
         top = counts.argsort(descending=True)[:3]
         shown = ", ".join(f"{vocab.itos[i]!r}: {counts[i].item() / 2000:.2f}" for i in top)
@@ -322,13 +322,13 @@ for ch in ["q", "t"]:
 # nothing, and that is correct: in the training text only "u" ever follows "q", so the 63 other
 # characters share one smoothed logit, the 2nd and 3rd largest are tied with all of them, and
 # `sample_next` keeps every logit tied with the k-th largest (its docstring says so). Now the trained model, from one prompt at three temperatures
-# (`gen.generate` calls `gen.sample_next` once per character):
+# (`generation.generate` calls `generation.sample_next` once per character):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 prompt = "HAMLET\nTo be, or not to be"
 for temperature in [0.3, 0.8, 1.5]:
-    out = gen.generate(model, torch.tensor([vocab.encode(prompt)]), 160, temperature=temperature,
+    out = generation.generate(model, torch.tensor([vocab.encode(prompt)]), 160, temperature=temperature,
                        generator=torch.Generator().manual_seed(0))
     print(f"--- T = {temperature} " + "-" * 40)
     print(vocab.decode(out[0]))
@@ -370,12 +370,12 @@ print(explorer.text())
 # NBVAL_IGNORE_OUTPUT
 windows = val_ids[: 64 * block_size].view(64, block_size)                # (64, L) validation windows
 torch.manual_seed(0)
-untrained = gen.CharTransformer(V, d_model=64, num_heads=4, num_layers=2, max_len=block_size).eval()
+untrained = generation.CharTransformer(V, d_model=64, num_heads=4, num_layers=2, max_len=block_size).eval()
 with torch.no_grad():
     _, attn = model(windows, need_weights=True)                         # 2 x (64, H, L, L)
     _, attn_untrained = untrained(windows, need_weights=True)
-by_offset = torch.cat([gen.attention_by_offset(w, max_offset=8) for w in attn])   # (2H, 9)
-untrained_prev = torch.cat([gen.attention_by_offset(w, 8) for w in attn_untrained])[:, 1].max().item()
+by_offset = torch.cat([generation.attention_by_offset(w, max_offset=8) for w in attn])   # (2H, 9)
+untrained_prev = torch.cat([generation.attention_by_offset(w, 8) for w in attn_untrained])[:, 1].max().item()
 head_names = [f"block {n} head {h}" for n in range(len(attn)) for h in range(attn[0].shape[1])]
 best = int(by_offset[:, 1].argmax())
 print(f"most previous-character-like: {head_names[best]}, mean weight on the previous character "
@@ -413,14 +413,14 @@ from attn_course.broken import CharTransformer_v2
 
 torch.manual_seed(0)
 suspect = CharTransformer_v2(V, d_model=64, num_heads=4, num_layers=2, max_len=block_size).to(device)
-suspect_losses = gen.train_char_model(suspect, train_ids, steps=150, block_size=block_size, batch_size=16,
+suspect_losses = generation.train_char_model(suspect, train_ids, steps=150, block_size=block_size, batch_size=16,
                                       lr=1e-2, seed=0, device=device)
 suspect = suspect.cpu().eval()
-suspect_bpc = gen.evaluate_bpc(suspect, val_ids, block_size=block_size)
+suspect_bpc = generation.evaluate_bpc(suspect, val_ids, block_size=block_size)
 print(f"after 150 steps, training loss: ours {sum(losses[125:150]) / 25 / math.log(2):.2f} bits, "
       f"suspect's {sum(suspect_losses[125:150]) / 25 / math.log(2):.2f} bits")
 print(f"suspect on validation: {suspect_bpc:.3f} bits per character (ours after {steps} steps: {val_bpc:.3f})")
-out = gen.generate(suspect, torch.tensor([vocab.encode(prompt)]), 120, temperature=0.8,
+out = generation.generate(suspect, torch.tensor([vocab.encode(prompt)]), 120, temperature=0.8,
                    generator=torch.Generator().manual_seed(0))
 print("--- suspect's sample, T = 0.8 " + "-" * 30)
 print(vocab.decode(out[0]))
@@ -432,7 +432,7 @@ assert suspect_bpc < 1.5 < val_bpc, "the suspect's validation bpc should look to
 # Investigate with the tools of section 3:
 #
 # 1. Look at its attention weights: is everything above the diagonal zero?
-# 2. Run `gen.causality_probe(suspect, ids, position, V)` for a few positions.
+# 2. Run `generation.causality_probe(suspect, ids, position, V)` for a few positions.
 # 3. Read `inspect.getsource(CharTransformer_v2.forward)` next to `CharTransformer.forward`.
 
 # %%
@@ -444,7 +444,7 @@ for n, w in enumerate(suspect_attn):
     print(f"suspect, block {n}: some weight on a future position: {bool((w[..., future] > 0).any())}")
 for position in [1, 5, 12]:
     print(f"change character {position:2d}: suspect's earlier logits move:",
-          gen.causality_probe(suspect, ids, position, V)["before"] > 0)
+          generation.causality_probe(suspect, ids, position, V)["before"] > 0)
 
 # %% [markdown]
 # <details><summary>Hint 1</summary>Changing character 5 changes the prediction at position 4.
@@ -499,7 +499,7 @@ def fixed_forward(model, ids):
 
 # %%
 def test_q2_public(fixed_forward):
-    from attn_course.apps.generation_checks import check_lm_forward
+    from attn_course.checks import check_lm_forward
     check_lm_forward(fixed_forward)
 
 test_q2_public(fixed_forward)
@@ -507,7 +507,7 @@ test_q2_public(fixed_forward)
 # %%
 # HIDDEN
 def test_q2_hidden(fixed_forward):
-    from attn_course.apps.generation_checks import check_lm_forward
+    from attn_course.checks import check_lm_forward
     check_lm_forward(fixed_forward, thorough=True)
 
 test_q2_hidden(fixed_forward)

@@ -1,11 +1,12 @@
-"""The probes and the suspect line-up of lesson 08 (attn_course.bug_hunt), against independent facts."""
+"""The probes and the suspect line-up of lesson 08 (attn_course.checks.probes, attn_course.widgets.bug_hunt), against independent facts."""
 import pytest
 import torch
 from torch import nn
 
 import attn_course as ac
 from attn_course import broken, data
-from attn_course.bug_hunt import SuspectExplorer, influence_matrix, pad_row_gradient
+from attn_course.checks.probes import influence_matrix, pad_row_gradient
+from attn_course.widgets import SuspectExplorer
 
 
 def sdpa_with(mask_fn, L):

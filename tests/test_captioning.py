@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from attn_course import checks, widgets
 from attn_course import scoring
 from attn_course.apps import captioning
 from attn_course.broken import soft_attention_v2
@@ -73,15 +74,15 @@ def _weights_only(query, features, w_query, w_key, v):
 
 def test_check_passes_on_correct_versions():
     for fn in (captioning.soft_attention, _einsum_version):
-        captioning.check_soft_attention(fn)
-        captioning.check_soft_attention(fn, thorough=True)
+        checks.check_soft_attention(fn)
+        checks.check_soft_attention(fn, thorough=True)
 
 
 @pytest.mark.parametrize("fn,kind", [(soft_attention_v2, "normalisation"), (_no_tanh, "values"),
                                      (_context_from_scores, "values"), (_weights_only, "type")])
 def test_check_catches_mistakes(fn, kind):
     with pytest.raises(CheckFailure) as err:
-        captioning.check_soft_attention(fn, thorough=True)
+        checks.check_soft_attention(fn, thorough=True)
     assert err.value.kind == kind
 
 
@@ -130,7 +131,7 @@ def test_caption_explorer_is_driven_from_python():
     x, y = images.digit_strips("test", n=3, seed=1)
     words = captioning.targets(y)
     attn = torch.softmax(torch.randn(3, 4, 48), -1)
-    explorer = captioning.CaptionExplorer(x, words, attn, y)
+    explorer = widgets.CaptionExplorer(x, words, attn, y)
     first = explorer.image.value
     explorer.pick(2)
     assert explorer.slider.value == 2 and explorer.image.value != first

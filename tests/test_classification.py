@@ -7,9 +7,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from attn_course import checks
+from attn_course.widgets import classification as classification_widgets
 from attn_course import hard
 from attn_course.apps import classification as cls
-from attn_course.apps import classification_explain as explain
 from attn_course.broken import attention_pooling_v2
 from attn_course.checks import CheckFailure
 from attn_course.data import pad_batch, rotten_tomatoes
@@ -166,7 +167,7 @@ def test_erasure_experiment_matches_a_manual_deletion():
     torch.manual_seed(2)
     model = cls.RNNAttentionClassifier(30, embed_dim=8, hidden_size=8).eval()
     ids, kpm = pad_batch([[5, 6, 7, 8], [9], [10, 11, 12]])
-    out = explain.erasure_experiment(model, ids, kpm, seed=0)
+    out = cls.erasure_experiment(model, ids, kpm, seed=0)
     assert out["index"].tolist() == [0, 2]                                  # the one-token review is skipped
     probs, weights = cls.predict(model, ids, kpm)
     for k, i in enumerate([0, 2]):
@@ -179,7 +180,7 @@ def test_erasure_experiment_matches_a_manual_deletion():
         assert len(out["influence"][k]) == n
         torch.testing.assert_close(out["influence"][k][top], out["drop_top"][k])
         assert out["top_is_most_influential"][k] == (top == int(out["influence"][k].abs().argmax()))
-    again = explain.erasure_experiment(model, ids, kpm, seed=0)
+    again = cls.erasure_experiment(model, ids, kpm, seed=0)
     assert torch.equal(again["drop_random"], out["drop_random"])             # seeded
 
 
@@ -187,23 +188,23 @@ def test_rank_correlation_matches_scipy():
     from scipy.stats import spearmanr
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(12, generator=g), torch.randn(12, generator=g)
-    assert explain.rank_correlation(a, b) == pytest.approx(spearmanr(a.numpy(), b.numpy())[0])
-    assert explain.rank_correlation(a, a) == pytest.approx(1.0)
+    assert cls.rank_correlation(a, b) == pytest.approx(spearmanr(a.numpy(), b.numpy())[0])
+    assert cls.rank_correlation(a, a) == pytest.approx(1.0)
 
 
 def test_highlight_html_escapes_and_validates():
-    out = explain.highlight_html(["<b>", "ok"], [0.25, 0.75])
+    out = classification_widgets.highlight_html(["<b>", "ok"], [0.25, 0.75])
     assert "&lt;b&gt;" in out and "<b>" not in out
     assert 'title="0.750"' in out and "0.850" in out                         # the top token is darkest
     with pytest.raises(ValueError, match="one weight per token"):
-        explain.highlight_html(["a"], [0.5, 0.5])
+        classification_widgets.highlight_html(["a"], [0.5, 0.5])
 
 
 def test_review_explorer_is_drivable():
     torch.manual_seed(0)
     vocab = cls.build_vocab(["a good film", "a bad film"], min_count=1)
     model = cls.RNNAttentionClassifier(len(vocab), embed_dim=8, hidden_size=8).eval()
-    explorer = explain.ReviewExplorer(model, vocab, [("a good film", 1), ("a bad film", 0)])
+    explorer = classification_widgets.ReviewExplorer(model, vocab, [("a good film", 1), ("a bad film", 0)])
     assert explorer.box.value == "a good film"
     explorer.picker.value = 1
     assert explorer.box.value == "a bad film" and "bad:" in explorer.text()
@@ -257,8 +258,8 @@ def _minus_1e9_in_place(attn_scores, value, key_padding_mask):
 
 @pytest.mark.parametrize("fn", [cls.attention_pooling, _finfo_min, _minus_1e9_in_place])
 def test_check_passes_correct_variants(fn):
-    explain.check_attention_pooling(fn)
-    explain.check_attention_pooling(fn, thorough=True)
+    checks.check_attention_pooling(fn)
+    checks.check_attention_pooling(fn, thorough=True)
 
 
 @pytest.mark.parametrize("fn, kind, thorough", [
@@ -271,7 +272,7 @@ def test_check_passes_correct_variants(fn):
 ])
 def test_check_fails_realistic_mistakes(fn, kind, thorough):
     with pytest.raises(CheckFailure) as err:
-        explain.check_attention_pooling(fn, thorough=thorough)
+        checks.check_attention_pooling(fn, thorough=thorough)
     assert err.value.kind == kind, str(err.value)
 
 
@@ -279,7 +280,7 @@ def test_check_reports_an_unfinished_exercise():
     def todo(attn_scores, value, key_padding_mask):
         raise NotImplementedError("Exercise 1: write attention_pooling")
     with pytest.raises(CheckFailure) as err:
-        explain.check_attention_pooling(todo)
+        checks.check_attention_pooling(todo)
     assert err.value.kind == "error" and "not implemented" in str(err.value)
 
 

@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 
 import grading_corpus
-from attn_course import assign, checks, grade_report, grading, sandbox, submissions, tripwire
+from attn_course import checks
+from attn_course.checks import tripwire
+from attn_course.grading import assign, grader, report, sandbox, submissions
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSON = "03_softmax_and_context"
@@ -37,7 +39,7 @@ def _sha256s(folder):
 
 
 def _grade(submissions, out, *extra, timeout=900):
-    return subprocess.run([sys.executable, "-m", "attn_course.cli", "grade", str(submissions), "--out", str(out),
+    return subprocess.run([sys.executable, "-m", "attn_course.grading.cli", "grade", str(submissions), "--out", str(out),
                            "--no-progress", *extra], capture_output=True, text=True, timeout=timeout)
 
 
@@ -74,7 +76,7 @@ def corpus(tmp_path_factory):
     listener.sock.close()
     return dict(base=base, submissions=submissions, out=out, token=token, expected=expected, before=before,
                 after=_sha256s(submissions), run=run, header=header, rows=rows, listener=listener,
-                points=grade_report.question_points(assign.autograder(LESSON)))
+                points=report.question_points(assign.autograder(LESSON)))
 
 
 def test_command_succeeds_and_prints_a_summary(corpus):
@@ -151,7 +153,7 @@ def test_empty_folder_writes_a_header_and_exits_1(tmp_path):
 
 def test_empty_folder_with_a_lesson_has_its_question_columns(tmp_path):
     (tmp_path / "empty").mkdir()
-    assert grading.grade(tmp_path / "empty", tmp_path / "out", lesson="3", progress=False) == 1
+    assert grader.grade(tmp_path / "empty", tmp_path / "out", lesson="3", progress=False) == 1
     header = (tmp_path / "out" / "grades.csv").read_text().splitlines()[0]
     assert header == "submission,lesson,q1_softmax_with_temperature,q2_attend,q3_bug_hunt,total,max,status"
 
@@ -159,7 +161,7 @@ def test_empty_folder_with_a_lesson_has_its_question_columns(tmp_path):
 def test_bad_arguments_exit_2(tmp_path, capsys):
     assert _grade(tmp_path / "missing", tmp_path / "out", timeout=120).returncode == 2
     (tmp_path / "subs").mkdir()
-    assert grading.grade(tmp_path / "subs", tmp_path / "out", lesson="99", progress=False) == 2
+    assert grader.grade(tmp_path / "subs", tmp_path / "out", lesson="99", progress=False) == 2
     assert "known lessons" in capsys.readouterr().out
 
 
@@ -180,7 +182,7 @@ def test_every_lesson_solution_gets_full_marks(tmp_path):
     problems = []
     for name, want in expected.items():
         prefix = f"{want.lesson}:" if len(stems) > 1 else ""
-        points = {prefix + q: p for q, p in grade_report.question_points(assign.autograder(want.lesson)).items()}
+        points = {prefix + q: p for q, p in report.question_points(assign.autograder(want.lesson)).items()}
         want.scores = {prefix + q: v for q, v in want.scores.items()}
         problems += [f"{name}: {p}" for p in grading_corpus.matches(want, rows[name], points)]
     assert not problems, "\n".join(problems) + "\n" + (tmp_path / "out" / "grading.log").read_text()[-3000:]
@@ -212,7 +214,7 @@ def test_question_points_agree_with_otter():
     import tempfile
     import zipfile
     zip_path = assign.autograder(LESSON)
-    ours = grade_report.question_points(zip_path)
+    ours = report.question_points(zip_path)
     with tempfile.TemporaryDirectory() as tmp:
         zipfile.ZipFile(zip_path).extractall(tmp)
         files = [ExceptionTestFile.from_file(str(p)) for p in sorted(Path(tmp, "tests").glob("*.py"))]
@@ -262,36 +264,32 @@ def _by_hand(attn_scores, temperature):
 
 
 def test_every_check_declares_what_it_forbids():
-    names = {name for name in dir(checks) if name.startswith("check_") and callable(getattr(checks, name))}
-    assert set(tripwire.FORBIDDEN) <= names, f"unknown checks in FORBIDDEN: {set(tripwire.FORBIDDEN) - names}"
-    missing = sorted(names - set(tripwire.FORBIDDEN))
-    assert not missing, (f"add {missing} to attn_course.tripwire.FORBIDDEN: what each exercise asks the learner to "
-                         f"write (an empty list if nothing)")
-
-
-def test_every_application_check_declares_what_it_forbids():
+    """Every check of every lesson, the applications' included, is exported and names what its exercise
+    asks the learner to write (``@forbids``); each rule is a (label, callable) pair."""
     import importlib
     import pkgutil
-
-    import attn_course.apps
-    names = set()
-    for info in pkgutil.iter_modules(attn_course.apps.__path__):
-        module = importlib.import_module(f"attn_course.apps.{info.name}")
-        names |= {n for n, f in vars(module).items() if n.startswith("check_") and callable(f)
-                  and getattr(f, "__module__", "") == module.__name__}
-    rules = tripwire.application_rules()
-    assert set(rules) == names, f"missing: {sorted(names - set(rules))}; unknown: {sorted(set(rules) - names)}"
-    assert not set(rules) & set(checks.__all__), "an application check shadows a core check's name"
+    names = {name for name in dir(checks) if name.startswith("check_") and callable(getattr(checks, name))}
+    defined = set()
+    for info in pkgutil.iter_modules(checks.__path__):
+        module = importlib.import_module(f"attn_course.checks.{info.name}")
+        defined |= {n for n, f in vars(module).items() if n.startswith("check_") and callable(f)}
+    assert defined == names == {n for n in checks.__all__ if n.startswith("check_")}, (
+        f"defined but not exported: {sorted(defined - names)}; exported, not in __all__: "
+        f"{sorted(names - set(checks.__all__))}")
+    undeclared = sorted(n for n in names if not getattr(getattr(checks, n), "forbidden", None))
+    assert not undeclared, f"declare with @forbids(...) what each exercise asks the learner to write: {undeclared}"
+    for name in names:
+        for label, fn in getattr(checks, name).forbidden:
+            assert isinstance(label, str) and callable(fn), (name, label)
 
 
 def test_tripwire_catches_an_application_answer_that_calls_the_reference():
     from attn_course.apps import classification
-    from attn_course.apps.classification_explain import check_attention_pooling
-    check_attention_pooling(classification.attention_pooling, thorough=True)          # off: the reference passes
+    checks.check_attention_pooling(classification.attention_pooling, thorough=True)   # off: the reference passes
     tripwire.enable()
     try:
         with pytest.raises(checks.CheckFailure) as info:
-            check_attention_pooling(lambda s, v, m=None: classification.attention_pooling(s, v, m))
+            checks.check_attention_pooling(lambda s, v, m=None: classification.attention_pooling(s, v, m))
     finally:
         tripwire.enable(False)
     assert info.value.kind == "reference" and "attention_pooling" in str(info.value)
@@ -424,6 +422,6 @@ def test_tests_modified_on_disk_are_noticed(tmp_path):
     tests = tmp_path / "autograder" / "submission" / "tests"
     tests.mkdir(parents=True)
     (tests / "q1.py").write_bytes(b"original")
-    assert grading._tests_intact(tmp_path, {"q1.py": b"original"})
+    assert grader._tests_intact(tmp_path, {"q1.py": b"original"})
     (tests / "q1.py").write_bytes(b"def test(): pass")
-    assert not grading._tests_intact(tmp_path, {"q1.py": b"original"})
+    assert not grader._tests_intact(tmp_path, {"q1.py": b"original"})

@@ -454,7 +454,7 @@ def test_cross_attention_check_catches_the_broken_decoder(thorough, key_padding)
 def equal_lengths(monkeypatch):
     """Run check_cross_attention on one case with L == S, where taking keys from the decoder keeps every shape."""
     equal = [("L=S=4", 2, 4, 4, 8, 4, 4, 1.0, torch.float32, None)]
-    monkeypatch.setattr(checks.lesson05, "_cross_attention_cases", lambda thorough, key_padding: iter(equal))
+    monkeypatch.setattr(checks.self_cross, "_cross_attention_cases", lambda thorough, key_padding: iter(equal))
 
 
 def test_cross_attention_check_probe_catches_the_broken_decoder_when_lengths_are_equal(equal_lengths):

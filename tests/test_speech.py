@@ -10,8 +10,9 @@ import yaml
 from torch import nn
 from torch.nn import functional as F
 
+from attn_course import checks
 from attn_course.apps import speech
-from attn_course.apps.speech_widget import SpeechExplorer
+from attn_course.widgets import SpeechExplorer
 from attn_course.broken import attention_pool_v2, subsample_padding_mask_v2
 from attn_course.checks import CheckFailure
 from attn_course.data import spoken_digits
@@ -269,8 +270,8 @@ def _pool_finite_fill(query, key, value, key_padding_mask=None):
 
 @pytest.mark.parametrize("fn", [speech.attention_pool, _pool_student, _pool_sdpa, _pool_finite_fill])
 def test_check_attention_pool_passes_correct_variants(fn):
-    speech.check_attention_pool(fn)
-    speech.check_attention_pool(fn, thorough=True)
+    checks.check_attention_pool(fn)
+    checks.check_attention_pool(fn, thorough=True)
 
 
 @pytest.mark.parametrize("fn, kind", [
@@ -280,7 +281,7 @@ def test_check_attention_pool_passes_correct_variants(fn):
 ])
 def test_check_attention_pool_catches_mistakes(fn, kind):
     with pytest.raises(CheckFailure) as err:
-        speech.check_attention_pool(fn, thorough=True)
+        checks.check_attention_pool(fn, thorough=True)
     assert err.value.kind == kind, str(err.value)
 
 
@@ -288,7 +289,7 @@ def test_check_attention_pool_catches_mistakes(fn, kind):
                                 lambda m, stride=2: m[:, torch.arange(0, m.shape[1], stride)],
                                 lambda m, stride=2: m.unfold(1, 1, stride)[..., 0]])
 def test_check_subsample_padding_mask_passes_correct_variants(fn):
-    speech.check_subsample_padding_mask(fn, thorough=True)
+    checks.check_subsample_padding_mask(fn, thorough=True)
 
 
 @pytest.mark.parametrize("fn, kind", [
@@ -300,7 +301,7 @@ def test_check_subsample_padding_mask_passes_correct_variants(fn):
 ])
 def test_check_subsample_padding_mask_catches_mistakes(fn, kind):
     with pytest.raises(CheckFailure) as err:
-        speech.check_subsample_padding_mask(fn, thorough=True)
+        checks.check_subsample_padding_mask(fn, thorough=True)
     assert err.value.kind == kind, str(err.value)
 
 

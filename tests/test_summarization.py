@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from attn_course import checks
+from attn_course.widgets import summarization as summarization_widgets
 from attn_course.apps import summarization as sm
-from attn_course.apps import summarization_tools as tools
 from attn_course.broken import word_attention_v2
 from attn_course.checks import CheckFailure
 from attn_course.data import news
@@ -233,11 +234,11 @@ def test_small_training_run_beats_random_and_learns_the_lead():
 # ---------------------------------------------------------------- checks
 
 def test_rouge_check_passes_references_and_fails_mistakes():
-    tools.check_rouge_1_f1(sm.rouge_1_f1, thorough=True)
+    checks.check_rouge_1_f1(sm.rouge_1_f1, thorough=True)
 
     def via_brute(c, r):
         return _rouge_n_brute(c, r, 1)
-    tools.check_rouge_1_f1(via_brute, thorough=True)
+    checks.check_rouge_1_f1(via_brute, thorough=True)
 
     def unclipped(c, r):
         o = sum(1 for w in c if w in r)
@@ -262,25 +263,25 @@ def test_rouge_check_passes_references_and_fails_mistakes():
     for fn, kind in ((unclipped, "values"), (precision, "values"), (set_based, "values"),
                      (lambda c, r: None, "type")):
         with pytest.raises(CheckFailure) as err:
-            tools.check_rouge_1_f1(fn)
+            checks.check_rouge_1_f1(fn)
         assert err.value.kind == kind
     with pytest.raises(CheckFailure, match="clip") as err:
-        tools.check_rouge_1_f1(unclipped)
+        checks.check_rouge_1_f1(unclipped)
     with pytest.raises(CheckFailure, match="precision"):
-        tools.check_rouge_1_f1(precision)
-    tools.check_rouge_1_f1(crashes_on_empty)                           # the public test does not try empty lists
+        checks.check_rouge_1_f1(precision)
+    checks.check_rouge_1_f1(crashes_on_empty)                           # the public test does not try empty lists
     with pytest.raises(CheckFailure) as err:
-        tools.check_rouge_1_f1(crashes_on_empty, thorough=True)
+        checks.check_rouge_1_f1(crashes_on_empty, thorough=True)
     assert err.value.kind == "error"
 
 
 def test_word_attention_check_passes_correct_variants_and_fails_bugs():
-    tools.check_word_attention(sm.word_attention, thorough=True)
+    checks.check_word_attention(sm.word_attention, thorough=True)
 
     def loop_version(word_scores, h_words, key_padding_mask):       # another correct implementation
         c, w = _masked_reference(word_scores, h_words, key_padding_mask)
         return c.to(word_scores.dtype), w.to(word_scores.dtype)
-    tools.check_word_attention(loop_version, thorough=True)
+    checks.check_word_attention(loop_version, thorough=True)
 
     def no_mask(word_scores, h_words, key_padding_mask):
         w = torch.softmax(word_scores, -1)
@@ -297,11 +298,11 @@ def test_word_attention_check_passes_correct_variants_and_fails_bugs():
     for fn, kind, thorough in ((word_attention_v2, "normalisation", False), (no_mask, "mask", False),
                                (nan_rows, "finite", True), (mean_not_weighted, "values", False)):
         with pytest.raises(CheckFailure) as err:
-            tools.check_word_attention(fn, thorough=thorough)
+            checks.check_word_attention(fn, thorough=thorough)
         assert err.value.kind == kind, (fn.__name__, str(err.value))
-    tools.check_word_attention(nan_rows)                              # no padding sentence in the public case
+    checks.check_word_attention(nan_rows)                              # no padding sentence in the public case
     with pytest.raises(CheckFailure, match="whole article"):
-        tools.check_word_attention(word_attention_v2)
+        checks.check_word_attention(word_attention_v2)
 
 
 def test_broken_keeps_the_reference_docstring():
@@ -318,7 +319,7 @@ def test_summary_explorer_is_driven_from_python():
         n = len(sm.sentences(a))
         weights[i, :n] = torch.softmax(torch.randn(n, generator=g), 0)
     words = torch.rand(6, sm.MAX_SENTENCES, sm.MAX_WORDS, generator=g)
-    explorer = tools.SummaryExplorer(arts, weights, words, index=0)
+    explorer = summarization_widgets.SummaryExplorer(arts, weights, words, index=0)
     first_png = explorer.image.value
     explorer.picker.value = 4
     a = arts[4]
@@ -330,7 +331,7 @@ def test_summary_explorer_is_driven_from_python():
     assert explorer.image.value != first_png and len(explorer.image.value) > 1000
     assert a["title"].split()[0] in explorer.readout.value and "<sup>" in explorer.readout.value
     with pytest.raises(ValueError):
-        tools.SummaryExplorer(arts, weights[:3])
+        summarization_widgets.SummaryExplorer(arts, weights[:3])
 
 
 def test_highlight_html_shades_by_weight():
@@ -338,6 +339,6 @@ def test_highlight_html_shades_by_weight():
     n = len(sm.sentences(a))
     w = torch.zeros(sm.MAX_SENTENCES)
     w[1] = 1.0
-    out = tools.highlight_html(a, w)
+    out = summarization_widgets.highlight_html(a, w)
     assert out.count("<span") == n and "<sup>1.00</sup>" in out
     assert "rgba(255, 170, 0, 0.90)" in out

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
+from attn_course import checks, widgets
 from attn_course import attention, scoring
 from attn_course.apps import translation as tr
-from attn_course.apps import translation_lab as lab
 from attn_course.broken import Seq2Seq_v2
 from attn_course.checks import CheckFailure
 from attn_course.data import number_words as nw
@@ -177,7 +177,7 @@ def _softmax_over_batch(query, key, value, w_query, w_key, v, key_padding_mask=N
 @pytest.mark.parametrize("fn", [tr.additive_attention, _attention_einsum])
 @pytest.mark.parametrize("thorough", [False, True])
 def test_check_additive_attention_passes_correct_versions(fn, thorough):
-    lab.check_additive_attention(fn, thorough=thorough)
+    checks.check_additive_attention(fn, thorough=thorough)
 
 
 @pytest.mark.parametrize("fn, kind, words", [
@@ -188,7 +188,7 @@ def test_check_additive_attention_passes_correct_versions(fn, thorough):
 ])
 def test_check_additive_attention_catches_mistakes(fn, kind, words):
     with pytest.raises(CheckFailure) as err:
-        lab.check_additive_attention(fn)
+        checks.check_additive_attention(fn)
     assert err.value.kind == kind and words in str(err.value)
 
 
@@ -197,9 +197,9 @@ def test_check_additive_attention_needs_thorough_for_some_mistakes():
         context, weights = tr.additive_attention(query.float(), key.float(), value.float(), w_query.float(),
                                                  w_key.float(), v.float(), key_padding_mask)
         return context, weights
-    lab.check_additive_attention(ignores_dtype)
+    checks.check_additive_attention(ignores_dtype)
     with pytest.raises(CheckFailure) as err:
-        lab.check_additive_attention(ignores_dtype, thorough=True)
+        checks.check_additive_attention(ignores_dtype, thorough=True)
     assert err.value.kind == "dtype"
 
 
@@ -211,15 +211,15 @@ def test_check_seq2seq_forward():
         enc_states, summary = model.encoder(src, key_padding_mask)
         return model.decoder(tgt_in, enc_states, summary, None)
 
-    lab.check_seq2seq_forward(reference, thorough=True)
+    checks.check_seq2seq_forward(reference, thorough=True)
     with pytest.raises(CheckFailure) as err:
-        lab.check_seq2seq_forward(lambda m, *a: Seq2Seq_v2.forward(m, *a))
+        checks.check_seq2seq_forward(lambda m, *a: Seq2Seq_v2.forward(m, *a))
     assert err.value.kind == "values" and "embedded source words" in str(err.value)
     with pytest.raises(CheckFailure) as err:
-        lab.check_seq2seq_forward(no_mask)
+        checks.check_seq2seq_forward(no_mask)
     assert err.value.kind == "values"
     with pytest.raises(CheckFailure) as err:                       # cannot decode without tgt_in
-        lab.check_seq2seq_forward(lambda m, src, kpm, tgt_in: (m.decoder.out(torch.zeros(1)), None) if tgt_in is None
+        checks.check_seq2seq_forward(lambda m, src, kpm, tgt_in: (m.decoder.out(torch.zeros(1)), None) if tgt_in is None
                                   else tr.Seq2Seq.forward(m, src, kpm, tgt_in))
     assert err.value.kind in ("error", "type", "shape")
 
@@ -240,7 +240,7 @@ def test_translation_explorer_reads_typed_numbers():
     tgt_vocab = tr.build_vocab(f for _, _, f in data["train"])
     torch.manual_seed(0)
     model = tr.Seq2Seq(len(src_vocab), len(tgt_vocab), embed_dim=8, hidden_size=4).eval()
-    explorer = lab.TranslationExplorer(model, src_vocab, tgt_vocab, number=21, baseline=model)
+    explorer = widgets.TranslationExplorer(model, src_vocab, tgt_vocab, number=21, baseline=model)
     assert "twenty-one" in explorer.text() and "vingt et un" in explorer.text()
     first = explorer.image.value
     explorer.set(3_000)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from attn_course import checks, widgets
 from attn_course.apps import vision
 from attn_course.broken import attention_map_v2
 from attn_course.checks import CheckFailure
@@ -134,31 +135,31 @@ def _average(features, query):
 
 def test_pool_check_passes_on_correct_versions():
     for fn in (vision.spatial_attention_pool, _einsum_pool):
-        vision.check_spatial_attention_pool(fn)
-        vision.check_spatial_attention_pool(fn, thorough=True)
+        checks.check_spatial_attention_pool(fn)
+        checks.check_spatial_attention_pool(fn, thorough=True)
 
 
 @pytest.mark.parametrize("fn,kind", [(_softmax_over_channels, "normalisation"), (_column_major, "values"),
                                      (_no_scale, "values"), (_average, "values")])
 def test_pool_check_catches_mistakes(fn, kind):
     with pytest.raises(CheckFailure) as err:
-        vision.check_spatial_attention_pool(fn, thorough=True)
+        checks.check_spatial_attention_pool(fn, thorough=True)
     assert err.value.kind == kind
 
 
 def test_pool_check_names_column_major_order():
     with pytest.raises(CheckFailure, match="column-major"):
-        vision.check_spatial_attention_pool(_column_major)
+        checks.check_spatial_attention_pool(_column_major)
 
 
 def test_map_check_passes_on_correct_versions_and_catches_the_transpose():
-    vision.check_attention_map(vision.attention_map, thorough=True)
-    vision.check_attention_map(lambda w, h, x: w.unflatten(1, (h, x)), thorough=True)
+    checks.check_attention_map(vision.attention_map, thorough=True)
+    checks.check_attention_map(lambda w, h, x: w.unflatten(1, (h, x)), thorough=True)
     with pytest.raises(CheckFailure, match="mirrored") as err:
-        vision.check_attention_map(attention_map_v2)
+        checks.check_attention_map(attention_map_v2)
     assert err.value.kind == "values"
     with pytest.raises(CheckFailure) as err:                 # a plain (B, W, H) view: wrong shape
-        vision.check_attention_map(lambda w, h, x: w.view(w.shape[0], x, h))
+        checks.check_attention_map(lambda w, h, x: w.view(w.shape[0], x, h))
     assert err.value.kind == "shape"
 
 
@@ -218,7 +219,7 @@ def test_patch_picker_is_driven_from_python():
     photo = images.photo("china.jpg", 48, 72)
     patches, grid = vision.image_patches(photo, 8)
     w = vision.patch_self_attention(vision.colour_texture_features(patches))
-    picker = vision.PatchPicker(photo, w, grid, query=(0, 0))
+    picker = widgets.PatchPicker(photo, w, grid, query=(0, 0))
     first_png, first_text = picker.image.value, picker.text()
     picker.pick(5, 8)
     assert picker.row.value == 5 and picker.col.value == 8
@@ -226,4 +227,4 @@ def test_patch_picker_is_driven_from_python():
     assert picker.image.value != first_png and picker.text() != first_text
     assert picker.text().startswith("query patch (5, 8)")
     with pytest.raises(ValueError):
-        vision.PatchPicker(photo, w[:10], grid)
+        widgets.PatchPicker(photo, w[:10], grid)

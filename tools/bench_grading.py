@@ -50,7 +50,7 @@ def main():
         print(f"{args.count} submissions of {args.lesson}, {args.jobs} jobs, {os.cpu_count()} CPUs "
               f"(load average {load:.1f} before the run)")
         t0 = time.perf_counter()
-        run = subprocess.run([sys.executable, "-m", "attn_course.cli", "grade", str(subs), "--out", str(tmp / "out"),
+        run = subprocess.run([sys.executable, "-m", "attn_course.grading.cli", "grade", str(subs), "--out", str(tmp / "out"),
                               "--jobs", str(args.jobs)], text=True)
         seconds = time.perf_counter() - t0
         if run.returncode != 0:

@@ -1,7 +1,7 @@
 """Generate lessons/NN_*.ipynb (student notebooks) and dist/NN_*-autograder.zip from solutions/NN_*.py.
 
 otter-grader's ``otter assign`` turns each source into a student notebook (solutions replaced by
-prompts, hidden tests removed, ``grader.check`` cells) and an autograder. ``attn_course.assign``
+prompts, hidden tests removed, ``grader.check`` cells) and an autograder. ``attn_course.grading.assign``
 makes the result reproducible (stable cell ids, trimmed metadata, no outputs) and refuses a student
 notebook that would give an answer away: a solution marker left in a cell, a question without a
 solution block, or a line of solution code found in the student notebook.
@@ -14,7 +14,7 @@ Usage: python tools/build_lessons.py            write lessons/ and dist/
 import sys
 from pathlib import Path
 
-from attn_course.assign import (KEEP_CELL_META, KEEP_NB_META, MARKERS, ROOT, build, check,  # noqa: F401
+from attn_course.grading.assign import (KEEP_CELL_META, KEEP_NB_META, MARKERS, ROOT, build, check,  # noqa: F401
                                 normalize, solution_lines, sources)
 
 if __name__ == "__main__":

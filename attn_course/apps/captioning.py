@@ -15,19 +15,14 @@ With ``attention=False`` the decoder gets the plain average of the features at e
 Shapes: B batch, S image positions (keys), C feature channels, Hd decoder state, A attention size,
 T caption length (words + <eos>), V vocabulary.
 """
-import html
 import math
 
-import ipywidgets as widgets
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..checks import CheckFailure, _call, expect_rows_sum_to_one, expect_tensor
 from ..data.images import DIGIT_WORDS
-from ..plot import figure_png, new_figure
 from .training import fit_one_cycle
-from .vision import overlay
 
 WORDS = DIGIT_WORDS + ["<eos>", "<bos>"]     # ids 0..9 are the digits, 10 = <eos>, 11 = <bos>
 EOS, BOS = 10, 11
@@ -184,83 +179,3 @@ def peak_on_digit(attn_weights, grid=(4, 12), num_digits=3):
     return peak_column // (cols // num_digits) == torch.arange(num_digits)
 
 
-class CaptionExplorer(widgets.VBox):
-    """Pick a test image (slider); see the generated caption and the attention map of each word.
-
-    Args: images (N, 1, 8, W), words (N, T) generated ids, attn_weights (N, T, S), labels (N, n)
-    the true digits, grid (rows, cols) of the feature map. ``pick(i)`` moves the slider; ``text()``.
-    """
-
-    def __init__(self, images, words, attn_weights, labels, grid=(4, 12), index=0):
-        self.images, self.words, self.weights, self.labels, self.grid = images.cpu(), words.cpu(), \
-            attn_weights.cpu(), labels.cpu(), grid
-        self.slider = widgets.IntSlider(value=index, min=0, max=len(images) - 1, description="test image",
-                                        continuous_update=False)
-        self.readout = widgets.HTML()
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="560px"))
-        self.slider.add_class("caption-slider")
-        self.readout.add_class("caption-readout")
-        self.image.add_class("caption-chart")
-        super().__init__([self.slider, self.readout, self.image])
-        self.slider.observe(lambda change: self.update(), names="value")
-        self.update()
-
-    def pick(self, index):
-        self.slider.value = index
-
-    def text(self):
-        i = self.slider.value
-        said = " ".join(WORDS[w] for w in self.words[i].tolist())
-        truth = " ".join(WORDS[d] for d in self.labels[i].tolist())
-        return f"image {i}: generated '{said}'   true '{truth}'"
-
-    def update(self):
-        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"          # "<eos>" is text, not a tag
-        i, (rows, cols) = self.slider.value, self.grid
-        T = self.words.shape[1]
-        fig = new_figure((5.5, 0.9 * (T + 1) + 0.3))
-        axes = fig.subplots(T + 1, 1)
-        H, W = self.images.shape[-2:]
-        axes[0].imshow(self.images[i, 0].numpy(), cmap="gray_r", extent=(0, W, H, 0))
-        axes[0].set_title("image", fontsize=9, loc="left")
-        axes[0].set_xticks([])
-        axes[0].set_yticks([])
-        for t, ax in enumerate(axes[1:]):
-            overlay(ax, self.images[i], self.weights[i, t].view(rows, cols))
-            ax.set_title(f"word {t}: '{WORDS[self.words[i, t]]}'", fontsize=9, loc="left")
-        self.image.value = figure_png(fig)
-
-
-def check_soft_attention(fn, thorough=False, seed=120):
-    """Check ``fn(query (B, Hd), features (B, S, C), w_query (A, Hd), w_key (A, C), v (A,))``.
-
-    It must return ``(context (B, C), attn_weights (B, S))``.
-    """
-    cases = [("one image: Hd=4, S=6, C=3, A=5", 1, 4, 6, 3, 5, torch.float32)]
-    if thorough:
-        cases += [("batch of 3: Hd=8, S=10, C=4, A=6", 3, 8, 10, 4, 6, torch.float32),
-                  ("float64, batch of 2: Hd=5, S=7, C=9, A=3", 2, 5, 7, 9, 3, torch.float64)]
-    g = torch.Generator().manual_seed(seed)
-    for case, B, Hd, S, C, A, dtype in cases:
-        args = [torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
-                for shape in ((B, Hd), (B, S, C), (A, Hd), (A, C), (A,))]
-        args[4] = args[4] * 3                                                  # peaked enough to tell
-        got = _call(fn, tuple(a.clone() for a in args), case)
-        if not isinstance(got, tuple) or len(got) != 2:
-            raise CheckFailure("type", f"{case}: return the tuple (context, attn_weights); got {type(got).__name__}")
-        context, attn_weights = got
-        ref_context, ref_weights = soft_attention(*args)
-        if not isinstance(attn_weights, torch.Tensor) or attn_weights.shape != ref_weights.shape:
-            expect_tensor("attn_weights", attn_weights, ref_weights, case, legend="(B, S)")
-        sums = attn_weights.detach().sum(0)
-        if B > 1 and torch.allclose(sums, torch.ones_like(sums), atol=1e-4) or B == 1 and torch.allclose(
-                attn_weights.detach(), torch.ones_like(attn_weights)):
-            raise CheckFailure("normalisation", f"{case}: each image's attn_weights must sum to 1 over its S "
-                                                f"positions (dim=-1); yours sum to 1 over the batch (dim=0). "
-                                                f"Apply softmax over dim=-1.")
-        expect_rows_sum_to_one("attn_weights", attn_weights, case)
-        expect_tensor("attn_weights", attn_weights, ref_weights, case, legend="(B, S)",
-                      hint=lambda a, e: "attn_scores = tanh(query @ w_query.T (one row per image, broadcast "
-                                        "over S) + features @ w_key.T) @ v.")
-        expect_tensor("context", context, ref_context, case, legend="(B, C)",
-                      hint=lambda a, e: "context[b] = sum over s of attn_weights[b, s] * features[b, s].")

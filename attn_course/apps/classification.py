@@ -256,3 +256,75 @@ def train_classifier(model, train, valid, epochs=4, batch_size=64, lr=3e-3, seed
     model.load_state_dict(best[1])
     model.eval()
     return history
+
+
+def _delete_each(ids, length):
+    """Every copy of ids[:length] with one token deleted: (length, length - 1)."""
+    keep = ~torch.eye(length, dtype=torch.bool)                                  # row t drops token t
+    return ids[:length].expand(length, length)[keep].view(length, length - 1)
+
+
+@torch.no_grad()
+def erasure_experiment(model, ids, key_padding_mask, seed=0, batch_size=1024):
+    """Delete tokens one at a time and measure the change of the predicted class's probability.
+
+    For each review with at least 2 tokens: the prediction ``p`` (probability of the class the model
+    predicts), the model's attention weights, and ``p`` again after deleting each token in turn
+    (leave-one-out). Then compare the token with the highest attention weight with a random other
+    token (drawn with ``torch.Generator().manual_seed(seed)``).
+
+    Args:
+        model: an ``RNNAttentionClassifier``; ids (N, S), key_padding_mask (N, S) (**True = padding**).
+
+    Returns:
+        dict of 1-D tensors over the M reviews kept (M <= N): ``index`` (row in ``ids``), ``length``,
+        ``drop_top`` and ``drop_random`` (p before minus p after deleting the top-weighted / a random
+        token; positive = the model became less sure), ``flip_top`` / ``flip_random`` (bool: the
+        predicted class changed), ``top_is_most_influential`` (bool: the top-weighted token is the one
+        whose deletion moves p the most), and the lists ``attn_weights`` / ``influence`` (each review's
+        weights and leave-one-out drops, length n each).
+    """
+    probs, weights = predict(model, ids, key_padding_mask)
+    lengths = (~key_padding_mask).sum(1)
+    index = (lengths >= 2).nonzero().squeeze(1)
+    variants, owners = [], []
+    for i in index.tolist():
+        n = int(lengths[i])
+        variants.append(_delete_each(ids[i], n))                                 # (n, n - 1)
+        owners += [i] * n
+    flat = [row for block in variants for row in block]
+    from ..data import pad_batch
+    erased_ids, erased_mask = pad_batch([row.tolist() for row in flat])
+    erased_probs, _ = predict(model, erased_ids, erased_mask, batch_size=batch_size)
+    g = torch.Generator().manual_seed(seed)
+    out = {k: [] for k in ("drop_top", "drop_random", "flip_top", "flip_random", "top_is_most_influential",
+                           "attn_weights", "influence")}
+    start = 0
+    for i in index.tolist():
+        n = int(lengths[i])
+        c = int(probs[i].argmax())
+        after = erased_probs[start:start + n]                                    # (n, C)
+        start += n
+        influence = probs[i, c] - after[:, c]                                    # (n,) drop of p per deleted token
+        w = weights[i, :n]
+        top = int(w.argmax())
+        other = int(torch.randint(0, n - 1, (1,), generator=g))
+        rand = other + (other >= top)                                            # a random token other than top
+        out["drop_top"].append(influence[top])
+        out["drop_random"].append(influence[rand])
+        out["flip_top"].append(bool(after[top].argmax() != c))
+        out["flip_random"].append(bool(after[rand].argmax() != c))
+        out["top_is_most_influential"].append(top == int(influence.abs().argmax()))
+        out["attn_weights"].append(w)
+        out["influence"].append(influence)
+    result = {k: (v if k in ("attn_weights", "influence") else torch.tensor(v)) for k, v in out.items()}
+    result["index"], result["length"] = index, lengths[index]
+    return result
+
+
+def rank_correlation(a, b):
+    """Spearman's rank correlation of two 1-D tensors of equal length (ties broken by position)."""
+    ra = a.argsort().argsort().double()
+    rb = b.argsort().argsort().double()
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra @ rb) / (ra.norm() * rb.norm()).clamp(min=1e-12))

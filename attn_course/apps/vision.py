@@ -15,18 +15,12 @@ so ``attn_weights.view(B, H, W)`` is the attention map, ready to overlay on the 
 Shapes: B batch, C channels, H x W feature grid, S = H*W positions, P patches of a photo,
 E patch-embedding size.
 """
-import html
 import math
 
-import ipywidgets as widgets
 import torch
-from matplotlib.patches import Rectangle
 from torch import nn
 from torch.nn import functional as F
 
-from ..attention import entropy
-from ..checks import CheckFailure, _call, expect_rows_sum_to_one, expect_tensor
-from ..plot import figure_png, new_figure
 from .training import fit_one_cycle
 
 
@@ -171,23 +165,6 @@ def attention_on_ink(attn_weights, images, height, width, threshold=0.3):
     return (attn_weights * ink).sum(-1), ink.float().mean(-1)                       # (B,), (B,)
 
 
-def overlay(ax, image, attn_map, title=None, alpha=0.8):
-    """Draw a grey image (H_img, W_img) with its attention map (h, w) stretched over it.
-
-    Each cell is coloured yellow to red with an opacity proportional to its weight (the largest
-    weight: ``alpha``), so cells with little attention stay see-through.
-    """
-    H, W = image.shape[-2:]
-    ax.imshow(image.squeeze().detach().cpu().numpy(), cmap="gray_r", extent=(0, W, H, 0))
-    attn_map = attn_map.detach().cpu().float()
-    strength = (attn_map / attn_map.max().clamp_min(1e-12)).numpy()           # 0..1: low weight = see-through
-    ax.imshow(attn_map.numpy(), cmap="autumn_r", alpha=alpha * strength, extent=(0, W, H, 0), interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=9)
-
-
 # ---------------------------------------------------------------------------------------------
 # Patch self-attention on a photograph (a vision transformer's first step, without training)
 # ---------------------------------------------------------------------------------------------
@@ -253,135 +230,8 @@ def patch_self_attention(patches, temperature=0.1, cosine=True):
     return torch.softmax(attn_scores / temperature, dim=-1)
 
 
-class PatchPicker(widgets.VBox):
-    """Pick a query patch of a photo (two sliders) and see its attention over all patches.
-
-    Args:
-        image: float tensor (3, H, W) in [0, 1].
-        attn_weights: (P, P) patch self-attention, P = rows * cols.
-        grid: (rows, cols).
-        query: (row, col) picked at first.
-
-    Attributes: ``row``, ``col`` (IntSliders), ``readout`` (HTML), ``image`` (Image);
-    ``pick(row, col)`` moves the sliders; ``weights()`` the query's (rows, cols) map; ``text()``.
-    """
-
-    def __init__(self, image, attn_weights, grid, query=(0, 0)):
-        rows, cols = grid
-        if attn_weights.shape != (rows * cols, rows * cols):
-            raise ValueError(f"attn_weights must be (P, P) with P = {rows}*{cols}; got {tuple(attn_weights.shape)}")
-        self.photo, self.attn_weights, self.grid = image.detach().cpu(), attn_weights.detach().cpu(), grid
-        slider = lambda n, v, d: widgets.IntSlider(value=v, min=0, max=n - 1, description=d,
-                                                   continuous_update=False)
-        self.row, self.col = slider(rows, query[0], "query row"), slider(cols, query[1], "query col")
-        self.readout = widgets.HTML()
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="860px"))
-        self.row.add_class("patch-row")
-        self.col.add_class("patch-col")
-        self.readout.add_class("patch-readout")
-        self.image.add_class("patch-chart")
-        super().__init__([widgets.HBox([self.row, self.col]), self.readout, self.image])
-        for s in (self.row, self.col):
-            s.observe(lambda change: self.update(), names="value")
-        self.update()
-
-    def pick(self, row, col):
-        """Move the sliders to the query patch (row, col)."""
-        self.row.value, self.col.value = row, col
-
-    def weights(self):
-        """The query patch's attention over all patches, as a (rows, cols) map."""
-        rows, cols = self.grid
-        return self.attn_weights[self.row.value * cols + self.col.value].view(rows, cols)
-
-    def text(self):
-        w = self.weights()
-        top = w.flatten().topk(3)
-        cols = self.grid[1]
-        spots = "  ".join(f"({j // cols}, {j % cols}) {v:.3f}" for v, j in zip(top.values.tolist(), top.indices.tolist()))
-        return (f"query patch ({self.row.value}, {self.col.value})   entropy = {entropy(w.flatten()).item():.2f} nats "
-                f"(uniform over {w.numel()} patches: {math.log(w.numel()):.2f})\ntop-3 patches: {spots}")
-
-    def update(self):
-        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
-        rows, (_, H, W) = self.grid[0], self.photo.shape
-        p = H // rows
-        fig = new_figure((9.6, 3.4))
-        ax0, ax1 = fig.subplots(1, 2)
-        for ax in (ax0, ax1):
-            ax.imshow(self.photo.permute(1, 2, 0).numpy(), extent=(0, W, H, 0))
-            ax.add_patch(Rectangle((self.col.value * p, self.row.value * p), p, p, fill=False, edgecolor="cyan",
-                                   linewidth=2))
-            ax.set_xticks([])
-            ax.set_yticks([])
-        ax0.set_title("photo and the query patch", fontsize=9)
-        ax1.imshow(self.weights().numpy(), cmap="magma", alpha=0.75, extent=(0, W, H, 0), interpolation="nearest")
-        ax1.set_title("attention of the query patch over all patches", fontsize=9)
-        self.image.value = figure_png(fig)
-
-
 # ---------------------------------------------------------------------------------------------
 # Checks of the lesson's exercises
 # ---------------------------------------------------------------------------------------------
-def _pool_cases(thorough):
-    yield "one image: C=4, H=3, W=5, query (C,)", 1, 4, 3, 5, False, 1.0, torch.float32
-    if thorough:
-        yield "batch of 3, C=8, H=4, W=2, query (B, C)", 3, 8, 4, 2, True, 1.0, torch.float32
-        yield "float64, C=16, H=W=6", 2, 16, 6, 6, False, 1.0, torch.float64
-        yield "large scores (x100), C=6, H=1, W=7", 2, 6, 1, 7, False, 100.0, torch.float32
 
 
-def _pool_hint(features, query):
-    def hint(actual, expected):
-        B, C, H, W = features.shape
-        if actual.shape == (B, H * W):
-            transposed = expected.view(B, H, W).transpose(1, 2).reshape(B, H * W)
-            if H != W and H > 1 and W > 1 and torch.allclose(actual, transposed, atol=1e-5):
-                return ("Yours are the weights of the positions in column-major order (w * H + h): flatten "
-                        "with features.flatten(2), which is row-major (h * W + w).")
-            scale = math.sqrt(C)
-            unscaled = torch.softmax(torch.log(expected.clamp_min(1e-30)) * scale, -1)
-            if torch.allclose(actual, unscaled, atol=1e-4):
-                return f"Divide the scores by sqrt(C) = {scale:.3g}."
-        return "Scores are query . features at each position / sqrt(C); softmax over positions (dim=-1)."
-    return hint
-
-
-def check_spatial_attention_pool(fn, thorough=False, seed=110):
-    """Check ``fn(features (B, C, H, W), query (C,) or (B, C)) -> (pooled (B, C), attn_weights (B, H*W))``."""
-    g = torch.Generator().manual_seed(seed)
-    for case, B, C, H, W, per_image, scale, dtype in _pool_cases(thorough):
-        features = (torch.randn(B, C, H, W, generator=g, dtype=torch.float64)).to(dtype)
-        query = (torch.randn(*((B, C) if per_image else (C,)), generator=g, dtype=torch.float64) * scale).to(dtype)
-        got = _call(fn, (features.clone(), query.clone()), case)
-        if not isinstance(got, tuple) or len(got) != 2:
-            raise CheckFailure("type", f"{case}: return the tuple (pooled, attn_weights); got {type(got).__name__}")
-        pooled, attn_weights = got
-        ref_pooled, ref_weights = spatial_attention_pool(features, query)
-        if not isinstance(attn_weights, torch.Tensor) or attn_weights.shape != ref_weights.shape:
-            expect_tensor("attn_weights", attn_weights, ref_weights, case, legend="(B, H*W)")   # type or shape
-        expect_rows_sum_to_one("attn_weights", attn_weights, case)
-        expect_tensor("attn_weights", attn_weights, ref_weights, case, legend="(B, H*W)",
-                      hint=_pool_hint(features, query))
-        expect_tensor("pooled", pooled, ref_pooled, case, legend="(B, C)",
-                      hint=lambda a, e: "pooled[b] = sum over positions s of attn_weights[b, s] * features[b, :, s].")
-
-
-def check_attention_map(fn, thorough=False, seed=111):
-    """Check ``fn(attn_weights (B, H*W), height, width) -> (B, height, width)``, positions row-major."""
-    cases = [("one image, H=2, W=3", 1, 2, 3)]
-    if thorough:
-        cases += [("batch of 4, H=5, W=3", 4, 5, 3), ("H=1, W=6", 2, 1, 6), ("square, H=W=4", 3, 4, 4)]
-    g = torch.Generator().manual_seed(seed)
-    for case, B, H, W in cases:
-        attn_weights = torch.softmax(torch.randn(B, H * W, generator=g), -1)
-        got = _call(fn, (attn_weights.clone(), H, W), case)
-        expected = attention_map(attn_weights, H, W)
-
-        def hint(actual, expected, H=H, W=W):
-            if torch.allclose(actual, expected.reshape(-1, W, H).transpose(1, 2)):
-                return ("Your map[b, h, w] holds the weight of position w * H + h (the positions read "
-                        "column by column): the picture is mirrored across its diagonal. Positions were "
-                        "flattened row by row, s = h * W + w.")
-            return "map[b, h, w] must be attn_weights[b, h * W + w]."
-        expect_tensor("attention map", got, expected, case, legend="(B, H, W)", hint=hint)

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from .. import attention, transformer
-from ..transformer import TransformerBlock, _check_positions, sinusoidal_positional_encoding
+from ..transformer import TransformerBlock, validate_positions, sinusoidal_positional_encoding
 
 
 def masked_softmax_v2(attn_scores, attn_mask=None, dim=-1):
@@ -46,7 +46,7 @@ class SinusoidalPositionalEncoding_v2(nn.Module):
         self.register_buffer("pe", sinusoidal_positional_encoding(max_len, d_model)[None], persistent=False)
 
     def forward(self, x):
-        _check_positions(x, self.max_len, self.d_model)
+        validate_positions(x, self.max_len, self.d_model)
         return x + self.pe[:, x.shape[1]].to(x.dtype)  # (B, L, E) + (1, L, E)
 
 

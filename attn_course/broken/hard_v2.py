@@ -3,11 +3,11 @@ import torch
 from torch.nn import functional as F
 
 from .. import hard
-from ..hard import MODES, _check_scores_value
+from ..hard import MODES, validate_scores_value
 
 
 def hard_attention_v2(attn_scores, value, mode="argmax", generator=None):
-    _check_scores_value(attn_scores, value)
+    validate_scores_value(attn_scores, value)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     S = attn_scores.shape[-1]

@@ -5,11 +5,11 @@ import torch
 
 from .. import heads
 from ..attention import key_padding_to_attn_mask, masked_softmax
-from ..heads import _check_split, merge_heads, split_heads
+from ..heads import validate_split, merge_heads, split_heads
 
 
 def split_heads_v2(x, num_heads):
-    _check_split(x, num_heads)
+    validate_split(x, num_heads)
     B, L, E = x.shape
     return x.view(B, num_heads, L, E // num_heads)  # (B, L, E) -> (B, H, L, D)
 

@@ -1,11 +1,11 @@
 """Second versions of the self- and cross-attention references (see the package docstring)."""
 from .. import self_cross
 from ..attention import attention_weights, key_padding_to_attn_mask
-from ..self_cross import _check_inputs
+from ..self_cross import validate_inputs
 
 
 def cross_attention_v2(decoder_states, encoder_states, w_query, w_key, w_value, key_padding_mask=None):
-    _check_inputs(decoder_states, encoder_states, w_query, w_key, w_value, key_padding_mask)
+    validate_inputs(decoder_states, encoder_states, w_query, w_key, w_value, key_padding_mask)
     query = decoder_states @ w_query                                         # (B, L, E) @ (E, D) -> (B, L, D)
     key = decoder_states @ w_key                                             # (B, S, E) @ (E, D) -> (B, S, D)
     value = decoder_states @ w_value                                         # (B, S, E) @ (E, Dv) -> (B, S, Dv)

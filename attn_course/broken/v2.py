@@ -7,7 +7,7 @@ from torch import nn
 
 from .. import attention, data, scoring
 from ..attention import attention_weights, causal_mask, masked_softmax
-from ..scoring import _check_pair
+from ..scoring import validate_query_key
 
 d_k = 64  # the head size of the examples in the lessons
 
@@ -25,13 +25,13 @@ def pad_batch_v2(sequences, pad_id=0):
 
 
 def scaled_dot_scores_v2(query, key, scale=None):
-    _check_pair(query, key, same_dim=True)
+    validate_query_key(query, key, same_dim=True)
     scale = 1.0 / query.shape[-1] if scale is None else scale
     return query @ key.transpose(-2, -1) * scale  # (..., L, S)
 
 
 def attention_weights_v2(query, key, attn_mask=None, is_causal=False, scale=None):
-    _check_pair(query, key, same_dim=True)
+    validate_query_key(query, key, same_dim=True)
     L, S = query.shape[-2], key.shape[-2]
     if is_causal and attn_mask is not None:
         raise ValueError("pass either attn_mask or is_causal=True, not both (as in PyTorch's SDPA)")
@@ -63,7 +63,7 @@ def softmax_with_temperature_v2(attn_scores, temperature=1.0, dim=-1):
 
 
 def additive_scores_v2(query, key, w_query, w_key, v):
-    _check_pair(query, key, same_dim=False)
+    validate_query_key(query, key, same_dim=False)
     A = v.shape[0] if v.dim() == 1 else -1
     if (v.dim() != 1 or tuple(w_query.shape) != (A, query.shape[-1])
             or tuple(w_key.shape) != (A, key.shape[-1])):
@@ -76,7 +76,7 @@ def additive_scores_v2(query, key, w_query, w_key, v):
 
 
 def attention_weights_v3(query, key, attn_mask=None, is_causal=False, scale=None):
-    _check_pair(query, key, same_dim=True)
+    validate_query_key(query, key, same_dim=True)
     L, S = query.shape[-2], key.shape[-2]
     if is_causal and attn_mask is not None:
         raise ValueError("pass either attn_mask or is_causal=True, not both (as in PyTorch's SDPA)")

@@ -14,27 +14,43 @@ expected, what came, and where to look. ``CheckFailure.kind`` names the property
     error                  the function raised (or is not implemented yet)
     gradient               autograd gives no gradient, or the wrong one, where one is expected
     reference              grading only: the function called what its exercise asks you to write
-                           (see ``attn_course.tripwire``)
+                           (see ``attn_course.checks.tripwire``)
 
 ``thorough=False`` runs one small case (what a learner sees); ``thorough=True`` adds batch dims,
-L != S, float64 and large scores (what grading adds). One module per lesson; everything is
-importable from here.
+L != S, float64 and large scores (what grading adds). One module per concept, named after the
+reference it checks (``checks.attention`` checks ``attn_course.attention``, ``checks.translation``
+checks ``attn_course.apps.translation``); every check is importable from here. Each check declares
+with ``@forbids`` what its exercise asks the learner to write (``check.forbidden``).
 """
-from .core import KINDS, CheckFailure, _call, _cases, _randn, expect_rows_sum_to_one, expect_tensor  # noqa: F401
-from .lesson01_03 import (check_additive_scores, check_attention, check_attention_weights, check_embedding_lookup,
-                          check_pad_batch, check_scaled_dot_product_attention, check_scaled_dot_scores,
-                          check_softmax_with_temperature, check_token_embedding)
-from .lesson04 import check_gumbel_softmax_st, check_hard_attention, check_hard_attention_argmax
-from .lesson05 import check_cross_attention, check_self_attention
-from .lesson06 import check_merge_heads, check_multi_head_attention, check_split_heads
-from .lesson07 import check_causal_mask, check_masked_softmax, check_positional_encoding, check_transformer_block
+from .attention import (check_additive_scores, check_attention, check_attention_weights, check_embedding_lookup,
+                        check_pad_batch, check_scaled_dot_product_attention, check_scaled_dot_scores,
+                        check_softmax_with_temperature, check_token_embedding)
+from .captioning import check_soft_attention
+from .classification import check_attention_pooling
+from .core import (KINDS, CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids, format_shape,
+                   random_tensor)
+from .generation import check_lm_forward, check_sample_next
+from .hard import check_gumbel_softmax_st, check_hard_attention, check_hard_attention_argmax
+from .heads import check_merge_heads, check_multi_head_attention, check_split_heads
+from .self_cross import check_cross_attention, check_self_attention
+from .speech import check_attention_pool, check_subsample_padding_mask
+from .summarization import check_rouge_1_f1, check_word_attention
+from .transformer import check_causal_mask, check_masked_softmax, check_positional_encoding, check_transformer_block
+from .translation import check_additive_attention, check_seq2seq_forward
+from .vision import check_attention_map, check_spatial_attention_pool
 
 __all__ = [
-    "KINDS", "CheckFailure", "expect_rows_sum_to_one", "expect_tensor",
-    "check_pad_batch", "check_embedding_lookup", "check_token_embedding", "check_scaled_dot_product_attention", "check_scaled_dot_scores", "check_additive_scores",
-    "check_softmax_with_temperature", "check_attention", "check_attention_weights",
-    "check_hard_attention_argmax", "check_hard_attention", "check_gumbel_softmax_st",
-    "check_self_attention", "check_cross_attention",
-    "check_split_heads", "check_merge_heads", "check_multi_head_attention",
-    "check_causal_mask", "check_masked_softmax", "check_transformer_block", "check_positional_encoding",
+    "KINDS", "CheckFailure", "call_learner", "expect_rows_sum_to_one", "expect_tensor", "forbids", "format_shape",
+    "random_tensor",
+    # lessons 01-08
+    "check_pad_batch", "check_embedding_lookup", "check_token_embedding", "check_scaled_dot_product_attention",
+    "check_scaled_dot_scores", "check_additive_scores", "check_softmax_with_temperature", "check_attention",
+    "check_attention_weights", "check_hard_attention_argmax", "check_hard_attention", "check_gumbel_softmax_st",
+    "check_self_attention", "check_cross_attention", "check_split_heads", "check_merge_heads",
+    "check_multi_head_attention", "check_causal_mask", "check_masked_softmax", "check_transformer_block",
+    "check_positional_encoding",
+    # lessons 09-15
+    "check_additive_attention", "check_seq2seq_forward", "check_attention_pooling", "check_spatial_attention_pool",
+    "check_attention_map", "check_soft_attention", "check_attention_pool", "check_subsample_padding_mask",
+    "check_rouge_1_f1", "check_word_attention", "check_sample_next", "check_lm_forward",
 ]

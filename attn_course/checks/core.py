@@ -1,10 +1,11 @@
 """The machinery every check shares: CheckFailure, calling the learner's function, comparing tensors."""
+import contextvars
+import functools
 import math
-import sys
 
 import torch
 
-from .. import tripwire
+from . import tripwire
 
 KINDS = ("type", "shape", "dtype", "finite", "normalisation", "scale", "mask", "causality", "values", "error",
          "gradient", "reference")
@@ -20,8 +21,37 @@ class CheckFailure(AssertionError):
         self.kind = kind
 
 
-def _fmt(shape):
+def format_shape(shape):
+    """``(2, 3)`` for a ``torch.Size`` or any sequence of ints: how messages print shapes."""
     return str(tuple(shape))
+
+
+_forbidden = contextvars.ContextVar("forbidden", default=())
+
+
+def forbids(*rules):
+    """Declare what a check's exercise asks the learner to write (a decorator for ``check_*``).
+
+    ``rules`` are ``(label, callable)`` pairs (``tripwire.package(...)``, ``tripwire.SOFTMAX``, ...).
+    While the decorated check runs, ``call_learner`` watches the learner's function for a call of
+    any of them; when the classroom grader has armed the tripwire, such a call fails the check with
+    kind ``reference``. The rules stay readable as ``check.forbidden``.
+    """
+    rules = tuple(rules)
+
+    def decorate(check):
+        @functools.wraps(check)
+        def run(*args, **kwargs):
+            token = _forbidden.set(rules)
+            try:
+                return check(*args, **kwargs)
+            finally:
+                _forbidden.reset(token)
+
+        run.forbidden = rules
+        return run
+
+    return decorate
 
 
 def _refuse_reference(watch, fn, case):
@@ -31,8 +61,13 @@ def _refuse_reference(watch, fn, case):
                                         f"yourself; a call to it scores no points when graded.") from None
 
 
-def _call(fn, args, case):
-    watch = tripwire.watch(sys._getframe(1))  # idle unless the classroom grader armed it
+def call_learner(fn, args, case):
+    """``fn(*args)``, with any exception turned into a ``CheckFailure`` of kind ``error`` naming ``case``.
+
+    Inside a check declared with ``@forbids``, and when the classroom grader has armed the tripwire,
+    a call of a forbidden function fails with kind ``reference`` instead.
+    """
+    watch = tripwire.watch(_forbidden.get())  # idle unless the classroom grader armed it
     try:
         with watch:
             result = fn(*args)
@@ -42,7 +77,7 @@ def _call(fn, args, case):
                                     f"implemented yet ({exc})") from None
     except Exception as exc:
         _refuse_reference(watch, fn, case)
-        shapes = ", ".join(_fmt(a.shape) if isinstance(a, torch.Tensor) else repr(a) for a in args)
+        shapes = ", ".join(format_shape(a.shape) if isinstance(a, torch.Tensor) else repr(a) for a in args)
         raise CheckFailure("error", f"{case}: {getattr(fn, '__name__', 'your function')}({shapes}) "
                                     f"raised {type(exc).__name__}: {exc}") from None
     _refuse_reference(watch, fn, case)
@@ -87,7 +122,7 @@ def expect_tensor(name, actual, expected, case="", legend="", atol=1e-5, rtol=1e
                                    + (" (did you forget `return`?)" if actual is None else ""))
     if actual.shape != expected.shape:
         raise CheckFailure("shape", f"{where}{name} should have shape {legend + ' = ' if legend else ''}"
-                                    f"{_fmt(expected.shape)}; got {_fmt(actual.shape)}")
+                                    f"{format_shape(expected.shape)}; got {format_shape(actual.shape)}")
     if actual.dtype != expected.dtype:
         raise CheckFailure("dtype", f"{where}{name} should have dtype {expected.dtype}; got {actual.dtype}")
     if actual.is_floating_point() and not torch.isfinite(actual).all():
@@ -132,11 +167,14 @@ def expect_rows_sum_to_one(name, attn_weights, case="", atol=1e-4):
         raise CheckFailure("normalisation", msg)
 
 
-def _randn(g, *shape, scale=1.0, dtype=torch.float32):
+def random_tensor(g, *shape, scale=1.0, dtype=torch.float32):
+    """A standard normal tensor drawn in float64 from generator ``g``, times ``scale``, cast to ``dtype``.
+
+    Drawing in float64 then casting gives the same numbers in float32 and float64 for one seed."""
     return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
 
 
-def _cases(thorough, seed):
+def attention_cases(thorough, seed):
     """(label, batch dims, L, S, D, Dv, score scale, dtype) for the attention checks."""
     yield "one sentence: L=3, S=4, D=8", (), 3, 4, 8, 5, 1.0, torch.float32
     if thorough:
@@ -145,7 +183,8 @@ def _cases(thorough, seed):
         yield "large scores (x100), L=4, S=9", (2,), 4, 9, 8, 3, 100.0, torch.float32
 
 
-def _scale_hint(actual, expected):
+def scale_hint(actual, expected):
+    """A values hint for scores: names the factor sqrt(d) when ``actual`` is ``expected`` times it (or over it)."""
     ratio = (actual.abs().mean() / expected.abs().mean()).item()
     for d in range(2, 257):
         if abs(ratio - math.sqrt(d)) < 1e-3 * math.sqrt(d):

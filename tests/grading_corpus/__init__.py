@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 
 import attn_course.broken
-from attn_course import assign
+from attn_course.grading import assign
 
 FULL, ZERO, PARTIAL, LESS = "full", "zero", "partial", "less"
 ROOT = assign.ROOT

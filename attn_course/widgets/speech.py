@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 
 from ..data.spoken_digits import WORDS
 from ..plot import figure_png
-from .speech import pad_frames
+from ..apps.speech import pad_frames
 
 
 def draw_clip(ax_spec, ax_attn, frames, attn_weights, voiced=None, title=None, stride=2):

@@ -5,8 +5,10 @@ and where to look; ``thorough=True`` is what grading adds.
 """
 import torch
 
-from ..checks import CheckFailure, _call, expect_tensor
-from .generation import CharTransformer, causality_probe
+from ..apps import generation
+from ..apps.generation import CharTransformer, causality_probe
+from .core import CheckFailure, call_learner, expect_tensor, forbids
+from .tripwire import package
 
 
 def _expect_ids(name, got, B, case):
@@ -37,6 +39,7 @@ def _sample_cases(thorough):
     return cases
 
 
+@forbids(*package(generation.sample_next))
 def check_sample_next(fn, thorough=False, seed=150):
     """Check ``fn(logits (B, V), temperature, top_k, generator) -> ids (B,)`` against ``sample_next``.
 
@@ -52,7 +55,7 @@ def check_sample_next(fn, thorough=False, seed=150):
     for case, temperature, top_k, dtype in _sample_cases(thorough):
         logits = row.to(dtype).expand(N, V).clone()                                # (N, V): N draws at once
         before = logits.clone()
-        got = _call(fn, (logits, temperature, top_k, torch.Generator().manual_seed(seed + 1)), case)
+        got = call_learner(fn, (logits, temperature, top_k, torch.Generator().manual_seed(seed + 1)), case)
         _expect_ids("sample_next", got, N, case)
         if thorough and not torch.equal(logits, before):
             raise CheckFailure("values", f"{case}: sample_next changed its input logits in place; use "
@@ -64,7 +67,7 @@ def check_sample_next(fn, thorough=False, seed=150):
                 raise CheckFailure("values", f"{case}: drew ids {outside}, which are not among the top_k={top_k} "
                                              f"largest logits {torch.topk(row, top_k).indices.tolist()}; "
                                              f"set every other logit to -inf before the softmax")
-        again = _call(fn, (logits, temperature, top_k, torch.Generator().manual_seed(seed + 1)), case)
+        again = call_learner(fn, (logits, temperature, top_k, torch.Generator().manual_seed(seed + 1)), case)
         if not torch.equal(got, again):
             raise CheckFailure("values", f"{case}: two calls with generators seeded alike drew different ids; "
                                          f"pass generator=generator to torch.multinomial so that text is reproducible")
@@ -77,14 +80,14 @@ def check_sample_next(fn, thorough=False, seed=150):
                                          f"by the temperature (do not multiply), keep exactly k logits, and take "
                                          f"the softmax over the vocabulary axis (dim=-1)")
     logits = torch.randn(5, V, generator=g) * 3                                    # (B=5, V)
-    got = _call(fn, (logits, 1.0, 1, torch.Generator().manual_seed(seed + 2)), "top_k=1")
+    got = call_learner(fn, (logits, 1.0, 1, torch.Generator().manual_seed(seed + 2)), "top_k=1")
     _expect_ids("sample_next", got, 5, "top_k=1")
     if not torch.equal(got, logits.argmax(-1)):
         raise CheckFailure("values", f"top_k=1: only the largest logit of each row may be drawn, "
                                      f"{logits.argmax(-1).tolist()}; got {got.tolist()}")
     if thorough:
         huge = torch.tensor([[1000.0, 999.0, -1000.0, 0.0]])                       # exp would overflow
-        got = _call(fn, (huge.expand(4000, 4).clone(), 1.0, None, torch.Generator().manual_seed(seed + 3)),
+        got = call_learner(fn, (huge.expand(4000, 4).clone(), 1.0, None, torch.Generator().manual_seed(seed + 3)),
                     "huge logits")
         _expect_ids("sample_next", got, 4000, "huge logits")
         share = (got == 0).double().mean().item()
@@ -102,6 +105,7 @@ def _lm_cases(thorough):
     return cases
 
 
+@forbids(("attn_course.apps.generation.CharTransformer", generation.CharTransformer.forward))
 def check_lm_forward(fn, thorough=False, seed=151):
     """Check ``fn(model, ids (B, L)) -> logits (B, L, V)``: the forward pass of a ``CharTransformer``.
 
@@ -119,7 +123,7 @@ def check_lm_forward(fn, thorough=False, seed=151):
         ids = torch.randint(0, 12, (B, L), generator=g)
         with torch.no_grad():
             expected = model(ids)                                                  # (B, L, V)
-            got = _call(fn, (model, ids), case)
+            got = call_learner(fn, (model, ids), case)
             if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
                 expect_tensor("logits", got, expected, case, legend="(B, L, V)")   # raises type / shape
             for position in range(1, L):

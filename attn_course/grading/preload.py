@@ -3,7 +3,7 @@
 Every submission would otherwise spend most of its time importing torch, matplotlib, IPython,
 ipywidgets and otter-grader; forked from a process that already holds them, it starts at once.
 Importing this module has those side effects on purpose, and arms the reference tripwire
-(``attn_course.tripwire``) before any learner's code can run.
+(``attn_course.checks.tripwire``) before any learner's code can run.
 """
 import os
 import sys
@@ -30,6 +30,7 @@ import attn_course.broken  # noqa: E402,F401
 import attn_course.checks  # noqa: E402,F401
 import attn_course.plot  # noqa: E402,F401
 import attn_course.widgets  # noqa: E402,F401
-from attn_course import grade_job, tripwire  # noqa: E402,F401
+from attn_course.checks import tripwire  # noqa: E402
+from attn_course.grading import job  # noqa: E402,F401
 
 tripwire.enable()

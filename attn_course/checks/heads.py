@@ -4,10 +4,13 @@ import functools
 import torch
 
 from .. import attention, data, heads, pretrained
-from .core import CheckFailure, _call, _fmt, _randn, expect_rows_sum_to_one, expect_tensor
+from .core import (CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids,
+                   format_shape, random_tensor)
+from .tripwire import MHA, package
 
 
-def _matches(actual, candidate, atol=1e-5):
+def matches(actual, candidate, atol=1e-5):
+    """Whether ``actual`` equals ``candidate`` (same shape, values within ``atol``): a known-bug detector."""
     return (isinstance(actual, torch.Tensor) and actual.shape == candidate.shape
             and torch.allclose(actual.detach().cpu().to(candidate.dtype), candidate.detach().cpu(), atol=atol,
                                rtol=1e-4))
@@ -23,38 +26,40 @@ def _split_cases(thorough):
         yield "one token: B=2, L=1, E=8, H=4", 2, 1, 8, 4, torch.float32
 
 
+@forbids(*package(heads.split_heads))
 def check_split_heads(fn, thorough=False, seed=60):
     """``fn(x (B, L, E), num_heads) -> (B, H, L, D)`` with ``out[b, h, l] == x[b, l, h*D:(h+1)*D]``."""
     g = torch.Generator().manual_seed(seed)
     for i, (case, B, L, E, H, dtype) in enumerate(_split_cases(thorough)):
         D = E // H
-        x = torch.arange(B * L * E, dtype=dtype).view(B, L, E) if i == 0 else _randn(g, B, L, E, dtype=dtype)
-        got = _call(fn, (x.clone(), H), case)
+        x = torch.arange(B * L * E, dtype=dtype).view(B, L, E) if i == 0 else random_tensor(g, B, L, E, dtype=dtype)
+        got = call_learner(fn, (x.clone(), H), case)
         if isinstance(got, torch.Tensor) and tuple(got.shape) == (B, L, H, D) != (B, H, L, D):
-            raise CheckFailure("shape", f"{case}: the heads should have shape (B, H, L, D) = {_fmt((B, H, L, D))}; "
-                                        f"got {_fmt(got.shape)} = (B, L, H, D). Did you transpose after view? "
+            raise CheckFailure("shape", f"{case}: the heads should have shape (B, H, L, D) = {format_shape((B, H, L, D))}; "
+                                        f"got {format_shape(got.shape)} = (B, L, H, D). Did you transpose after view? "
                                         f"x.view(B, L, H, D).transpose(1, 2) puts the head axis before the tokens.")
 
         def hint(actual, expected, x=x, B=B, L=L, H=H, D=D):
-            if _matches(actual, x.reshape(B, H, L, D)):
+            if matches(actual, x.reshape(B, H, L, D)):
                 return ("Yours equals x.view(B, H, L, D): view alone cuts the numbers in memory order, so head 0 "
                         "gets the first tokens' whole vectors instead of its D features of every token. Did you "
                         "transpose after view? Use x.view(B, L, H, D).transpose(1, 2).")
-            if _matches(actual, x.reshape(B, L, D, H).permute(0, 3, 1, 2)):
+            if matches(actual, x.reshape(B, L, D, H).permute(0, 3, 1, 2)):
                 return (f"Head h should own the block of features h*D .. (h+1)*D - 1 (D = {D}), not every "
                         f"{H}-th feature: view(B, L, H, D), not view(B, L, D, H).")
             return f"out[b, h, l, :] must equal x[b, l, h*D:(h+1)*D] with D = E // num_heads = {D}."
         expect_tensor("heads", got, heads.split_heads(x, H), case, "(B, H, L, D)", atol=0, rtol=0, hint=hint)
 
 
+@forbids(*package(heads.merge_heads))
 def check_merge_heads(fn, thorough=False, seed=61):
     """``fn(x (B, H, L, D)) -> (B, L, H*D)``, the inverse of ``split_heads``."""
     g = torch.Generator().manual_seed(seed)
     for i, (case, B, L, E, H, dtype) in enumerate(_split_cases(thorough)):
         D = E // H
-        x = torch.arange(B * H * L * D, dtype=dtype).view(B, H, L, D) if i == 0 else _randn(g, B, H, L, D, dtype=dtype)
+        x = torch.arange(B * H * L * D, dtype=dtype).view(B, H, L, D) if i == 0 else random_tensor(g, B, H, L, D, dtype=dtype)
         try:
-            got = _call(fn, (x.clone(),), case)
+            got = call_learner(fn, (x.clone(),), case)
         except CheckFailure as err:
             if "view size is not compatible" in str(err):
                 raise CheckFailure("error", f"{err} After transpose(1, 2) the tensor is not contiguous in "
@@ -63,12 +68,12 @@ def check_merge_heads(fn, thorough=False, seed=61):
             raise
 
         def hint(actual, expected, x=x, B=B, L=L, E=E):
-            if _matches(actual, x.reshape(B, L, E)):
+            if matches(actual, x.reshape(B, L, E)):
                 return ("Yours equals x.reshape(B, L, E) without a transpose: that mixes tokens across heads. Did "
                         "you transpose(1, 2) before reshape? Use x.transpose(1, 2).reshape(B, L, E).")
             return "out[b, l, h*D:(h+1)*D] must equal x[b, h, l, :]: transpose(1, 2), then reshape(B, L, E)."
         expect_tensor("merged", got, heads.merge_heads(x), case, "(B, L, E)", atol=0, rtol=0, hint=hint)
-        if _matches(got, heads.merge_heads(x)) and not torch.equal(heads.split_heads(got, H), x):
+        if matches(got, heads.merge_heads(x)) and not torch.equal(heads.split_heads(got, H), x):
             raise CheckFailure("values", f"{case}: split_heads(merge_heads(x), H) should give x back.")
 
 
@@ -87,8 +92,8 @@ def _mha_cases(thorough):
 def _linear(g, E, dtype):
     proj = torch.nn.Linear(E, E).to(dtype)
     with torch.no_grad():
-        proj.weight.copy_(_randn(g, E, E, scale=E ** -0.5, dtype=dtype))
-        proj.bias.copy_(_randn(g, E, scale=0.1, dtype=dtype))
+        proj.weight.copy_(random_tensor(g, E, E, scale=E ** -0.5, dtype=dtype))
+        proj.bias.copy_(random_tensor(g, E, scale=0.1, dtype=dtype))
     return proj
 
 
@@ -117,7 +122,7 @@ def _mha_weight_hint(query, key, projs, H, key_padding_mask):
              "Use .view(B, L, H, D).transpose(1, 2)."),
         ]
         for candidate, message in mistakes:
-            if H > 1 and _matches(actual, candidate):
+            if H > 1 and matches(actual, candidate):
                 return message
         return ("attn_weights[b, h] = softmax(q_h k_h^T / sqrt(head_dim)) over the keys, with q_h, k_h head h of "
                 "split_heads(q_proj(query)), split_heads(k_proj(key)).")
@@ -131,8 +136,8 @@ def _expect_mha(got, case, query, key, value, projs, H, key_padding_mask):
     B, L, E = query.shape
     S = key.shape[1]
     if isinstance(attn_weights, torch.Tensor) and tuple(attn_weights.shape) == (B, L, S) and H > 1:
-        raise CheckFailure("shape", f"{case}: attn_weights should have shape (B, H, L, S) = {_fmt((B, H, L, S))}; got "
-                                    f"{_fmt(attn_weights.shape)}. Return every head's weights; do not average them.")
+        raise CheckFailure("shape", f"{case}: attn_weights should have shape (B, H, L, S) = {format_shape((B, H, L, S))}; got "
+                                    f"{format_shape(attn_weights.shape)}. Return every head's weights; do not average them.")
     module = attention.MultiHeadAttention(E, H).to(query.dtype)                 # the reference, same weights
     for ours, theirs in zip((module.q_proj, module.k_proj, module.v_proj, module.out_proj), projs):
         ours.load_state_dict(theirs.state_dict())
@@ -148,10 +153,10 @@ def _expect_mha(got, case, query, key, value, projs, H, key_padding_mask):
         with torch.no_grad():
             unmerged = projs[3]((ref_weights @ v).reshape(B, L, E))             # merged without transpose
             no_out = heads.merge_heads(ref_weights @ v)                          # out_proj forgotten
-        if H > 1 and _matches(actual, unmerged):
+        if H > 1 and matches(actual, unmerged):
             return ("attn_weights are right but the heads were merged with reshape(B, L, E) and no transpose: "
                     "use context.transpose(1, 2).reshape(B, L, E) before out_proj.")
-        if _matches(actual, no_out):
+        if matches(actual, no_out):
             return "attn_weights are right; apply out_proj to the merged heads."
         return "attn_weights are right: merge the heads (transpose(1, 2).reshape(B, L, E)), then out_proj."
     expect_tensor("attn_output", attn_output, ref_output, case, "(B, L, E)", hint=output_hint)
@@ -211,6 +216,7 @@ def _check_minilm(fn, thorough):
                   case, "(B, T, 384)", atol=1e-4, rtol=0, hint=hint)
 
 
+@forbids(*MHA)
 def check_multi_head_attention(fn, thorough=False, seed=62):
     """``fn(query, key, value, q_proj, k_proj, v_proj, out_proj, num_heads[, key_padding_mask])``
     -> ``(attn_output (B, L, E), attn_weights (B, H, L, S))``, equal to ``attn_course.MultiHeadAttention``.
@@ -223,14 +229,14 @@ def check_multi_head_attention(fn, thorough=False, seed=62):
     g = torch.Generator().manual_seed(seed)
     for case, B, L, S, E, H, dtype, lengths, is_self in _mha_cases(thorough):
         scale = 4.0 if "x4" in case else 1.0
-        query = _randn(g, B, L, E, scale=scale, dtype=dtype)
-        key = query if is_self else _randn(g, B, S, E, scale=scale, dtype=dtype)
-        value = key if is_self else _randn(g, B, S, E, dtype=dtype)
+        query = random_tensor(g, B, L, E, scale=scale, dtype=dtype)
+        key = query if is_self else random_tensor(g, B, S, E, scale=scale, dtype=dtype)
+        value = key if is_self else random_tensor(g, B, S, E, dtype=dtype)
         projs = [_linear(g, E, dtype) for _ in range(4)]
         key_padding_mask = None if lengths is None else attention.padding_mask(lengths, S)
         extra = () if key_padding_mask is None else (key_padding_mask.clone(),)
         args = (query.clone(), key.clone(), value.clone(), *projs, H, *extra)
         with torch.no_grad():
-            got = _call(fn, args, case)
+            got = call_learner(fn, args, case)
         _expect_mha(got, case, query, key, value, projs, H, key_padding_mask)
     _check_minilm(fn, thorough)

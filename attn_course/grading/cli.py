@@ -30,7 +30,7 @@ def _grade(argv):
     args = parser.parse_args(argv)
     if args.timeout <= 0 or (args.jobs is not None and args.jobs < 1) or args.memory_mb < 512:
         parser.error("--timeout must be > 0, --jobs >= 1 and --memory-mb >= 512")
-    from .grading import grade
+    from .grader import grade
     return grade(args.submissions, args.out, lesson=args.lesson, timeout=args.timeout, jobs=args.jobs,
                  memory_mb=args.memory_mb, progress=not args.no_progress)
 
@@ -44,7 +44,7 @@ def main(argv=None):
                         help="lab: open the lessons in JupyterLab; grade: grade a folder of submissions")
     args, rest = parser.parse_known_args(argv)
     if args.command == "lab":
-        from .lab import main as lab_main
+        from ..lab import main as lab_main
         return lab_main(rest)
     return 2
 

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KEEP_CELL_META = {"tags", "deletable", "editable", "otter"}
 KEEP_NB_META = {"kernelspec", "otter"}
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN PROMPT", "END PROMPT", "BEGIN TESTS", "BEGIN QUESTION")

@@ -15,7 +15,7 @@ import torch
 
 from ..attention import entropy
 from ..plot import attention_heatmap, figure_png, new_figure
-from .generation import generate
+from ..apps.generation import generate
 
 
 def _show(ch):

@@ -6,9 +6,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import attention, data, scoring
-from .core import CheckFailure, _call, _cases, _randn, _scale_hint, expect_rows_sum_to_one, expect_tensor
+from .core import (CheckFailure, attention_cases, call_learner, expect_rows_sum_to_one, expect_tensor, forbids,
+                   random_tensor, scale_hint)
+from .tripwire import MHA, SDPA, SOFTMAX, package
 
 
+@forbids(*package(data.pad_batch))
 def check_pad_batch(fn, thorough=False):
     """``fn(sequences, pad_id) -> (ids (B, T) int64, key_padding_mask (B, T) bool, True = padding)``."""
     cases = [("three sentences", [[4, 5, 6], [7], [8, 9]], 0)]
@@ -16,7 +19,7 @@ def check_pad_batch(fn, thorough=False):
         cases += [("one sequence", [[3, 1, 2]], 0), ("pad_id=99 and an empty sequence", [[5], [], [6, 7]], 99),
                   ("a real token equal to pad_id (mask from lengths, not from ids == pad_id)", [[0, 5], [7]], 0)]
     for case, seqs, pad_id in cases:
-        got = _call(fn, ([list(s) for s in seqs], pad_id), case)
+        got = call_learner(fn, ([list(s) for s in seqs], pad_id), case)
         ref_ids, ref_mask = data.pad_batch(seqs, pad_id)
         if not (isinstance(got, tuple) and len(got) == 2):
             raise CheckFailure("type", f"{case}: return a tuple (ids, key_padding_mask); got "
@@ -31,6 +34,7 @@ def check_pad_batch(fn, thorough=False):
         expect_tensor("key_padding_mask", mask, ref_mask, case, "(B, T)")
 
 
+@forbids(("torch.nn.functional.embedding", F.embedding), ("torch.nn.Embedding", nn.Embedding.forward))
 def check_embedding_lookup(fn, thorough=False):
     """``fn(ids (B, T) int64, weight (V, E)) -> (B, T, E)``, equal to ``F.embedding(ids, weight)``."""
     g = torch.Generator().manual_seed(1)
@@ -39,22 +43,24 @@ def check_embedding_lookup(fn, thorough=False):
         cases += [("B=3, T=7, V=50, E=16", 3, 7, 50, 16), ("B=1, T=1, V=2, E=5", 1, 1, 2, 5)]
     for case, B, T, V, E in cases:
         ids = torch.randint(0, V, (B, T), generator=g)
-        weight = _randn(g, V, E)
-        got = _call(fn, (ids, weight), case)
+        weight = random_tensor(g, V, E)
+        got = call_learner(fn, (ids, weight), case)
         expect_tensor("embeddings", got, F.embedding(ids, weight), case, "(B, T, E)")
 
 
 # ----------------------------------------------------------------- lesson 02: scores
+@forbids(*package(scoring.scaled_dot_scores, scoring.dot_scores, scoring.general_scores))
 def check_scaled_dot_scores(fn, thorough=False, seed=2):
     """``fn(query (..., L, D), key (..., S, D)) -> attn_scores (..., L, S)``, ``q . k / sqrt(D)``."""
     g = torch.Generator().manual_seed(seed)
-    for case, batch, L, S, D, _, scale, dtype in _cases(thorough, seed):
-        query, key = _randn(g, *batch, L, D, scale=scale, dtype=dtype), _randn(g, *batch, S, D, dtype=dtype)
-        got = _call(fn, (query, key), case)
+    for case, batch, L, S, D, _, scale, dtype in attention_cases(thorough, seed):
+        query, key = random_tensor(g, *batch, L, D, scale=scale, dtype=dtype), random_tensor(g, *batch, S, D, dtype=dtype)
+        got = call_learner(fn, (query, key), case)
         expect_tensor("attn_scores", got, scoring.scaled_dot_scores(query, key), case, "(..., L, S)",
-                      hint=_scale_hint, rescaled="scores")
+                      hint=scale_hint, rescaled="scores")
 
 
+@forbids(*package(scoring.additive_scores, scoring.concat_scores))
 def check_additive_scores(fn, thorough=False, seed=3):
     """``fn(query, key, w_query (A, Dq), w_key (A, Dk), v (A,)) -> attn_scores (..., L, S)``."""
     g = torch.Generator().manual_seed(seed)
@@ -62,13 +68,14 @@ def check_additive_scores(fn, thorough=False, seed=3):
     if thorough:
         cases += [("batched (2,): L=4, S=2, Dq=Dk=A=8", (2,), 4, 2, 8, 8, 8)]
     for case, batch, L, S, Dq, Dk, A in cases:
-        args = (_randn(g, *batch, L, Dq), _randn(g, *batch, S, Dk), _randn(g, A, Dq), _randn(g, A, Dk),
-                _randn(g, A))
-        expect_tensor("attn_scores", _call(fn, args, case), scoring.additive_scores(*args), case,
+        args = (random_tensor(g, *batch, L, Dq), random_tensor(g, *batch, S, Dk), random_tensor(g, A, Dq), random_tensor(g, A, Dk),
+                random_tensor(g, A))
+        expect_tensor("attn_scores", call_learner(fn, args, case), scoring.additive_scores(*args), case,
                       "(..., L, S)", hint=lambda a, e: "Check the tanh and that v is applied last.")
 
 
 # ----------------------------------------------------------------- lesson 03: softmax and context
+@forbids(*package(attention.softmax_with_temperature, attention.masked_softmax), *SOFTMAX)
 def check_softmax_with_temperature(fn, thorough=False, seed=4):
     """``fn(attn_scores (..., L, S), temperature) -> attn_weights``, softmax over the key axis."""
     g = torch.Generator().manual_seed(seed)
@@ -76,8 +83,8 @@ def check_softmax_with_temperature(fn, thorough=False, seed=4):
     if thorough:
         cases += [("batched (2, 4, 6), T=2.0", (2, 4, 6), 1.0, 2.0), ("large scores, T=1", (3, 4), 200.0, 1.0)]
     for case, shape, scale, t in cases:
-        attn_scores = _randn(g, *shape, scale=scale)
-        got = _call(fn, (attn_scores.clone(), t), case)
+        attn_scores = random_tensor(g, *shape, scale=scale)
+        got = call_learner(fn, (attn_scores.clone(), t), case)
         if isinstance(got, torch.Tensor) and got.shape == attn_scores.shape:
             expect_rows_sum_to_one("attn_weights", got, case)
         expect_tensor("attn_weights", got, attention.softmax_with_temperature(attn_scores, t), case,
@@ -85,13 +92,14 @@ def check_softmax_with_temperature(fn, thorough=False, seed=4):
                       rescaled="weights")
 
 
+@forbids(*package(attention.scaled_dot_product_attention, attention.attention_weights), *SDPA, *MHA)
 def check_attention(fn, thorough=False, seed=5):
     """``fn(query, key, value) -> (context (..., L, Dv), attn_weights (..., L, S))``, unmasked SDPA."""
     g = torch.Generator().manual_seed(seed)
-    for case, batch, L, S, D, Dv, scale, dtype in _cases(thorough, seed):
-        query = _randn(g, *batch, L, D, scale=scale, dtype=dtype)
-        key, value = _randn(g, *batch, S, D, dtype=dtype), _randn(g, *batch, S, Dv, dtype=dtype)
-        got = _call(fn, (query.clone(), key.clone(), value.clone()), case)
+    for case, batch, L, S, D, Dv, scale, dtype in attention_cases(thorough, seed):
+        query = random_tensor(g, *batch, L, D, scale=scale, dtype=dtype)
+        key, value = random_tensor(g, *batch, S, D, dtype=dtype), random_tensor(g, *batch, S, Dv, dtype=dtype)
+        got = call_learner(fn, (query.clone(), key.clone(), value.clone()), case)
         if not (isinstance(got, tuple) and len(got) == 2):
             raise CheckFailure("type", f"{case}: return a tuple (context, attn_weights); got "
                                        f"{type(got).__name__}")
@@ -105,13 +113,14 @@ def check_attention(fn, thorough=False, seed=5):
                       hint=lambda a, e: "context is attn_weights @ value.")
 
 
+@forbids(*package(attention.attention_weights, attention.scaled_dot_product_attention), *SDPA, *MHA)
 def check_attention_weights(fn, thorough=False, seed=6):
     """``fn(query (..., L, D), key (..., S, D)) -> attn_weights (..., L, S)``, softmax(q k^T / sqrt(D))."""
     g = torch.Generator().manual_seed(seed)
-    for case, batch, L, S, D, _, scale, dtype in _cases(thorough, seed):
-        query = _randn(g, *batch, L, D, scale=scale, dtype=dtype)
-        key = _randn(g, *batch, S, D, dtype=dtype)
-        got = _call(fn, (query.clone(), key.clone()), case)
+    for case, batch, L, S, D, _, scale, dtype in attention_cases(thorough, seed):
+        query = random_tensor(g, *batch, L, D, scale=scale, dtype=dtype)
+        key = random_tensor(g, *batch, S, D, dtype=dtype)
+        got = call_learner(fn, (query.clone(), key.clone()), case)
         ref_weights = attention.attention_weights(query, key)
         if isinstance(got, torch.Tensor) and got.shape == ref_weights.shape:
             expect_rows_sum_to_one("attn_weights", got, case)
@@ -119,6 +128,7 @@ def check_attention_weights(fn, thorough=False, seed=6):
                       hint=lambda a, e: "Are the scores divided by sqrt(d_k) before the softmax?", rescaled="weights")
 
 
+@forbids(*package(data.token_embedding))
 def check_token_embedding(fn, thorough=False, seed=9):
     """``fn(vocab_size, embed_dim, pad_id, generator) -> nn.Embedding`` whose pad row is zero and learns nothing.
 
@@ -129,7 +139,7 @@ def check_token_embedding(fn, thorough=False, seed=9):
     if thorough:
         cases += [("V=50, E=16, pad_id=49", 50, 16, 49), ("V=3, E=1, pad_id=1", 3, 1, 1)]
     for case, V, E, pad_id in cases:
-        got = _call(fn, (V, E, pad_id, torch.Generator().manual_seed(seed)), case)
+        got = call_learner(fn, (V, E, pad_id, torch.Generator().manual_seed(seed)), case)
         if not isinstance(got, nn.Embedding):
             raise CheckFailure("type", f"{case}: return an nn.Embedding; got {type(got).__name__}")
         ref = data.token_embedding(V, E, pad_id, torch.Generator().manual_seed(seed))
@@ -150,6 +160,7 @@ def check_token_embedding(fn, thorough=False, seed=9):
                                            f"enough: pass padding_idx=pad_id to nn.Embedding.")
 
 
+@forbids(*package(attention.scaled_dot_product_attention), *SDPA, *MHA)
 def check_scaled_dot_product_attention(fn, thorough=False, seed=10):
     """``fn(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False) -> attn_output (..., L, Dv)``.
 
@@ -159,27 +170,27 @@ def check_scaled_dot_product_attention(fn, thorough=False, seed=10):
     zeroed, and the mean over many draws equal to the weights (Srivastava et al. 2014).
     """
     g = torch.Generator().manual_seed(seed)
-    for case, batch, L, S, D, Dv, scale, dtype in _cases(thorough, seed):
-        query = _randn(g, *batch, L, D, scale=scale, dtype=dtype)
-        key, value = _randn(g, *batch, S, D, dtype=dtype), _randn(g, *batch, S, Dv, dtype=dtype)
-        got = _call(fn, (query.clone(), key.clone(), value.clone()), case)
+    for case, batch, L, S, D, Dv, scale, dtype in attention_cases(thorough, seed):
+        query = random_tensor(g, *batch, L, D, scale=scale, dtype=dtype)
+        key, value = random_tensor(g, *batch, S, D, dtype=dtype), random_tensor(g, *batch, S, Dv, dtype=dtype)
+        got = call_learner(fn, (query.clone(), key.clone(), value.clone()), case)
         expect_tensor("attn_output", got, F.scaled_dot_product_attention(query, key, value), case, "(..., L, Dv)",
                       hint=lambda a, e: "Without dropout this is softmax(Q K^T / sqrt(d_k)) V.")
         keep = torch.rand(*batch, L, S, generator=g) > 0.3
         keep[..., 0] = True                                                        # every query sees a key
-        got = _call(fn, (query, key, value, keep), case + ", bool attn_mask (True = may attend)")
+        got = call_learner(fn, (query, key, value, keep), case + ", bool attn_mask (True = may attend)")
         expect_tensor("attn_output", got, F.scaled_dot_product_attention(query, key, value, attn_mask=keep),
                       case + ", bool attn_mask", "(..., L, Dv)",
                       hint=lambda a, e: "True in attn_mask means *may attend*, as in PyTorch's SDPA.")
     p_values = [0.25] + ([0.5, 0.1] if thorough else [])
     for p in p_values:
         case = f"dropout_p={p}, value = identity (S=5), 4000 queries"
-        query, key = _randn(g, 4000, 1, 8), _randn(g, 4000, 5, 8)
+        query, key = random_tensor(g, 4000, 1, 8), random_tensor(g, 4000, 5, 8)
         value = torch.eye(5).expand(4000, 5, 5)
         weights = attention.attention_weights(query, key)                           # (N, 1, S)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            dropped = _call(fn, (query, key, value, None, p), case)                 # (N, 1, S)
+            dropped = call_learner(fn, (query, key, value, None, p), case)                 # (N, 1, S)
         expect_tensor("attn_output", dropped, weights, case, "(N, 1, S)", atol=float("inf"))  # shape, dtype, finite
         kept = dropped != 0
         ratio = (dropped[kept] / weights[kept])

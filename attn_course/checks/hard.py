@@ -3,7 +3,9 @@ import torch
 from torch.nn import functional as F
 
 from .. import hard
-from .core import CheckFailure, _call, _fmt, _randn, expect_rows_sum_to_one, expect_tensor
+from .core import (CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids,
+                   format_shape, random_tensor)
+from .tripwire import package
 
 
 def _hard_cases(thorough):
@@ -16,10 +18,10 @@ def _hard_cases(thorough):
 
 
 def _hard_inputs(g, batch, S, Dv, dtype, masked):
-    attn_scores = _randn(g, *batch, S, scale=2.0, dtype=dtype)                  # (..., S)
+    attn_scores = random_tensor(g, *batch, S, scale=2.0, dtype=dtype)                  # (..., S)
     if masked:
         attn_scores[..., 1::2] = float("-inf")                                   # odd positions forbidden
-    return attn_scores, _randn(g, *batch, S, Dv, dtype=dtype)                   # (..., S, Dv)
+    return attn_scores, random_tensor(g, *batch, S, Dv, dtype=dtype)                   # (..., S, Dv)
 
 
 def _expect_selection(case, got, attn_scores, value, ref_index=None):
@@ -36,8 +38,8 @@ def _expect_selection(case, got, attn_scores, value, ref_index=None):
             else "index = attn_scores.argmax(dim=-1): the highest score of each row, over the last axis."))
     elif not isinstance(index, torch.Tensor) or index.shape != attn_scores.shape[:-1] or index.dtype != torch.int64:
         raise CheckFailure("type", f"{case}: index must be an int64 tensor of shape (...,) = "
-                                   f"{_fmt(attn_scores.shape[:-1])}; got " + (
-                                       f"{index.dtype} {_fmt(index.shape)}" if isinstance(index, torch.Tensor)
+                                   f"{format_shape(attn_scores.shape[:-1])}; got " + (
+                                       f"{index.dtype} {format_shape(index.shape)}" if isinstance(index, torch.Tensor)
                                        else type(index).__name__))
     idx = index.detach().cpu()
     if ((idx < 0) | (idx >= S)).any():
@@ -58,13 +60,13 @@ def _expect_selection(case, got, attn_scores, value, ref_index=None):
 def _check_argmax_mode(fn, extra_args, thorough, g):
     for case, batch, S, Dv, dtype, masked in _hard_cases(thorough):
         attn_scores, value = _hard_inputs(g, batch, S, Dv, dtype, masked)
-        got = _call(fn, (attn_scores.clone(), value.clone(), *extra_args), case)
+        got = call_learner(fn, (attn_scores.clone(), value.clone(), *extra_args), case)
         _expect_selection(case, got, attn_scores, value, ref_index=hard.hard_attention(attn_scores, value)[1])
     if thorough:                                                                # the picked row gets the gradient
         case = "gradient to value, B=3, S=4"
         attn_scores, value = _hard_inputs(g, (3,), 4, 2, torch.float32, False)
         value.requires_grad_(True)
-        context = _call(fn, (attn_scores.clone(), value, *extra_args), case)[0]
+        context = call_learner(fn, (attn_scores.clone(), value, *extra_args), case)[0]
         if not (isinstance(context, torch.Tensor) and context.requires_grad):
             raise CheckFailure("gradient", f"{case}: context must stay differentiable in value (the picked "
                                            f"value gets the gradient): no .detach(), no torch.no_grad().")
@@ -75,6 +77,7 @@ def _check_argmax_mode(fn, extra_args, thorough, g):
                                            f"and 0 elsewhere; got {grad[..., 0].tolist()}.")
 
 
+@forbids(*package(hard.hard_attention))
 def check_hard_attention_argmax(fn, thorough=False, seed=40):
     """``fn(attn_scores (..., S), value (..., S, Dv)) -> (context (..., Dv), index (...,), attn_weights (..., S))``."""
     _check_argmax_mode(fn, (), thorough, torch.Generator().manual_seed(seed))
@@ -101,6 +104,7 @@ def _expect_frequencies(case, freq, probs, tol, what):
                                      f"{[round(p, 3) for p in probs.tolist()]}. {_frequency_hint(freq, probs)}")
 
 
+@forbids(*package(hard.hard_attention))
 def check_hard_attention(fn, thorough=False, seed=41):
     """``fn(attn_scores, value, mode, generator) -> (context, index, attn_weights)``, modes argmax and sample."""
     g = torch.Generator().manual_seed(seed)
@@ -109,7 +113,7 @@ def check_hard_attention(fn, thorough=False, seed=41):
         case = f"mode='sample', one row of scores drawn {n} times"
         attn_scores = _PICK_SCORES.to(torch.float32).expand(n, -1).clone()      # (n, S)
         value = torch.arange(5.0).expand(n, -1).unsqueeze(-1).clone()           # (n, S, 1)
-        got = _call(fn, (attn_scores, value, "sample", torch.Generator().manual_seed(seed + n)), case)
+        got = call_learner(fn, (attn_scores, value, "sample", torch.Generator().manual_seed(seed + n)), case)
         _, index = _expect_selection(case, got, attn_scores, value)
         freq = torch.bincount(index, minlength=5).double() / n
         _expect_frequencies(case, freq, torch.softmax(_PICK_SCORES, -1), 0.03 if n == 4000 else 0.015,
@@ -117,9 +121,9 @@ def check_hard_attention(fn, thorough=False, seed=41):
     cases = [("", (4,), 6, 3, torch.float32, False)] + (list(_hard_cases(True))[1:] if thorough else [])
     for _, batch, S, Dv, dtype, masked in cases:                               # reproducible with a seed
         attn_scores, value = _hard_inputs(g, (64,) + batch[1:], S, Dv, dtype, masked)   # 64 rows: picks differ
-        case = (f"mode='sample', attn_scores {_fmt(attn_scores.shape)} {str(dtype)[6:]}"
+        case = (f"mode='sample', attn_scores {format_shape(attn_scores.shape)} {str(dtype)[6:]}"
                 + (" with -inf" if masked else ""))
-        picks = [_expect_selection(case, _call(fn, (attn_scores.clone(), value.clone(), "sample",
+        picks = [_expect_selection(case, call_learner(fn, (attn_scores.clone(), value.clone(), "sample",
                                                     torch.Generator().manual_seed(s)), case),
                                    attn_scores, value)[1] for s in (seed, seed, seed + 1)]
         if not torch.equal(picks[0], picks[1]):
@@ -140,7 +144,7 @@ def _expect_like(name, actual, like, case, legend):
 def _sample_and_grad(fn, logits, tau, hard_, seed, c, case):
     """One call ``fn(logits, tau, hard_, generator)``; returns y and d sum(y * c) / d logits (None if none)."""
     x = logits.clone().requires_grad_(True)
-    y = _call(fn, (x, tau, hard_, torch.Generator().manual_seed(seed)), case)
+    y = call_learner(fn, (x, tau, hard_, torch.Generator().manual_seed(seed)), case)
     _expect_like("y (hard=True)" if hard_ else "y_soft (hard=False)", y, logits, case, "(..., S)")
     grad = torch.autograd.grad((y * c).sum(), x, allow_unused=True)[0] if y.requires_grad else None
     return y.detach(), grad
@@ -153,6 +157,7 @@ def _one_hot_hint(actual, expected):
     return "hard=True must return one-hot rows (1.0 at the argmax of the soft sample, 0.0 elsewhere)."
 
 
+@forbids(*package(hard.gumbel_softmax_st), ("torch.nn.functional.gumbel_softmax", F.gumbel_softmax))
 def check_gumbel_softmax_st(fn, thorough=False, seed=42):
     """``fn(logits (..., S), tau, hard, generator) -> y (..., S)``: Gumbel-softmax, straight-through when hard."""
     g = torch.Generator().manual_seed(seed)
@@ -162,8 +167,8 @@ def check_gumbel_softmax_st(fn, thorough=False, seed=42):
                   ("float64, B=5, S=4, tau=2.0", (5,), 4, 2.0, torch.float64, 1.0),
                   ("large logits (x30), B=4, S=6, tau=0.3", (4,), 6, 0.3, torch.float32, 30.0)]
     for i, (case, batch, S, tau, dtype, scale) in enumerate(cases):
-        logits = _randn(g, *batch, S, scale=scale, dtype=dtype)                # (..., S)
-        c = _randn(g, *batch, S, dtype=dtype)                                  # loss = sum(y * c)
+        logits = random_tensor(g, *batch, S, scale=scale, dtype=dtype)                # (..., S)
+        c = random_tensor(g, *batch, S, dtype=dtype)                                  # loss = sum(y * c)
         y_soft, grad_soft = _sample_and_grad(fn, logits, tau, False, seed + i, c, f"{case}, hard=False")
         expect_rows_sum_to_one("y_soft (hard=False)", y_soft, case)
         if grad_soft is None:
@@ -184,8 +189,8 @@ def check_gumbel_softmax_st(fn, thorough=False, seed=42):
                                            f"sample by up to {(grad - grad_soft).abs().max().item():.3g}; they should "
                                            f"be equal. Which term carries .detach() in y_hard - y_soft.detach() + y_soft?")
     case = "tau=0.5 and tau=2.0 with the same seed, float64"                   # softmax((logits + g) / tau)
-    logits = _randn(g, 8, 5, dtype=torch.float64)
-    noise = [tau * torch.log(_call(fn, (logits, tau, False, torch.Generator().manual_seed(seed)), case).detach())
+    logits = random_tensor(g, 8, 5, dtype=torch.float64)
+    noise = [tau * torch.log(call_learner(fn, (logits, tau, False, torch.Generator().manual_seed(seed)), case).detach())
              - logits for tau in (0.5, 2.0)]                                   # g + a constant per row
     if not torch.allclose(*[n - n.mean(-1, keepdim=True) for n in noise], atol=1e-6):
         raise CheckFailure("values", f"{case}: y_soft must be softmax((logits + g) / tau): divide the noisy "
@@ -194,7 +199,7 @@ def check_gumbel_softmax_st(fn, thorough=False, seed=42):
     for n in (4000, 20000) if thorough else (4000,):                           # argmax(logits + g) ~ softmax(logits)
         case = f"hard=True, one row of logits drawn {n} times, tau=0.5"
         logits = _PICK_SCORES.to(torch.float32).expand(n, -1).clone()          # (n, S)
-        y = _call(fn, (logits, 0.5, True, torch.Generator().manual_seed(seed + n)), case).detach()
+        y = call_learner(fn, (logits, 0.5, True, torch.Generator().manual_seed(seed + n)), case).detach()
         freq = y.double().sum(0) / n
         if (freq - probs).abs().max() > (0.03 if n == 4000 else 0.015):
             hint = ("Your picks hardly vary: add Gumbel noise to the logits before the argmax." if freq.max() > 0.99

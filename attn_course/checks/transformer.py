@@ -3,8 +3,10 @@ import torch
 from torch import nn
 
 from .. import attention, transformer
-from .core import CheckFailure, _call, _randn, expect_tensor
-from .lesson06 import _matches
+from .core import (CheckFailure, call_learner, expect_tensor, forbids,
+                   random_tensor)
+from .tripwire import package
+from .heads import matches
 
 
 _MASK_TOL = {torch.float16: (2e-3, 1e-2), torch.float32: (1e-5, 1e-4), torch.float64: (1e-10, 1e-7)}
@@ -55,6 +57,7 @@ def _expect_masked(name, got, allowed, case):
                                        "Fill the forbidden scores with -inf (or the dtype's minimum) before the softmax."))
 
 
+@forbids(*package(attention.masked_softmax))
 def check_masked_softmax(fn, thorough=False, seed=70):
     """``fn(attn_scores (..., L, S), attn_mask bool, True = may attend) -> attn_weights (..., L, S)``.
 
@@ -63,10 +66,10 @@ def check_masked_softmax(fn, thorough=False, seed=70):
     """
     g = torch.Generator().manual_seed(seed)
     for case, shape, attn_mask, dtype, scale, causal in _masked_softmax_cases(thorough):
-        attn_scores = _randn(g, *shape, scale=scale, dtype=dtype)
+        attn_scores = random_tensor(g, *shape, scale=scale, dtype=dtype)
         ref = attention.masked_softmax(attn_scores, attn_mask)
         try:
-            got = _call(fn, (attn_scores.clone(), attn_mask.clone()), case)
+            got = call_learner(fn, (attn_scores.clone(), attn_mask.clone()), case)
         except CheckFailure as exc:
             if "overflow" in str(exc):
                 raise CheckFailure("error", f"{exc} -- a fill value such as -1e9 does not fit in {dtype} (largest "
@@ -82,9 +85,9 @@ def check_masked_softmax(fn, thorough=False, seed=70):
                 if torch.isfinite(got.masked_fill(empty, 0.0)).all() else
                 "Large scores overflow exp(): does your softmax subtract each row's maximum?"))
         _expect_masked("attn_weights", got, attn_mask, case)
-        probe = attn_scores.masked_fill(~attn_mask, 0.0) + _randn(g, *shape, scale=20.0, dtype=dtype).masked_fill(
+        probe = attn_scores.masked_fill(~attn_mask, 0.0) + random_tensor(g, *shape, scale=20.0, dtype=dtype).masked_fill(
             attn_mask, 0.0)                                                              # only forbidden scores change
-        again = _call(fn, (probe, attn_mask.clone()), case)
+        again = call_learner(fn, (probe, attn_mask.clone()), case)
         atol, rtol = _MASK_TOL[dtype]
         if isinstance(again, torch.Tensor) and again.shape == got.shape and not torch.allclose(
                 again.detach().double(), got.detach().double(), atol=atol, rtol=rtol, equal_nan=True):
@@ -115,7 +118,7 @@ def _random_block(g, E, H, F, norm_first, activation, dtype):
         block = transformer.TransformerBlock(E, H, F, norm_first=norm_first, activation=activation)
     with torch.no_grad():
         for name, p in block.named_parameters():
-            p.copy_(_randn(g, *p.shape, scale=0.3) + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
+            p.copy_(random_tensor(g, *p.shape, scale=0.3) + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
     return block.to(dtype).eval()
 
 
@@ -158,6 +161,8 @@ def _block_cases(thorough):
             True, "gelu", torch.float64, [6, 6, 1], True
 
 
+@forbids(("attn_course.transformer.TransformerBlock", transformer.TransformerBlock.forward),
+         ("torch.nn.TransformerEncoderLayer", nn.TransformerEncoderLayer.forward))
 def check_transformer_block(fn, thorough=False, seed=71):
     """``fn(block, x (B, L, E), attn_mask, key_padding_mask) -> (B, L, E)``, equal to ``block(x, ...)`` in eval mode.
 
@@ -167,12 +172,12 @@ def check_transformer_block(fn, thorough=False, seed=71):
     g = torch.Generator().manual_seed(seed)
     for case, B, L, E, H, F_, norm_first, activation, dtype, lengths, causal in _block_cases(thorough):
         block = _random_block(g, E, H, F_, norm_first, activation, dtype)
-        x = _randn(g, B, L, E, dtype=dtype)
+        x = random_tensor(g, B, L, E, dtype=dtype)
         key_padding_mask = attention.padding_mask(lengths, L)                            # (B, L), True = padding
         attn_mask = attention.causal_mask(L) if causal else None                         # (L, L), True = may attend
         with torch.no_grad():
             ref = block(x, attn_mask=attn_mask, key_padding_mask=key_padding_mask)
-            got = _call(fn, (block, x.clone(), attn_mask, key_padding_mask), case)
+            got = call_learner(fn, (block, x.clone(), attn_mask, key_padding_mask), case)
             if isinstance(got, tuple):
                 raise CheckFailure("type", f"{case}: return only the block's output x (B, L, E), not a tuple of "
                                            f"{len(got)}.")
@@ -180,8 +185,8 @@ def check_transformer_block(fn, thorough=False, seed=71):
             if causal:
                 t = L // 2
                 later = x.clone()
-                later[:, t + 1:] += _randn(g, B, L - t - 1, E, dtype=dtype)             # change the future only
-                again = _call(fn, (block, later, attn_mask, key_padding_mask), case)
+                later[:, t + 1:] += random_tensor(g, B, L - t - 1, E, dtype=dtype)             # change the future only
+                again = call_learner(fn, (block, later, attn_mask, key_padding_mask), case)
                 if not torch.allclose(again[:, :t + 1], got[:, :t + 1], atol=1e-8, rtol=1e-6):
                     raise CheckFailure("causality", f"{case}: changing x at positions > {t} changed the output at "
                                                     f"positions <= {t}: with a causal attn_mask a position must not "
@@ -190,13 +195,14 @@ def check_transformer_block(fn, thorough=False, seed=71):
 
         def hint(actual, expected):
             for candidate, text in variants:
-                if _matches(actual, candidate, atol=1e-6):
+                if matches(actual, candidate, atol=1e-6):
                     return text
             return ("Post-LN: x = norm1(x + self_attn(x)); x = norm2(x + feed_forward(x)). "
                     "Pre-LN: x = x + self_attn(norm1(x)); x = x + feed_forward(norm2(x)).")
         expect_tensor("x", got, ref, case, "(B, L, E)", atol=1e-5 if dtype == torch.float32 else 1e-10, hint=hint)
 
 
+@forbids(("attn_course.transformer.SinusoidalPositionalEncoding", transformer.SinusoidalPositionalEncoding.forward))
 def check_positional_encoding(cls, thorough=False, seed=72):
     """``cls(max_len, d_model)`` -> a module; ``module(x (B, L, E)) -> x + PE[:L]`` (sinusoidal, Vaswani et al. 3.5)."""
     g = torch.Generator().manual_seed(seed)
@@ -207,16 +213,16 @@ def check_positional_encoding(cls, thorough=False, seed=72):
                   ("float16, max_len=16, d_model=16, x (2, 7, 16)", 16, 16, 2, 7, torch.float16),
                   ("one position: max_len=8, d_model=4, x (3, 1, 4)", 8, 4, 3, 1, torch.float32)]
     for case, max_len, E, B, L, dtype in cases:
-        module = _call(cls, (max_len, E), f"{case}: building {getattr(cls, '__name__', 'it')}(max_len, d_model)")
+        module = call_learner(cls, (max_len, E), f"{case}: building {getattr(cls, '__name__', 'it')}(max_len, d_model)")
         if not callable(module):
             raise CheckFailure("type", f"{case}: {getattr(cls, '__name__', 'cls')}(max_len, d_model) must build a "
                                        f"module; got {type(module).__name__}")
         if isinstance(module, nn.Module):
             module.eval()
-        x = _randn(g, B, L, E, dtype=dtype)
+        x = random_tensor(g, B, L, E, dtype=dtype)
         ref = transformer.SinusoidalPositionalEncoding(max_len, E)(x)
         with torch.no_grad():
-            got = _call(module, (x.clone(),), case)
+            got = call_learner(module, (x.clone(),), case)
         _expect_like_no_values("output", got, ref, case, "(B, L, E)")
         atol = {torch.float16: 1e-2, torch.float32: 1e-5, torch.float64: 1e-6}[dtype]
         added = got.detach().double() - x.double()                                      # what the module added
@@ -243,6 +249,7 @@ def _expect_like_no_values(name, actual, like, case, legend):
     expect_tensor(name, actual, like, case, legend)
 
 
+@forbids(*package(attention.causal_mask))
 def check_causal_mask(fn, thorough=False, seed=73):
     """``fn(L, S=None, device=None) -> attn_mask (L, S) bool, True = may attend``: query i sees keys 0..i.
 
@@ -256,7 +263,7 @@ def check_causal_mask(fn, thorough=False, seed=73):
         cases += [("L=3, S=6", 3, 6), ("L=S=1", 1, None), ("L=S=9", 9, None)]
     for case, L, S in cases:
         S_ = L if S is None else S
-        got = _call(fn, (L, S), case)
+        got = call_learner(fn, (L, S), case)
         ref = attention.causal_mask(L, S)
         if not isinstance(got, torch.Tensor):
             raise CheckFailure("type", f"{case}: return a torch.Tensor; got {type(got).__name__}")
@@ -264,12 +271,12 @@ def check_causal_mask(fn, thorough=False, seed=73):
             raise CheckFailure("shape" if got.shape != ref.shape else "dtype",
                                f"{case}: attn_mask must be bool (L, S) = {tuple(ref.shape)}; got "
                                f"{got.dtype} {tuple(got.shape)}")
-        query, key, value = _randn(g, 1, L, 8), _randn(g, 1, S_, 8), _randn(g, 1, S_, 4)
+        query, key, value = random_tensor(g, 1, L, 8), random_tensor(g, 1, S_, 8), random_tensor(g, 1, S_, 4)
         out = attention.scaled_dot_product_attention(query, key, value, attn_mask=got)     # (1, L, 4)
         for i in range(min(L, S_) - 1):
             key2, value2 = key.clone(), value.clone()
-            key2[:, i + 1:] += 5 * _randn(g, 1, S_ - i - 1, 8)                            # change the future only
-            value2[:, i + 1:] += 5 * _randn(g, 1, S_ - i - 1, 4)
+            key2[:, i + 1:] += 5 * random_tensor(g, 1, S_ - i - 1, 8)                            # change the future only
+            value2[:, i + 1:] += 5 * random_tensor(g, 1, S_ - i - 1, 4)
             out2 = attention.scaled_dot_product_attention(query, key2, value2, attn_mask=got)
             if not torch.allclose(out[:, i], out2[:, i], atol=1e-6):
                 seen = got[i].nonzero().flatten().tolist()

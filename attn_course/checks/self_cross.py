@@ -4,7 +4,9 @@ import math
 import torch
 
 from .. import attention, self_cross
-from .core import CheckFailure, _call, _fmt, _randn, expect_rows_sum_to_one, expect_tensor
+from .core import (CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids,
+                   format_shape, random_tensor)
+from .tripwire import MHA, package
 
 
 def _close(a, b):
@@ -68,8 +70,8 @@ def _expect_qkv_outputs(got, case, args, key_padding_mask, names, legend):
     ref_context, ref_weights = self_cross.cross_attention(x_dec, x_enc, w_query, w_key, w_value,
                                                           key_padding_mask)
     if (isinstance(context, torch.Tensor) and context.shape == x_enc.shape != ref_context.shape):
-        raise CheckFailure("shape", f"{case}: context should have shape (B, L, Dv) = {_fmt(ref_context.shape)}; "
-                                    f"got {_fmt(context.shape)}, the shape of {names[1]}: did you average "
+        raise CheckFailure("shape", f"{case}: context should have shape (B, L, Dv) = {format_shape(ref_context.shape)}; "
+                                    f"got {format_shape(context.shape)}, the shape of {names[1]}: did you average "
                                     f"{names[1]} itself instead of the values {names[1]} @ w_value?")
     weights_hint, context_hint = _qkv_hints(x_dec, x_enc, w_query, w_key, w_value, key_padding_mask, names)
     if isinstance(attn_weights, torch.Tensor) and attn_weights.shape == ref_weights.shape:
@@ -88,6 +90,7 @@ def _self_attention_cases(thorough):
         yield "large inputs (x30): B=2, L=4, E=8, D=8", 2, 4, 8, 8, 8, 30.0, torch.float32
 
 
+@forbids(*package(self_cross.self_attention, self_cross.cross_attention, self_cross.attend), *MHA)
 def check_self_attention(fn, thorough=False, seed=7):
     """``fn(x (B, L, E), w_query (E, D), w_key (E, D), w_value (E, Dv))`` -> ``(context (B, L, Dv), attn_weights (B, L, L))``.
 
@@ -95,10 +98,10 @@ def check_self_attention(fn, thorough=False, seed=7):
     """
     g = torch.Generator().manual_seed(seed)
     for case, B, L, E, D, Dv, scale, dtype in _self_attention_cases(thorough):
-        x = _randn(g, B, L, E, scale=scale, dtype=dtype)
-        w_query, w_key = _randn(g, E, D, scale=E ** -0.5, dtype=dtype), _randn(g, E, D, scale=E ** -0.5, dtype=dtype)
-        w_value = _randn(g, E, Dv, scale=E ** -0.5, dtype=dtype)
-        got = _call(fn, (x.clone(), w_query.clone(), w_key.clone(), w_value.clone()), case)
+        x = random_tensor(g, B, L, E, scale=scale, dtype=dtype)
+        w_query, w_key = random_tensor(g, E, D, scale=E ** -0.5, dtype=dtype), random_tensor(g, E, D, scale=E ** -0.5, dtype=dtype)
+        w_value = random_tensor(g, E, Dv, scale=E ** -0.5, dtype=dtype)
+        got = call_learner(fn, (x.clone(), w_query.clone(), w_key.clone(), w_value.clone()), case)
         _expect_qkv_outputs(got, case, (x, x, w_query, w_key, w_value), None, ("x", "x"), "(B, L, L)")
 
 
@@ -115,6 +118,7 @@ def _cross_attention_cases(thorough, key_padding):
                    torch.float32, [6, 3])
 
 
+@forbids(*package(self_cross.cross_attention, self_cross.self_attention, self_cross.attend), *MHA)
 def check_cross_attention(fn, thorough=False, seed=8, key_padding=False):
     """``fn(decoder_states (B, L, E), encoder_states (B, S, E), w_query, w_key, w_value)`` -> ``(context (B, L, Dv), attn_weights (B, L, S))``.
 
@@ -127,21 +131,21 @@ def check_cross_attention(fn, thorough=False, seed=8, key_padding=False):
     g = torch.Generator().manual_seed(seed)
     names = ("decoder_states", "encoder_states")
     for case, B, L, S, E, D, Dv, scale, dtype, lengths in _cross_attention_cases(thorough, key_padding):
-        decoder_states = _randn(g, B, L, E, scale=scale, dtype=dtype)
-        encoder_states, other_encoder_states = (_randn(g, B, S, E, scale=scale, dtype=dtype) for _ in range(2))
-        weights = [_randn(g, E, n, scale=E ** -0.5, dtype=dtype) for n in (D, D, Dv)]
+        decoder_states = random_tensor(g, B, L, E, scale=scale, dtype=dtype)
+        encoder_states, other_encoder_states = (random_tensor(g, B, S, E, scale=scale, dtype=dtype) for _ in range(2))
+        weights = [random_tensor(g, E, n, scale=E ** -0.5, dtype=dtype) for n in (D, D, Dv)]
         key_padding_mask = None if lengths is None else attention.padding_mask(lengths, S)
         extra = () if key_padding_mask is None else (key_padding_mask.clone(),)
-        got = _call(fn, (decoder_states.clone(), encoder_states.clone(), *[w.clone() for w in weights], *extra), case)
+        got = call_learner(fn, (decoder_states.clone(), encoder_states.clone(), *[w.clone() for w in weights], *extra), case)
         attn_weights = got[1] if isinstance(got, tuple) and len(got) == 2 else None
         if (isinstance(attn_weights, torch.Tensor) and L != S and attn_weights.dim() == 3
                 and tuple(attn_weights.shape[-2:]) == (L, L)):
-            raise CheckFailure("shape", f"{case}: attn_weights should have shape (B, L, S) = {_fmt((B, L, S))}; got "
-                                        f"{_fmt(attn_weights.shape)}: one column per *decoder* position. The keys "
+            raise CheckFailure("shape", f"{case}: attn_weights should have shape (B, L, S) = {format_shape((B, L, S))}; got "
+                                        f"{format_shape(attn_weights.shape)}: one column per *decoder* position. The keys "
                                         f"must come from encoder_states (S = {S} positions), not from "
                                         f"decoder_states (L = {L}).")
         if isinstance(got, tuple) and len(got) == 2 and isinstance(got[0], torch.Tensor):
-            probe = _call(fn, (decoder_states.clone(), other_encoder_states.clone(), *[w.clone() for w in weights],
+            probe = call_learner(fn, (decoder_states.clone(), other_encoder_states.clone(), *[w.clone() for w in weights],
                                *extra), case + " (encoder_states changed)")
             if isinstance(probe, tuple) and len(probe) == 2 and _close(probe[0], got[0]):
                 raise CheckFailure("values", f"{case}: context did not change when encoder_states changed (a "

@@ -22,7 +22,7 @@ class Submission:
     lesson: str = None
     status: str = None          # None while it is still to be graded
     feedback: str = ""          # file name under feedback/, unique even where case is ignored
-    result: dict = None         # grade_job's result.json
+    result: dict = None         # the job's result.json
     seconds: float = 0.0
     notes: list = field(default_factory=list)
 

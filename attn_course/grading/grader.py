@@ -2,12 +2,12 @@
 
 ``grade(submissions, out_dir, ...)`` (the command ``attn-course grade``) finds each submission's
 lesson (otter's ``assignment_name`` in the notebook's metadata, else a lesson name inside the file
-name), fetches the lesson's autograder (``attn_course.assign.autograder``: rebuilt when missing or
+name), fetches the lesson's autograder (``attn_course.grading.assign.autograder``: rebuilt when missing or
 stale), and grades every notebook on a copy, in a process of its own forked from a server that has
-already imported torch and otter (``grade_preload``), inside ``attn_course.sandbox``, with a
+already imported torch and otter (``attn_course.grading.preload``), inside ``attn_course.grading.sandbox``, with a
 wall-clock timeout. Nothing in the submissions folder is ever written. A submission that cannot be
 graded (not a notebook, unknown lesson, timeout, crash) gets a row whose ``status`` says why; the
-run goes on. Reports: ``attn_course.grade_report``.
+run goes on. Reports: ``attn_course.grading.report``.
 """
 import json
 import logging
@@ -22,7 +22,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from . import assign, grade_report, sandbox
+from . import assign, report, sandbox
 from .submissions import discover, resolve_lesson
 
 _SYSTEM = {Path(p) for p in ("/", "/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/opt", "/var", "/srv",
@@ -95,14 +95,14 @@ def _finish(sub, work, exitcode, timed_out, timeout, expected_tests):
 
 
 def _start(ctx, sub, work, zip_path, uid, limits, hide, keep):
-    from . import grade_job
+    from . import job
 
     work.mkdir()
     shutil.copyfile(sub.path, work / "submission.ipynb")
     shutil.copyfile(zip_path, work / "autograder.zip")
     spec = {"work_dir": str(work), "notebook_name": f"{sub.lesson}.ipynb", "lesson": sub.lesson, "uid": uid,
             "hide": hide, "keep": keep, "limits": vars(limits)}
-    process = ctx.Process(target=grade_job.main, args=(spec,), name=f"grade {sub.name}")
+    process = ctx.Process(target=job.main, args=(spec,), name=f"grade {sub.name}")
     process.start()
     return process
 
@@ -112,11 +112,11 @@ def run_jobs(subs, zips, out_dir, submissions_dir, timeout, jobs, limits, bar=No
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["attn_course.grade_preload"])
+    ctx.set_forkserver_preload(["attn_course.grading.preload"])
     submissions_dir = Path(submissions_dir).resolve()
     hide = [str(p) for p in {assign.ROOT, submissions_dir if submissions_dir.is_dir() else submissions_dir.parent,
                              Path(out_dir).resolve(), Path.home(), Path("/root")} if p not in _SYSTEM]
-    keep = [str(Path(assign.__file__).resolve().parent), sys.prefix, sys.base_prefix, *site.getsitepackages(),
+    keep = [str(Path(assign.__file__).resolve().parents[1]), sys.prefix, sys.base_prefix, *site.getsitepackages(),
             site.getusersitepackages()]                       # what the notebook may import; nothing that holds
     keep = [k for k in keep if Path(k).is_dir() and not any(Path(h).is_relative_to(k) for h in hide)]  # a hidden one
     expected = {lesson: _tests_in_zip(z) for lesson, z in zips.items()}
@@ -227,16 +227,16 @@ def grade(submissions, out_dir, lesson=None, timeout=300.0, jobs=None, memory_mb
         if todo:
             with tqdm(total=len(todo), desc="grading", unit="notebook", disable=not progress) as bar:
                 run_jobs(subs, zips, out_dir, submissions, timeout, min(jobs, len(todo)), limits, bar)
-        points = {name: grade_report.question_points(z) for name, z in zips.items()}
+        points = {name: report.question_points(z) for name, z in zips.items()}
         if forced and forced not in points:
             try:
-                points[forced] = grade_report.question_points(assign.autograder(forced))
+                points[forced] = report.question_points(assign.autograder(forced))
             except Exception as exc:
                 LOG.info("lesson %s: no autograder: %s", forced, exc)
-        grade_report.write(subs, points, out_dir, lessons=[forced] if forced else [])
+        report.write(subs, points, out_dir, lessons=[forced] if forced else [])
         elapsed = time.monotonic() - started
         LOG.info("done: %d submissions in %.1f s", len(subs), elapsed)
-        print(grade_report.summary(subs, points, out_dir, elapsed, jobs, description))
+        print(report.summary(subs, points, out_dir, elapsed, jobs, description))
         if not subs:
             print(f"attn-course grade: no submissions in {submissions}; wrote an empty {out_dir / 'grades.csv'}")
             return 1

@@ -1,6 +1,6 @@
-"""One submission, graded with otter-grader's own machinery inside ``attn_course.sandbox``.
+"""One submission, graded with otter-grader's own machinery inside ``attn_course.grading.sandbox``.
 
-``main(spec)`` runs in a process forked from the grading server (``grade_preload``). It lays out the
+``main(spec)`` runs in a process forked from the grading server (``attn_course.grading.preload``). It lays out the
 folder ``otter run`` would (``autograder/source`` from the lesson's autograder zip,
 ``autograder/submission`` with the notebook and a copy of the tests), then, in the sandbox, calls
 otter's ``PythonRunner.run``: otter's ``GradingPreprocessor`` adds its grading cells, the notebook
@@ -231,9 +231,9 @@ def prepare(work, notebook_name, lesson, uid):
 
 def main(spec):
     """The job process: prepare, grade in the sandbox, exit with the sandboxed child's exit code."""
-    from . import tripwire
+    from ..checks import tripwire
 
-    tripwire.enable()                                   # armed by grade_preload too; this keeps it so
+    tripwire.enable()                                   # armed by the preload too; this keeps it so
     work = Path(spec["work_dir"])
     log = os.open(work / "output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)

@@ -1,0 +1,108 @@
+"""The grading tripwire: an exercise answered by calling the implementation it asks for scores 0.
+
+Each check declares, with ``@forbids(...)`` (``attn_course.checks.core``), what its exercise asks the
+learner to write: the package's reference (``attn_course.attention.softmax_with_temperature`` for
+the softmax exercise) and PyTorch's own version where there is one (``SOFTMAX``, ``SDPA``, ``MHA``
+below). While the classroom grader runs a submission (``enable()``), ``checks.core.call_learner``
+runs the learner's function under ``watch(rules)``, a ``sys.setprofile`` hook that records the
+first call of a forbidden function, by its code object (Python functions, whatever name or alias
+the learner used) or by its name and owner (PyTorch's C functions and ``Tensor`` methods). The
+check then fails with kind ``reference``. Off by default, so lessons and unit tests behave as before.
+
+What it does not catch: code copied out of the reference (``exec(inspect.getsource(...))``), calls
+made from another thread, and a submission that switches the tripwire off on purpose. It is a rule
+made visible, not a security boundary.
+"""
+import contextlib
+import sys
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .. import attention, heads
+
+_enabled = False
+
+SOFTMAX = [("torch.softmax", torch.softmax), ("torch.Tensor.softmax", torch.Tensor.softmax),
+           ("torch.nn.functional.softmax", F.softmax), ("torch.special.softmax", torch.special.softmax),
+           ("torch.log_softmax", torch.log_softmax), ("torch.Tensor.log_softmax", torch.Tensor.log_softmax),
+           ("torch.nn.functional.log_softmax", F.log_softmax), ("torch.nn.Softmax", nn.Softmax.forward)]
+"""PyTorch's softmax in all its spellings: what the softmax exercise forbids."""
+SDPA = [("torch.nn.functional.scaled_dot_product_attention", F.scaled_dot_product_attention)]
+"""PyTorch's fused attention: what every exercise that builds attention forbids."""
+MHA = [("torch.nn.MultiheadAttention", nn.MultiheadAttention.forward),
+       ("torch.nn.functional.multi_head_attention_forward", F.multi_head_attention_forward),
+       ("attn_course.MultiHeadAttention", attention.MultiHeadAttention.forward),
+       ("attn_course.heads.multi_head_attention", heads.multi_head_attention)]
+"""Multi-head attention, PyTorch's and the course's: what the exercises that build attention forbid."""
+
+
+def package(*functions):
+    """Rules for the course's own functions: ``[("module.qualname", function), ...]``."""
+    return [(f"{f.__module__}.{f.__qualname__}", f) for f in functions]
+
+
+def enable(on=True):
+    """Arm (or disarm) the tripwire in this process; the classroom grader arms it before a submission runs."""
+    global _enabled
+    _enabled = bool(on)
+
+
+def enabled():
+    """Whether the tripwire is armed in this process."""
+    return _enabled
+
+
+def _builtin_key(fn):
+    """(name, owner) of a C function; every Tensor method shares the owner ``torch.Tensor``."""
+    owner = getattr(fn, "__self__", None)
+    return getattr(fn, "__name__", None), torch.Tensor if isinstance(owner, torch.Tensor) else owner
+
+
+class Watch:
+    """While active, remembers in ``hit`` the label of the first forbidden function called."""
+
+    def __init__(self, forbidden):
+        self.codes, self.builtins, self.hit = {}, {}, None
+        for label, fn in forbidden:
+            code = getattr(fn, "__code__", None)
+            if code is not None:
+                self.codes[code] = label
+            elif isinstance(fn, type(torch.Tensor.softmax)):                 # a method descriptor
+                self.builtins[(fn.__name__, torch.Tensor)] = label
+            else:
+                self.builtins[_builtin_key(fn)] = label
+        self.names = {name for name, _ in self.builtins}
+
+    def _profile(self, frame, event, arg):
+        if self.hit is not None:
+            return
+        if event == "call":
+            self.hit = self.codes.get(frame.f_code)
+        elif event == "c_call" and getattr(arg, "__name__", None) in self.names:
+            try:
+                self.hit = self.builtins.get(_builtin_key(arg))
+            except TypeError:                                            # an unhashable owner: not ours
+                pass
+
+    def __enter__(self):
+        self._previous = sys.getprofile()
+        sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc):
+        sys.setprofile(self._previous)
+        return False
+
+
+class _Idle(contextlib.nullcontext):
+    hit = None
+
+
+def watch(rules):
+    """A context manager whose ``hit`` names the first call of a function in ``rules``
+    (``[(label, callable)]``, a check's ``forbidden``), when the tripwire is armed; idle otherwise."""
+    if not _enabled or not rules:
+        return _Idle()
+    return Watch(rules)
