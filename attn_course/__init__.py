@@ -3,12 +3,20 @@
 Shape legend: B batch, L query length, S key/value length, H heads, D head_dim, E d_model (= H*D),
 V vocabulary.
 """
-from .attention import (MultiHeadAttention, attention_weights, causal_mask, entropy,
-                        key_padding_to_attn_mask, masked_softmax, padding_mask,
-                        scaled_dot_product_attention, softmax_with_temperature, weighted_sum)
+from .attention import (
+    MultiHeadAttention,
+    attention_weights,
+    causal_mask,
+    entropy,
+    key_padding_to_attn_mask,
+    masked_softmax,
+    padding_mask,
+    scaled_dot_product_attention,
+    softmax_with_temperature,
+    weighted_sum,
+)
 from .device import get_device, randn, seed_everything
-from .scoring import (AttentionScore, additive_scores, concat_scores, dot_scores, general_scores,
-                      scaled_dot_scores)
+from .scoring import AttentionScore, additive_scores, concat_scores, dot_scores, general_scores, scaled_dot_scores
 
 __version__ = "0.1.0"
 __all__ = [

@@ -20,9 +20,9 @@ import threading
 import uuid
 from pathlib import Path
 
+import grading_corpus
 import pytest
 
-import grading_corpus
 from attn_course import checks
 from attn_course.checks import tripwire
 from attn_course.grading import assign, grader, report, sandbox, submissions
@@ -210,9 +210,10 @@ def test_feedback_names_are_unique_ignoring_case():
 
 
 def test_question_points_agree_with_otter():
-    from otter.test_files.exception_test import ExceptionTestFile
     import tempfile
     import zipfile
+
+    from otter.test_files.exception_test import ExceptionTestFile
     zip_path = assign.autograder(LESSON)
     ours = report.question_points(zip_path)
     with tempfile.TemporaryDirectory() as tmp:
@@ -303,8 +304,9 @@ def test_tripwire_is_off_by_default():
 
 def test_tripwire_catches_the_reference_under_any_name(armed):
     import torch
-    from attn_course.attention import softmax_with_temperature as alias
+
     import attn_course as ac
+    from attn_course.attention import softmax_with_temperature as alias
     for fn, label in [(lambda s, t: alias(s, t), "attn_course.attention.softmax_with_temperature"),
                       (lambda s, t: ac.masked_softmax(s / t), "attn_course.attention.masked_softmax"),
                       (lambda s, t: torch.softmax(s / t, -1), "torch.softmax"),
@@ -319,6 +321,7 @@ def test_tripwire_catches_the_reference_under_any_name(armed):
 
 def test_tripwire_per_exercise(armed):
     import torch
+
     import attn_course as ac
     sdpa = torch.nn.functional.scaled_dot_product_attention
     with pytest.raises(checks.CheckFailure, match=r"\[reference\].*scaled_dot_product_attention"):

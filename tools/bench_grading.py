@@ -58,8 +58,8 @@ def main():
             return 1
         with open(tmp / "out" / "grades.csv", newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
-    print(f"\n| kind      | n  | total (mean) | max | statuses |")
-    print(f"|-----------|----|--------------|-----|----------|")
+    print("\n| kind      | n  | total (mean) | max | statuses |")
+    print("|-----------|----|--------------|-----|----------|")
     for kind, _ in kinds:
         mine = [r for r in rows if kind_of.get(r["submission"]) == kind]
         totals = [float(r["total"]) for r in mine]

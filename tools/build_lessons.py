@@ -14,8 +14,17 @@ Usage: python tools/build_lessons.py            write lessons/ and dist/
 import sys
 from pathlib import Path
 
-from attn_course.grading.assign import (KEEP_CELL_META, KEEP_NB_META, MARKERS, ROOT, build, check,  # noqa: F401
-                                normalize, solution_lines, sources)
+from attn_course.grading.assign import (  # noqa: F401
+    KEEP_CELL_META,
+    KEEP_NB_META,
+    MARKERS,
+    ROOT,
+    build,
+    check,
+    normalize,
+    solution_lines,
+    sources,
+)
 
 if __name__ == "__main__":
     if "--check" in sys.argv[1:]:

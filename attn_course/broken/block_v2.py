@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from .. import attention, transformer
-from ..transformer import TransformerBlock, validate_positions, sinusoidal_positional_encoding
+from ..transformer import TransformerBlock, sinusoidal_positional_encoding, validate_positions
 
 
 def masked_softmax_v2(attn_scores, attn_mask=None, dim=-1):

@@ -5,7 +5,7 @@ import torch
 
 from .. import heads
 from ..attention import key_padding_to_attn_mask, masked_softmax
-from ..heads import validate_split, merge_heads, split_heads
+from ..heads import merge_heads, split_heads, validate_split
 
 
 def split_heads_v2(x, num_heads):

@@ -22,13 +22,29 @@ reference it checks (``checks.attention`` checks ``attn_course.attention``, ``ch
 checks ``attn_course.apps.translation``); every check is importable from here. Each check declares
 with ``@forbids`` what its exercise asks the learner to write (``check.forbidden``).
 """
-from .attention import (check_additive_scores, check_attention, check_attention_weights, check_embedding_lookup,
-                        check_pad_batch, check_scaled_dot_product_attention, check_scaled_dot_scores,
-                        check_softmax_with_temperature, check_token_embedding)
+from .attention import (
+    check_additive_scores,
+    check_attention,
+    check_attention_weights,
+    check_embedding_lookup,
+    check_pad_batch,
+    check_scaled_dot_product_attention,
+    check_scaled_dot_scores,
+    check_softmax_with_temperature,
+    check_token_embedding,
+)
 from .captioning import check_soft_attention
 from .classification import check_attention_pooling
-from .core import (KINDS, CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids, format_shape,
-                   random_tensor)
+from .core import (
+    KINDS,
+    CheckFailure,
+    call_learner,
+    expect_rows_sum_to_one,
+    expect_tensor,
+    forbids,
+    format_shape,
+    random_tensor,
+)
 from .generation import check_lm_forward, check_sample_next
 from .hard import check_gumbel_softmax_st, check_hard_attention, check_hard_attention_argmax
 from .heads import check_merge_heads, check_multi_head_attention, check_split_heads

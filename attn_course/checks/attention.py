@@ -6,8 +6,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import attention, data, scoring
-from .core import (CheckFailure, attention_cases, call_learner, expect_rows_sum_to_one, expect_tensor, forbids,
-                   random_tensor, scale_hint)
+from .core import (
+    CheckFailure,
+    attention_cases,
+    call_learner,
+    expect_rows_sum_to_one,
+    expect_tensor,
+    forbids,
+    random_tensor,
+    scale_hint,
+)
 from .tripwire import MHA, SDPA, SOFTMAX, package
 
 

@@ -5,7 +5,7 @@ import torch
 from .. import scoring
 from ..apps import captioning
 from ..apps.captioning import soft_attention
-from .core import (CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids)
+from .core import CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids
 from .tripwire import SDPA, package
 
 

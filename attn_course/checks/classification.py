@@ -3,7 +3,7 @@
 import torch
 
 from ..apps import classification
-from .core import (call_learner, forbids)
+from .core import call_learner, forbids
 from .tripwire import MHA, SDPA, package
 
 

@@ -3,8 +3,15 @@ import torch
 from torch.nn import functional as F
 
 from .. import hard
-from .core import (CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids,
-                   format_shape, random_tensor)
+from .core import (
+    CheckFailure,
+    call_learner,
+    expect_rows_sum_to_one,
+    expect_tensor,
+    forbids,
+    format_shape,
+    random_tensor,
+)
 from .tripwire import package
 
 

@@ -4,8 +4,15 @@ import functools
 import torch
 
 from .. import attention, data, heads, pretrained
-from .core import (CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids,
-                   format_shape, random_tensor)
+from .core import (
+    CheckFailure,
+    call_learner,
+    expect_rows_sum_to_one,
+    expect_tensor,
+    forbids,
+    format_shape,
+    random_tensor,
+)
 from .tripwire import MHA, package
 
 

@@ -4,8 +4,15 @@ import math
 import torch
 
 from .. import attention, self_cross
-from .core import (CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids,
-                   format_shape, random_tensor)
+from .core import (
+    CheckFailure,
+    call_learner,
+    expect_rows_sum_to_one,
+    expect_tensor,
+    forbids,
+    format_shape,
+    random_tensor,
+)
 from .tripwire import MHA, package
 
 

@@ -5,7 +5,7 @@ from torch import nn
 
 from ..apps import speech
 from ..apps.speech import attention_pool
-from .core import (call_learner, forbids)
+from .core import call_learner, forbids
 from .tripwire import MHA, SDPA, package
 
 

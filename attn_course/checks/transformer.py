@@ -3,11 +3,9 @@ import torch
 from torch import nn
 
 from .. import attention, transformer
-from .core import (CheckFailure, call_learner, expect_tensor, forbids,
-                   random_tensor)
-from .tripwire import package
+from .core import CheckFailure, call_learner, expect_tensor, forbids, random_tensor
 from .heads import matches
-
+from .tripwire import package
 
 _MASK_TOL = {torch.float16: (2e-3, 1e-2), torch.float32: (1e-5, 1e-4), torch.float64: (1e-10, 1e-7)}
 

@@ -4,7 +4,7 @@ import torch
 
 from .. import scoring
 from ..apps import translation
-from .core import (CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids)
+from .core import CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids
 from .tripwire import SDPA, package
 
 

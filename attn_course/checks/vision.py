@@ -5,7 +5,7 @@ import torch
 
 from ..apps import vision
 from ..apps.vision import attention_map, spatial_attention_pool
-from .core import (CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids)
+from .core import CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids
 from .tripwire import MHA, SDPA, package
 
 

@@ -22,8 +22,6 @@ import random
 import re
 
 
-
-
 def _num2words():
     try:
         from num2words import num2words

@@ -384,7 +384,7 @@ def _owned_by(uid):
                 status = (entry / "status").read_text()
             except OSError:
                 continue
-            line = next((l for l in status.splitlines() if l.startswith("Uid:")), "")
+            line = next((row for row in status.splitlines() if row.startswith("Uid:")), "")
             if line and int(line.split()[1]) == uid:
                 pids.append(int(entry.name))
     return pids

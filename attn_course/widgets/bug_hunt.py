@@ -128,4 +128,4 @@ class SuspectExplorer(widgets.VBox):
         self.image.value = figure_png(fig)
 
 
-__all__ = ["SuspectExplorer", "influence_matrix", "pad_row_gradient"]
+__all__ = ["SuspectExplorer"]

@@ -169,7 +169,7 @@ def build(dest, stem, submissions_dir=None, out_dir=None, port=9, token="x", hos
         "os.write(1, b'y' * (2 << 20))\nos.write(2, b'z' * (2 << 20))"), after_imports),
         "20 MB printed, 4 MB written to the process's stdout and stderr")
     add("resource_hog.ipynb", _with_cell(solution, (
-        f"blob = bytearray(64 << 30)  # refused by the memory limit\n"), after_imports),
+        "blob = bytearray(64 << 30)  # refused by the memory limit\n"), after_imports),
         "allocates 64 GiB (MemoryError under the limit)")
     if hostile:
         add("escape_files.ipynb", _with_cell(solution, _ESCAPE.format(
