@@ -219,6 +219,199 @@ def gumbel_softmax_st_uniform(logits, tau=1.0, hard=False, generator=None):
     return (y_hard - y_soft).detach() + y_soft
 
 
+def _softmax_over_kept(attn_scores, keep):
+    """Softmax over the last axis of the positions where ``keep`` is True; a row keeping none is all zeros."""
+    masked = attn_scores.masked_fill(~keep, float("-inf"))
+    top = masked.amax(dim=-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))             # rows with no key kept
+    e = torch.exp(masked - top)                                                     # exp(-inf) = 0 off the kept keys
+    total = e.sum(dim=-1, keepdim=True)
+    return e / total.clamp_min(torch.finfo(e.dtype).tiny)
+
+
+def additive_attention_concat_float64(query, key, value, w_query, w_key, v, key_padding_mask=None):
+    B, S = key.shape[:2]
+    q, k = query.double(), key.double()
+    pairs = torch.cat([q[:, None].expand(B, S, q.shape[-1]), k], dim=-1)           # (B, S, Dq + Dk)
+    attn_scores = torch.tanh(pairs @ torch.cat([w_query, w_key], dim=1).double().T) @ v.double()  # W [q; k_j]: (B, S)
+    keep = torch.ones(B, S, dtype=torch.bool) if key_padding_mask is None else ~key_padding_mask
+    attn_weights = _softmax_over_kept(attn_scores, keep)                            # (B, S)
+    context = torch.einsum("bs,bsd->bd", attn_weights, value.double())              # (B, Dv)
+    return context.to(value.dtype), attn_weights.to(query.dtype)
+
+
+def _gru_cell(x, h, w_ih, w_hh, b_ih, b_hh):
+    """PyTorch's GRU equations, gates in its order: reset, update, new."""
+    r_x, z_x, n_x = (x @ w_ih.T + b_ih).chunk(3, dim=-1)
+    r_h, z_h, n_h = (h @ w_hh.T + b_hh).chunk(3, dim=-1)
+    r, z = torch.sigmoid(r_x + r_h), torch.sigmoid(z_x + z_h)
+    n = torch.tanh(n_x + r * n_h)
+    return (1 - z) * n + z * h
+
+
+def seq2seq_forward_by_hand(model, src, key_padding_mask, tgt_in=None):
+    """``Seq2Seq.forward`` from the model's parameters: each sentence encoded alone (no packing), GRU
+    equations written out, attention by einsum."""
+    enc, dec, rnn = model.encoder, model.decoder, model.encoder.rnn
+    B, S = src.shape
+    Hh = rnn.hidden_size
+    forward_w = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+    backward_w = (rnn.weight_ih_l0_reverse, rnn.weight_hh_l0_reverse, rnn.bias_ih_l0_reverse, rnn.bias_hh_l0_reverse)
+    dtype = enc.embedding.weight.dtype
+    enc_states = torch.zeros(B, S, 2 * Hh, dtype=dtype)                            # 0 on padding
+    summaries = []
+    for b in range(B):                                                              # one sentence, its real words only
+        n = int((~key_padding_mask[b]).sum())
+        x = enc.embedding.weight[src[b, :n]]                                        # (n, E)
+        h_fwd, h_bwd = torch.zeros(Hh, dtype=dtype), torch.zeros(Hh, dtype=dtype)
+        for t in range(n):
+            h_fwd = _gru_cell(x[t], h_fwd, *forward_w)
+            enc_states[b, t, :Hh] = h_fwd
+        for t in reversed(range(n)):
+            h_bwd = _gru_cell(x[t], h_bwd, *backward_w)
+            enc_states[b, t, Hh:] = h_bwd
+        summaries.append(torch.cat([h_fwd, h_bwd]))                                 # last forward, first backward
+    summary = torch.stack(summaries)                                                # (B, 2H)
+
+    att, cell = dec.attention, dec.cell
+    state = torch.tanh(summary @ dec.init_state.weight.T + dec.init_state.bias)     # (B, Hd)
+    y = torch.full((B,), dec.bos_id, dtype=torch.long) if tgt_in is None else tgt_in[:, 0]
+    steps = dec.max_len if tgt_in is None else tgt_in.shape[1]
+    finished = torch.zeros(B, dtype=torch.bool)
+    all_logits, all_weights = [], []
+    for t in range(steps):
+        emb = dec.embedding.weight[y]                                               # (B, E)
+        if att is None:
+            context, attn_weights = summary, torch.zeros(B, S, dtype=dtype)
+        else:
+            hidden = torch.tanh((state @ att.w_query.weight.T)[:, None] + enc_states @ att.w_key.weight.T)  # (B, S, A)
+            attn_scores = torch.einsum("bsa,a->bs", hidden, att.v.weight[0])
+            attn_weights = torch.softmax(attn_scores.masked_fill(key_padding_mask, float("-inf")), dim=-1)
+            context = torch.einsum("bs,bsd->bd", attn_weights, enc_states)          # (B, 2H)
+        state = _gru_cell(torch.cat([emb, context], dim=-1), state, cell.weight_ih, cell.weight_hh,
+                          cell.bias_ih, cell.bias_hh)
+        logits = torch.cat([state, context, emb], dim=-1) @ dec.out.weight.T + dec.out.bias  # (B, V)
+        all_logits.append(logits)
+        all_weights.append(attn_weights)
+        if tgt_in is None:                                                          # greedy, until every <eos>
+            y = logits.argmax(-1)
+            finished = finished | (y == dec.eos_id)
+            if finished.all():
+                break
+        elif t + 1 < steps:
+            y = tgt_in[:, t + 1]
+    return torch.stack(all_logits, dim=1), torch.stack(all_weights, dim=1)         # (B, L, V), (B, L, S)
+
+
+def attention_pooling_loops(attn_scores, value, key_padding_mask=None):
+    B, S = attn_scores.shape
+    attn_weights = torch.zeros(B, S, dtype=torch.float64)
+    for b in range(B):                                                              # one review at a time
+        real = (torch.arange(S) if key_padding_mask is None else (~key_padding_mask[b]).nonzero().flatten())
+        if len(real):
+            s = attn_scores[b, real].double()
+            e = torch.exp(s - s.max())
+            attn_weights[b, real] = e / e.sum()                                     # padding stays exactly 0
+    context = torch.stack([(attn_weights[b, :, None] * value[b].double()).sum(0) for b in range(B)])  # (B, Dv)
+    return context.to(value.dtype), attn_weights.to(attn_scores.dtype)
+
+
+def spatial_attention_pool_einsum(features, query):
+    B, C, H, W = features.shape
+    f, q = features.double(), query.double().expand(B, C)                           # (C,) or (B, C) -> (B, C)
+    attn_scores = torch.einsum("bchw,bc->bhw", f, q) / math.sqrt(C)                 # on the grid, not flattened
+    attn_weights = torch.exp(attn_scores - attn_scores.logsumexp(dim=(1, 2), keepdim=True))  # over all H*W
+    pooled = torch.einsum("bchw,bhw->bc", f, attn_weights)
+    return pooled.to(features.dtype), attn_weights.reshape(B, H * W).to(features.dtype)  # s = h * W + w
+
+
+def attention_map_row_slices(attn_weights, height, width):
+    rows = [attn_weights[:, h * width:(h + 1) * width] for h in range(height)]     # row h: positions h*W .. h*W+W-1
+    return torch.stack(rows, dim=1)                                                 # (B, height, width)
+
+
+def soft_attention_per_image(query, features, w_query, w_key, v):
+    contexts, weights = [], []
+    for q, f in zip(query, features):                                               # (Hd,), (S, C): one image
+        attn_scores = torch.tanh(F.linear(f, w_key) + F.linear(q, w_query)) @ v     # (S, A) @ (A,) -> (S,)
+        w = torch.exp(attn_scores - attn_scores.logsumexp(dim=0))                   # over the S positions
+        weights.append(w)
+        contexts.append(w @ f)                                                      # (S,) @ (S, C) -> (C,)
+    return torch.stack(contexts), torch.stack(weights)
+
+
+def attention_pool_einsum_float64(query, key, value, key_padding_mask=None):
+    B, S, E = key.shape
+    attn_scores = torch.einsum("bse,be->bs", key.double(), query.double().expand(B, E)) / math.sqrt(E)
+    keep = torch.ones(B, S, dtype=torch.bool) if key_padding_mask is None else ~key_padding_mask
+    attn_weights = _softmax_over_kept(attn_scores, keep)                            # (B, S)
+    context = torch.einsum("bs,bsd->bd", attn_weights, value.double())              # (B, Dv)
+    return context.to(value.dtype), attn_weights.to(key.dtype)
+
+
+def subsample_padding_mask_conv(key_padding_mask, stride=2):
+    centre = torch.tensor([0.0, 0.0, 1.0, 0.0, 0.0]).view(1, 1, 5)                 # reads the frame under the centre
+    out = F.conv1d(key_padding_mask.float().unsqueeze(1), centre, stride=stride, padding=2)  # (B, 1, ceil(S / stride))
+    return out.squeeze(1) > 0.5
+
+
+def rouge_1_f1_matching(candidate, reference):
+    unmatched, overlap = list(reference), 0
+    for word in candidate:                                  # each reference word can be matched once (clipping)
+        if word in unmatched:
+            unmatched.remove(word)
+            overlap += 1
+    if overlap == 0:
+        return 0.0
+    return 2 * overlap / (len(candidate) + len(reference))  # 2PR / (P + R), P = overlap / |c|, R = overlap / |r|
+
+
+def word_attention_masked_float64(word_scores, h_words, key_padding_mask):
+    word_weights = _softmax_over_kept(word_scores.double(), ~key_padding_mask)     # (B, N, T): within each sentence
+    sentence_vectors = torch.einsum("bnt,bntd->bnd", word_weights, h_words.double())
+    return sentence_vectors.to(h_words.dtype), word_weights.to(word_scores.dtype)
+
+
+def sample_next_gumbel_max(logits, temperature=1.0, top_k=None, generator=None):
+    z = logits.double() / temperature                                               # (B, V), a new tensor
+    if top_k is not None:
+        kth = z.sort(dim=-1, descending=True).values[:, top_k - 1:top_k]           # (B, 1), the k-th largest
+        z = z.masked_fill(z < kth, float("-inf"))
+    u = torch.rand(z.shape, generator=generator, dtype=torch.float64, device=z.device)
+    gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(torch.float64).tiny)))  # Gumbel(0, 1)
+    return (z + gumbel).argmax(dim=-1)                                              # Gumbel-max: argmax ~ softmax(z)
+
+
+def _linear64(x, layer):
+    return F.linear(x, layer.weight.double(), layer.bias.double())
+
+
+def char_transformer_forward_float64(model, ids):
+    """``CharTransformer.forward`` in float64 from the model's parameters: einsum attention, explicit mask."""
+    B, L = ids.shape
+    E = model.embedding.weight.shape[1]
+    x = model.embedding.weight.double()[ids]                                        # (B, L, E)
+    learned = getattr(model.positional, "position_embeddings", None)
+    if learned is not None:
+        x = x + learned.weight.double()[:L]
+    else:                                                                           # sin on even columns, cos on odd
+        angle = torch.arange(L, dtype=torch.float64)[:, None] / 10000 ** (torch.arange(0, E, 2) / E)  # (L, E/2)
+        x = x + torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(1)[:, :E]
+    allowed = torch.ones(L, L, dtype=torch.bool).tril()                             # row i sees 0..i
+    for block in model.blocks:                                                      # pre-LN blocks
+        attn, H = block.self_attn, block.self_attn.num_heads
+        h = F.layer_norm(x, (E,), block.norm1.weight.double(), block.norm1.bias.double(), block.norm1.eps)
+        q, k, v = (_linear64(h, p).view(B, L, H, E // H) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        scores = torch.einsum("blhd,bshd->bhls", q, k) / math.sqrt(E // H)
+        w = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)     # (B, H, L, L)
+        x = x + _linear64(torch.einsum("bhls,bshd->blhd", w, v).reshape(B, L, E), attn.out_proj)
+        h = F.layer_norm(x, (E,), block.norm2.weight.double(), block.norm2.bias.double(), block.norm2.eps)
+        act = F.gelu if block.activation == "gelu" else F.relu
+        x = x + _linear64(act(_linear64(h, block.linear1)), block.linear2)
+    x = F.layer_norm(x, (E,), model.norm.weight.double(), model.norm.bias.double(), model.norm.eps)
+    return _linear64(x, model.lm_head).to(model.lm_head.weight.dtype)              # (B, L, V)
+
+
 # check name -> correct variants
 VARIANTS = {
     "check_pad_batch": [pad_batch_pad_sequence],
@@ -242,4 +435,16 @@ VARIANTS = {
     "check_multi_head_attention": [multi_head_attention_loop],
     "check_positional_encoding": [SinusoidalPositionalEncodingLoops],
     "check_transformer_block": [transformer_block_with_sdpa],
+    "check_additive_attention": [additive_attention_concat_float64],
+    "check_seq2seq_forward": [seq2seq_forward_by_hand],
+    "check_attention_pooling": [attention_pooling_loops],
+    "check_spatial_attention_pool": [spatial_attention_pool_einsum],
+    "check_attention_map": [attention_map_row_slices],
+    "check_soft_attention": [soft_attention_per_image],
+    "check_attention_pool": [attention_pool_einsum_float64],
+    "check_subsample_padding_mask": [subsample_padding_mask_conv],
+    "check_rouge_1_f1": [rouge_1_f1_matching],
+    "check_word_attention": [word_attention_masked_float64],
+    "check_sample_next": [sample_next_gumbel_max],
+    "check_lm_forward": [char_transformer_forward_float64],
 }

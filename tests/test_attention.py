@@ -16,22 +16,7 @@ from attn_course.attention import (MultiHeadAttention, attention_weights, causal
                                    key_padding_to_attn_mask, masked_softmax, padding_mask,
                                    scaled_dot_product_attention, softmax_with_temperature, weighted_sum)
 
-F64 = torch.float64
-DEVICES = [pytest.param("cpu"),
-           pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                         reason="CUDA is not available"))]
-DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
-
-
-def tol(dtype, device="cpu"):
-    if dtype == torch.float64:
-        return {"atol": 1e-10, "rtol": 1e-9}
-    return {"atol": 1e-5, "rtol": 1e-4} if device == "cpu" else {"atol": 1e-4, "rtol": 1e-3}
-
-
-def draw(g, *shape, dtype=torch.float32, device="cpu"):
-    """Standard-normal tensor drawn on the CPU from ``g``, then moved."""
-    return torch.randn(shape, generator=g, dtype=dtype).to(device)
+from helpers import DEVICES, DTYPES, F64, draw, tol
 
 
 def random_bool_mask(g, shape):

@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import pad_sequence
 from attn_course import attention, checks, data, scoring
 from attn_course.checks import CheckFailure, expect_rows_sum_to_one, expect_tensor
 
-THOROUGH = [pytest.param(False, id="quick"), pytest.param(True, id="thorough")]
+from helpers import THOROUGH
 
 
 def fails(check, fn, thorough):

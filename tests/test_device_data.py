@@ -8,9 +8,7 @@ from attn_course import data, device
 from attn_course.data import Vocab, pad_batch, tokenize
 from attn_course.device import get_device, randn, seed_everything
 
-CUDA = torch.cuda.is_available()
-DEVICES = [pytest.param("cpu"),
-           pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="CUDA is not available"))]
+from helpers import CUDA, DEVICES
 
 
 # ----------------------------------------------------------------- get_device

@@ -21,24 +21,11 @@ from attn_course.hard import (SoftAttentionPooling, gumbel_softmax_st, hard_atte
                               lookup_batch, reinforce_loss, soft_attention)
 from attn_course.widgets import GumbelExplorer  # noqa: E402
 
-F64 = torch.float64
-DEVICES = [pytest.param("cpu"),
-           pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                         reason="CUDA is not available"))]
-DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
+from helpers import DEVICES, DTYPES, F64, THOROUGH, draw, tol  # noqa: E402
+
 SHAPES = [pytest.param((4,), 6, 3, id="B4-S6"), pytest.param((2, 3), 9, 5, id="B2x3-S9"),
           pytest.param((1,), 1, 2, id="S1")]
 PROBS_SCORES = torch.tensor([1.0, -0.5, 0.0, 2.0, 0.5], dtype=F64)           # softmax 0.05 .. 0.55
-
-
-def tol(dtype, device="cpu"):
-    if dtype == F64:
-        return {"atol": 1e-10, "rtol": 1e-9}
-    return {"atol": 1e-5, "rtol": 1e-4} if device == "cpu" else {"atol": 1e-4, "rtol": 1e-3}
-
-
-def draw(g, *shape, dtype=torch.float32, device="cpu"):
-    return torch.randn(shape, generator=g, dtype=dtype).to(device)
 
 
 def padding(g, batch, S, device="cpu"):
@@ -341,8 +328,6 @@ def test_lookup_batch_rejects_bad_sizes():
 
 
 # ----------------------------------------------------------------- checks: references pass, mistakes fail
-THOROUGH = [pytest.param(False, id="quick"), pytest.param(True, id="thorough")]
-
 
 def fails(check, fn, thorough):
     with pytest.raises(CheckFailure) as info:

@@ -23,13 +23,7 @@ from attn_course.broken import merge_heads_v2, multi_head_attention_v2, split_he
 from attn_course.checks import CheckFailure  # noqa: E402
 from attn_course.widgets import HeadPicker  # noqa: E402
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                  reason="no CUDA device"))]
-THOROUGH = [pytest.param(False, id="quick"), pytest.param(True, id="thorough")]
-
-
-def draw(g, *shape, dtype=torch.float32, device="cpu"):
-    return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
+from helpers import DEVICES, THOROUGH, draw  # noqa: E402
 
 
 # ----------------------------------------------------------------- split_heads / merge_heads

@@ -19,14 +19,14 @@ from torch import nn  # noqa: E402
 from attn_course import data, heads, pretrained  # noqa: E402
 from attn_course.attention import MultiHeadAttention  # noqa: E402
 
+from helpers import DEVICES  # noqa: E402
+
 TOL = dict(atol=1e-4, rtol=0)
 BATCHES = {
     "one sentence": [data.sentences()[1]],
     "two sentences": [data.sentences()[5], data.sentences()[0]],
     "all six, lengths 8..28": data.sentences(),
 }
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                  reason="no CUDA device"))]
 
 
 @pytest.fixture(scope="module")

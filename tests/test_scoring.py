@@ -10,10 +10,7 @@ import torch
 from attn_course.scoring import (METHODS, AttentionScore, additive_scores, concat_scores, dot_scores,
                                  general_scores, scaled_dot_scores)
 
-F64 = torch.float64
-DEVICES = [pytest.param("cpu"),
-           pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                         reason="CUDA is not available"))]
+from helpers import DEVICES, F64
 
 
 def t(rows, device="cpu"):

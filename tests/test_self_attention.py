@@ -25,21 +25,7 @@ from attn_course.checks import CheckFailure  # noqa: E402
 from attn_course.self_cross import CrossAttention, SelfAttention, cross_attention, self_attention  # noqa: E402
 from attn_course.widgets import QueryPicker  # noqa: E402
 
-DEVICES = [pytest.param("cpu"),
-           pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                         reason="CUDA is not available"))]
-DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
-THOROUGH = [pytest.param(False, id="quick"), pytest.param(True, id="thorough")]
-
-
-def tol(dtype, device="cpu"):
-    if dtype == torch.float64:
-        return {"atol": 1e-10, "rtol": 1e-9}
-    return {"atol": 1e-5, "rtol": 1e-4} if device == "cpu" else {"atol": 1e-4, "rtol": 1e-3}
-
-
-def draw(g, *shape, dtype=torch.float32, device="cpu", scale=1.0):
-    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype).to(device)
+from helpers import DEVICES, DTYPES, THOROUGH, draw, tol  # noqa: E402
 
 
 def sdpa_mask(key_padding_mask):

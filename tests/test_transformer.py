@@ -25,23 +25,7 @@ from attn_course.transformer import (LearnedPositionalEncoding, SinusoidalPositi
                                      TextTransformer, TransformerBlock, sinusoidal_positional_encoding)
 from attn_course.widgets import MaskExplorer  # noqa: E402
 
-F16, F32, F64 = torch.float16, torch.float32, torch.float64
-DEVICES = [pytest.param("cpu"),
-           pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                         reason="CUDA is not available"))]
-THOROUGH = [pytest.param(False, id="quick"), pytest.param(True, id="thorough")]
-
-
-def tol(dtype, device="cpu"):
-    if dtype == F64:
-        return {"atol": 1e-10, "rtol": 1e-9}
-    if dtype == F16:
-        return {"atol": 2e-3, "rtol": 1e-2}
-    return {"atol": 1e-5, "rtol": 1e-4} if device == "cpu" else {"atol": 1e-4, "rtol": 1e-3}
-
-
-def draw(g, *shape, dtype=F32, device="cpu"):
-    return torch.randn(shape, generator=g, dtype=dtype).to(device)
+from helpers import DEVICES, F16, F32, F64, THOROUGH, draw, tol  # noqa: E402
 
 
 # ----------------------------------------------------------------- sinusoidal positional encoding
