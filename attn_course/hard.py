@@ -8,6 +8,9 @@ are batch dims); lessons 02-03 wrote the same thing with a query axis L.
     soft:  attn_weights = softmax(attn_scores)          context = sum_j attn_weights_j v_j
     hard:  index = argmax_j attn_scores_j (or a draw)   context = v_index, attn_weights one-hot
 
+Soft attention over scores and values is ``attn_course.pooling.attention_pool``, shared by every
+lesson; ``SoftAttentionPooling`` adds a learned score vector in front of it.
+
 Soft attention is differentiable in the scores; hard attention is not (argmax and sampling have no
 gradient), so it is trained with REINFORCE (``reinforce_loss``) or a straight-through Gumbel-softmax
 (``gumbel_softmax_st``). References: Xu et al. 2015, "Show, Attend and Tell", section 4;
@@ -18,14 +21,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .pooling import attention_pool, validate_scores_value
+
 MODES = ("argmax", "sample")
-
-
-def validate_scores_value(attn_scores, value):
-    """Raise ValueError unless attn_scores (..., S) and value (..., S, Dv) share S."""
-    if attn_scores.dim() < 1 or value.dim() < 2 or attn_scores.shape[-1] != value.shape[-2]:
-        raise ValueError(f"attn_scores (..., S) and value (..., S, Dv) must share S; got attn_scores "
-                         f"{tuple(attn_scores.shape)} and value {tuple(value.shape)}")
 
 
 def _draw_on(generator, shape, dtype, device, draw):
@@ -34,42 +32,11 @@ def _draw_on(generator, shape, dtype, device, draw):
     return draw(torch.empty(shape, dtype=dtype, device=where)).to(device)
 
 
-def soft_attention(attn_scores, value, key_padding_mask=None):
-    """Soft attention over S positions: ``attn_weights = softmax(attn_scores)``, ``context = sum_j w_j v_j``.
-
-    Args:
-        attn_scores: float tensor (..., S), one score per position.
-        value: float tensor (..., S, Dv), one vector per position; batch dims broadcast.
-        key_padding_mask: None or a bool tensor broadcastable to (..., S), **True = padding (ignore)**,
-            as in ``torch.nn.MultiheadAttention``. A row with every position padded gets zero weights.
-
-    Returns:
-        context (..., Dv) and attn_weights (..., S): positive, each row summing to 1 over S.
-
-    Raises:
-        ValueError: S differs between ``attn_scores`` and ``value``.
-
-    References: Bahdanau et al. 2015, eqs. 5-6; Xu et al. 2015, section 4.2 ("deterministic soft
-    attention"). Numerically equal to ``F.scaled_dot_product_attention`` with the score vector as the
-    query (tests/test_hard.py).
-
-    >>> soft_attention(torch.zeros(1, 2), torch.tensor([[[0.0], [4.0]]]))[0]
-    tensor([[2.]])
-    """
-    validate_scores_value(attn_scores, value)
-    if key_padding_mask is not None:
-        attn_scores = attn_scores.masked_fill(key_padding_mask, float("-inf"))
-    attn_weights = torch.softmax(attn_scores, dim=-1)                            # (..., S)
-    attn_weights = attn_weights.masked_fill(torch.isneginf(attn_scores).all(-1, keepdim=True), 0.0)
-    context = (attn_weights.unsqueeze(-2) @ value).squeeze(-2)                   # (..., 1, S) @ (..., S, Dv) -> (..., Dv)
-    return context, attn_weights
-
-
 class SoftAttentionPooling(nn.Module):
     """Pool a sequence into one vector with a learned score vector: ``s_j = w . x_j``, softmax over j.
 
-    The whole sequence is summarised by ``context = sum_j softmax(s)_j x_j``. The score layer has no
-    bias: a constant added to every score cancels in the softmax.
+    The whole sequence is summarised by ``context = sum_j softmax(s)_j x_j`` (``pooling.attention_pool``).
+    The score layer has no bias: a constant added to every score cancels in the softmax.
 
     Args:
         d_model: E, the size of each position's features.
@@ -106,7 +73,7 @@ class SoftAttentionPooling(nn.Module):
         return attn_scores
 
     def forward(self, x, key_padding_mask=None):
-        return soft_attention(self.attn_scores(x, key_padding_mask), x)          # (B, E), (B, S)
+        return attention_pool(self.attn_scores(x, key_padding_mask), x)          # (B, E), (B, S)
 
 
 def hard_attention(attn_scores, value, mode="argmax", generator=None):

@@ -161,8 +161,9 @@ def additive_scores(query, key, w_query, w_key, v):
     Args:
         query: (..., L, Dq) float tensor.
         key: (..., S, Dk) float tensor.
-        w_query: (A, Dq) float tensor, A the hidden size of the scoring layer.
-        w_key: (A, Dk) float tensor.
+        w_query: (A, Dq) float tensor, A the width of the scoring layer (``attn_dim``); laid out as
+            ``nn.Linear.weight`` (out_features, in_features) and applied as ``query @ w_query.T``.
+        w_key: (A, Dk) float tensor, laid out the same way.
         v: (A,) float tensor.
 
     Returns:
@@ -196,7 +197,7 @@ class AttentionScore(nn.Module):
         method: one of ``"dot"``, ``"scaled_dot"``, ``"general"``, ``"concat"``, ``"additive"``.
         query_dim: Dq, the last dim of ``query``.
         key_dim: Dk, the last dim of ``key`` (default ``query_dim``).
-        hidden_dim: A, the hidden size of the additive rule (default ``query_dim``).
+        attn_dim: A, the width of the additive rule's scoring layer (default ``query_dim``).
 
     Shapes: ``query (..., L, Dq)``, ``key (..., S, Dk)`` -> ``attn_scores (..., L, S)``.
 
@@ -207,12 +208,12 @@ class AttentionScore(nn.Module):
     torch.Size([2, 3, 5])
     """
 
-    def __init__(self, method, query_dim, key_dim=None, hidden_dim=None):
+    def __init__(self, method, query_dim, key_dim=None, attn_dim=None):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}; got {method!r}")
         key_dim = query_dim if key_dim is None else key_dim
-        hidden_dim = query_dim if hidden_dim is None else hidden_dim
+        attn_dim = query_dim if attn_dim is None else attn_dim
         if method in ("dot", "scaled_dot") and key_dim != query_dim:
             raise ValueError(f"{method} needs key_dim == query_dim; got {key_dim} and {query_dim}")
         self.method = method
@@ -221,9 +222,9 @@ class AttentionScore(nn.Module):
         elif method == "concat":
             self.linear = nn.Linear(query_dim + key_dim, 1)
         elif method == "additive":
-            self.w_query = nn.Linear(query_dim, hidden_dim, bias=False)
-            self.w_key = nn.Linear(key_dim, hidden_dim, bias=False)
-            self.v = nn.Linear(hidden_dim, 1, bias=False)
+            self.w_query = nn.Linear(query_dim, attn_dim, bias=False)
+            self.w_key = nn.Linear(key_dim, attn_dim, bias=False)
+            self.v = nn.Linear(attn_dim, 1, bias=False)
 
     def forward(self, query, key):
         if self.method == "dot":

@@ -111,12 +111,14 @@ print("context:", tuple(context.shape), "- the same as pool(x)")
 # %% [markdown]
 # Soft attention is differentiable end to end. Take any loss of the context — here the squared
 # distance to a target vector — and the gradient reaches **every** score, and through the scores
-# the score vector $w$: the model can learn where to look.
+# the score vector $w$: the model can learn where to look. (`ac.attention_pool(attn_scores, value)`
+# is the softmax and the weighted sum above, with an optional padding mask: the pooling of every
+# application lesson.)
 
 # %%
 target = ac.randn(1, 16, generator=g, device=device)
 attn_scores = pool.attn_scores(x)                               # (1, 7)
-context, attn_weights = hard.soft_attention(attn_scores, x)     # (1, 16), (1, 7)
+context, attn_weights = ac.attention_pool(attn_scores, x)       # (1, 16), (1, 7)
 loss = (context - target).pow(2).sum()
 grad_scores, grad_w = torch.autograd.grad(loss, (attn_scores, pool.score.weight))
 print("d loss / d attn_scores:", grad_scores[0].cpu())
@@ -455,7 +457,7 @@ def selection_loss(model, batch, method, generator, tau=1.0):
     keys, values, query, position, target = batch
     attn_scores, value = model(keys, values, query)                                  # (B, S), (B, S, E)
     if method == "soft":
-        context, _ = hard.soft_attention(attn_scores, value)                         # (B, E)
+        context, _ = ac.attention_pool(attn_scores, value)                           # (B, E)
         return F.cross_entropy(model.classify(context), target)
     if method == "gumbel":
         attn_weights = hard.gumbel_softmax_st(attn_scores, tau, generator=generator)   # (B, S) one-hot
@@ -472,7 +474,7 @@ def evaluate(model, batch, method):
     keys, values, query, position, target = batch
     attn_scores, value = model(keys, values, query)                                  # (B, S), (B, S, E)
     if method == "soft":
-        context, _ = hard.soft_attention(attn_scores, value)
+        context, _ = ac.attention_pool(attn_scores, value)
     else:
         context, _, _ = hard.hard_attention(attn_scores, value)                      # argmax at test time
     accuracy = (model.classify(context).argmax(-1) == target).float().mean().item()

@@ -59,7 +59,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import attn_course as ac
-from attn_course import checks, data, plot, transformer
+from attn_course import checks, data, plot, training, transformer
 from attn_course.widgets import MaskExplorer
 
 torch.set_printoptions(precision=4, sci_mode=False)
@@ -526,21 +526,18 @@ def accuracy(model, ids, labels):
     with torch.no_grad():
         return (model(ids.to(device)).argmax(-1).cpu() == labels).float().mean().item()
 
-def train(model, steps=100, batch_size=128, lr=5e-3):
-    """AdamW on random mini-batches; returns the loss per step and (step, held-out accuracy) every 20 steps."""
-    g_train, losses, curve = torch.Generator().manual_seed(0), [], []
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    for step in range(1, steps + 1):
-        model.train()
-        batch = torch.randint(0, len(train_ids), (batch_size,), generator=g_train)
-        loss = F.cross_entropy(model(train_ids[batch].to(device)), train_labels[batch].to(device))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if step % 20 == 0:
-            curve.append((step, accuracy(model, test_ids, test_labels)))
-    return losses, curve
+def train(model, steps=100, batch_size=128, lr=5e-3, every=20):
+    """AdamW on random mini-batches (`training.fit`); returns the loss per step and (step, held-out
+    accuracy) every `every` steps."""
+    g_train = torch.Generator().manual_seed(0)
+    def batches(epoch):                               # an "epoch" here: `every` random batches, then a test
+        return [torch.randint(0, len(train_ids), (batch_size,), generator=g_train) for _ in range(every)]
+    def batch_loss(batch):
+        return F.cross_entropy(model(train_ids[batch].to(device)), train_labels[batch].to(device))
+    history = training.fit(model, batches, batch_loss, torch.optim.AdamW(model.parameters(), lr=lr),
+                           epochs=steps // every, evaluate=lambda: accuracy(model, test_ids, test_labels),
+                           progress=False)
+    return history.step_loss, [(every * (i + 1), acc) for i, acc in enumerate(history.evaluations)]
 
 # %% tags=["nbval-ignore-output"]
 results = {}

@@ -208,9 +208,11 @@ test_q1_hidden(additive_attention)
 #
 # `translation.Seq2Seq` is the model of the seed articles, rebuilt: an `Encoder` (embedding,
 # bidirectional GRU: $h_j$ joins a left-to-right and a right-to-left state), a `Decoder` (GRU cell,
-# output layer) and an `AdditiveAttention` between them. `attention=False` gives **the same model
-# without attention**: its context is the encoder's final states at every step — the fixed-length
-# vector. Both are small on purpose: 32 numbers per direction, so $c$ has 64.
+# output layer) and an `ac.AdditiveAttention` between them: Exercise 1 as a layer, its `w_query`,
+# `w_key` and `v` held by `nn.Linear` layers (weights (A, Dq), (A, Dk), (1, A)), then `ac.attention_pool`.
+# `attention=False` gives **the same model without attention**: its context is the encoder's final
+# states at every step — the fixed-length vector. Both are small on purpose: 32 numbers per
+# direction, so $c$ has 64.
 #
 # One decoder step, as the package writes it:
 

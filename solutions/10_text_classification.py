@@ -208,7 +208,9 @@ test_q1_hidden(attention_pooling)
 #
 # `classification.RNNAttentionClassifier`: an embedding (E = 64), a bidirectional GRU (Hd = 64 per direction,
 # so each state $h_t$ has 128 numbers), the attention layer above, and a linear layer to the two
-# classes. Both GRU directions read the real tokens before any padding, so padding never enters the
+# classes. The attention layer scores the states and pools with `classification.attention_pooling`,
+# which checks the (B, S) shapes and calls `ac.attention_pool`, the pooling of every application
+# lesson. Both GRU directions read the real tokens before any padding, so padding never enters the
 # states of real tokens (the backward GRU reads each review reversed, padding still at the end).
 # The vocabulary: the tokens seen at least twice in the training set; rarer ones become `<unk>`.
 

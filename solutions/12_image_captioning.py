@@ -106,7 +106,9 @@ plt.show()
 # then $h_t = \mathrm{GRU}([E y_{t-1}; z_t], h_{t-1})$ and $p(y_t) = \mathrm{softmax}(W_o [h_t; z_t])$.
 # Xu et al. call $z_t$ the context vector and $\alpha_t$ the attention at step *t*: one map per word.
 #
-# One step by hand, with random weights, for a batch of 2 images:
+# One step with random weights, for a batch of 2 images. The package's `captioning.soft_attention`
+# is lesson 02's `additive_scores` with one query, then `ac.attention_pool` (the softmax over the
+# positions and the weighted sum of every application lesson):
 
 # %%
 features = ac.randn(2, 48, 32, generator=g).to(device)              # (B=2, S=48, C=32)

@@ -135,7 +135,7 @@ for i in show:
 # %% [markdown]
 # ### Exercise 1 — attention pooling with a padding mask
 #
-# Write `attention_pool(query, key, value, key_padding_mask)` for `query (E,)` (one query shared by
+# Write `query_attention_pool(query, key, value, key_padding_mask)` for `query (E,)` (one query shared by
 # all clips) or `(B, E)`, `key (B, S, E)`, `value (B, S, Dv)` and `key_padding_mask (B, S)`, True =
 # padding, or `None`. Return `(context (B, Dv), attn_weights (B, S))`: scores $q \cdot k_s / \sqrt{E}$,
 # padded scores filled with `-inf` **before** the softmax over the frames, then the weighted sum of
@@ -144,17 +144,17 @@ for i in show:
 
 # %% [raw]
 # # BEGIN QUESTION
-# name: q1_attention_pool
+# name: q1_query_attention_pool
 # points: [1, 2]
 
 # %% [raw]
 # # BEGIN SOLUTION
 
 # %%
-def attention_pool(query, key, value, key_padding_mask=None):
+def query_attention_pool(query, key, value, key_padding_mask=None):
     """(context (B, Dv), attn_weights (B, S)): one query attends over each clip's frames, padding masked."""
     """ # BEGIN PROMPT
-    raise NotImplementedError("Exercise 1: write attention_pool")
+    raise NotImplementedError("Exercise 1: write query_attention_pool")
     """ # END PROMPT
     # BEGIN SOLUTION NO PROMPT
     E = key.shape[-1]
@@ -174,19 +174,19 @@ def attention_pool(query, key, value, key_padding_mask=None):
 # # BEGIN TESTS
 
 # %%
-def test_q1_public(attention_pool):
-    from attn_course.checks import check_attention_pool
-    check_attention_pool(attention_pool)
+def test_q1_public(query_attention_pool):
+    from attn_course.checks import check_query_attention_pool
+    check_query_attention_pool(query_attention_pool)
 
-test_q1_public(attention_pool)
+test_q1_public(query_attention_pool)
 
 # %%
 # HIDDEN
-def test_q1_hidden(attention_pool):
-    from attn_course.checks import check_attention_pool
-    check_attention_pool(attention_pool, thorough=True)
+def test_q1_hidden(query_attention_pool):
+    from attn_course.checks import check_query_attention_pool
+    check_query_attention_pool(query_attention_pool, thorough=True)
 
-test_q1_hidden(attention_pool)
+test_q1_hidden(query_attention_pool)
 
 # %% [raw]
 # # END TESTS
@@ -195,15 +195,16 @@ test_q1_hidden(attention_pool)
 # # END QUESTION
 
 # %% [markdown]
-# The package's `speech.attention_pool` is the reference the model below uses (so nothing later
-# depends on your exercise). One batch through it, with two clips of different lengths:
+# The package's `speech.query_attention_pool` is the reference the model below uses (so nothing later
+# depends on your exercise): the scores, then `ac.attention_pool`, the masked softmax and weighted sum
+# that every application lesson pools with. One batch through it, with two clips of different lengths:
 
 # %%
 x, key_padding_mask = speech.pad_frames([test_clips.frames[0], test_clips.frames[37]])  # (B=2, S, F), (B, S)
 print("x:", tuple(x.shape), " key_padding_mask:", tuple(key_padding_mask.shape),
       " padding frames per clip:", key_padding_mask.sum(-1).tolist())
 query = ac.randn(32, generator=g)                                                    # (E=F=32,), untrained
-context, attn_weights = speech.attention_pool(query, x / 10, x, key_padding_mask)    # keys scaled down: dB are large
+context, attn_weights = speech.query_attention_pool(query, x / 10, x, key_padding_mask)  # keys scaled down: dB are large
 print("context:", tuple(context.shape), " attn_weights:", tuple(attn_weights.shape),
       " weight on padding:", attn_weights[key_padding_mask].sum().item())
 
@@ -238,7 +239,7 @@ models, losses, accuracy = {}, {}, {}
 for pooling in ("attention", "mean"):
     models[pooling] = new_model(pooling)
     losses[pooling] = speech.train_classifier(models[pooling], train_clips, epochs=8, batch_size=64, lr=5e-3,
-                                              seed=0, device=device)
+                                              seed=0)
     predictions, _ = speech.predict(models[pooling], test_clips, device=device)
     accuracy[pooling] = (predictions == test_clips.labels).float().mean().item()
 for name, acc in [("attention pooling", accuracy["attention"]), ("mean pooling", accuracy["mean"]),

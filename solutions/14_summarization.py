@@ -59,7 +59,7 @@ from IPython.display import HTML, Image, display
 import attn_course as ac
 from attn_course.apps import summarization
 from attn_course.widgets import SummaryExplorer
-from attn_course.widgets.summarization import highlight_html, weights_figure
+from attn_course.widgets.summarization import highlight_article_html, weights_figure
 from attn_course.data import news
 from attn_course.plot import figure_png
 
@@ -330,7 +330,7 @@ assert table["model top-1"]["r1"] >= table["Lead-1"]["r1"] + 1, "the model shoul
 # %%
 # NBVAL_IGNORE_OUTPUT
 k = test_articles.index(example)
-display(HTML(highlight_html(example, test_weights[k], test_word_weights[k])))
+display(HTML(highlight_article_html(example, test_weights[k], test_word_weights[k])))
 fig = weights_figure(example, test_weights[k], summarization.oracle_index(example))
 display(Image(figure_png(fig)))
 
@@ -432,7 +432,8 @@ for name, fn in (("reference", summarization.word_attention), ("suspect", word_a
 # Write `fixed_word_attention(word_scores, h_words, key_padding_mask)`: `word_attention_v2` with the
 # bug removed. It returns `(sentence_vectors (B, N, D), word_weights (B, N, T))`; each real sentence's
 # word weights sum to 1, padding words get 0, a padding sentence gets all zeros. You may call
-# `summarization.attention_pool`. The suspect's source:
+# `ac.attention_pool` (the suspect's `attention_pool`: the masked softmax over the last axis and the
+# weighted sum). The suspect's source:
 
 # %%
 print(inspect.getsource(word_attention_v2))
@@ -453,7 +454,7 @@ def fixed_word_attention(word_scores, h_words, key_padding_mask):
     """ # END PROMPT
     # BEGIN SOLUTION NO PROMPT
     B, N, T = word_scores.shape
-    _, word_weights = summarization.attention_pool(word_scores.reshape(B * N, T), h_words.reshape(B * N, T, -1),
+    _, word_weights = ac.attention_pool(word_scores.reshape(B * N, T), h_words.reshape(B * N, T, -1),
                                         key_padding_mask.reshape(B * N, T))      # (B*N, T): one row per sentence
     word_weights = word_weights.view(B, N, T)
     sentence_vectors = (word_weights.unsqueeze(-2) @ h_words).squeeze(-2)         # (B, N, 1, T) @ (B, N, T, D) -> (B, N, D)

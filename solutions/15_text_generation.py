@@ -189,7 +189,7 @@ import time
 steps = 800
 start = time.perf_counter()
 losses = generation.train_char_model(model, train_ids, steps=steps, block_size=block_size, batch_size=16,
-                              lr=1e-2, seed=0, device=device)
+                                     lr=1e-2, seed=0)
 train_seconds = time.perf_counter() - start
 val_bpc = generation.evaluate_bpc(model, val_ids, block_size=block_size, device=device)
 print(f"trained {steps} steps in {train_seconds:.0f} s on {device}")
@@ -414,7 +414,7 @@ from attn_course.broken import CharTransformer_v2
 torch.manual_seed(0)
 suspect = CharTransformer_v2(V, d_model=64, num_heads=4, num_layers=2, max_len=block_size).to(device)
 suspect_losses = generation.train_char_model(suspect, train_ids, steps=150, block_size=block_size, batch_size=16,
-                                      lr=1e-2, seed=0, device=device)
+                                             lr=1e-2, seed=0)
 suspect = suspect.cpu().eval()
 suspect_bpc = generation.evaluate_bpc(suspect, val_ids, block_size=block_size)
 print(f"after 150 steps, training loss: ours {sum(losses[125:150]) / 25 / math.log(2):.2f} bits, "

@@ -340,7 +340,7 @@ def soft_attention_per_image(query, features, w_query, w_key, v):
     return torch.stack(contexts), torch.stack(weights)
 
 
-def attention_pool_einsum_float64(query, key, value, key_padding_mask=None):
+def query_attention_pool_einsum_float64(query, key, value, key_padding_mask=None):
     B, S, E = key.shape
     attn_scores = torch.einsum("bse,be->bs", key.double(), query.double().expand(B, E)) / math.sqrt(E)
     keep = torch.ones(B, S, dtype=torch.bool) if key_padding_mask is None else ~key_padding_mask
@@ -441,7 +441,7 @@ VARIANTS = {
     "check_spatial_attention_pool": [spatial_attention_pool_einsum],
     "check_attention_map": [attention_map_row_slices],
     "check_soft_attention": [soft_attention_per_image],
-    "check_attention_pool": [attention_pool_einsum_float64],
+    "check_query_attention_pool": [query_attention_pool_einsum_float64],
     "check_subsample_padding_mask": [subsample_padding_mask_conv],
     "check_rouge_1_f1": [rouge_1_f1_matching],
     "check_word_attention": [word_attention_masked_float64],

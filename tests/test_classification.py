@@ -9,7 +9,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attn_course import checks
 from attn_course.widgets import classification as classification_widgets
-from attn_course import hard
+from attn_course import pooling
 from attn_course.apps import classification as cls
 from attn_course.broken import attention_pooling_v2
 from attn_course.checks import CheckFailure
@@ -27,10 +27,10 @@ def _batch(lengths, S, Dv=3, dtype=torch.float64, seed=0):
 # ---------------------------------------------------------------------------------------------- pooling
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_attention_pooling_equals_soft_attention_and_sdpa(dtype):
+def test_attention_pooling_equals_attention_pool_and_sdpa(dtype):
     attn_scores, value, kpm = _batch([5, 3, 1], 5, dtype=dtype)
     context, attn_weights = cls.attention_pooling(attn_scores, value, kpm)
-    ref_context, ref_weights = hard.soft_attention(attn_scores, value, kpm)
+    ref_context, ref_weights = pooling.attention_pool(attn_scores, value, kpm)
     torch.testing.assert_close(context, ref_context)
     torch.testing.assert_close(attn_weights, ref_weights)
     # SDPA with one query per review whose dot product with key t is the score t (keys = identity rows * score).
@@ -69,11 +69,15 @@ def test_attention_pooling_edge_cases_and_errors():
         cls.attention_pooling(attn_scores[:, :2], value)
 
 
-def test_mean_pooling_matches_a_loop():
-    _, value, kpm = _batch([3, 1], 4)
-    pooled = cls.mean_pooling(value, kpm)
-    torch.testing.assert_close(pooled[0], value[0, :3].mean(0))
-    torch.testing.assert_close(pooled[1], value[1, 0])
+def test_mean_pooling_classifier_averages_the_real_tokens():
+    torch.manual_seed(0)
+    model = cls.RNNAttentionClassifier(20, embed_dim=4, hidden_size=3, pooling="mean").eval()
+    ids, kpm = pad_batch([[1, 2, 3], [4]])
+    logits, attn_weights = model(ids, kpm, need_weights=True)
+    hidden = model.encode(ids, kpm)                                                    # (B, S, 2 Hd)
+    torch.testing.assert_close(attn_weights, torch.tensor([[1 / 3] * 3, [1.0, 0.0, 0.0]]))
+    torch.testing.assert_close(logits, model.out(torch.stack([hidden[0, :3].mean(0), hidden[1, 0]])))
+    torch.testing.assert_close(logits, model.out(pooling.mean_pool(hidden, kpm)[0]))   # the same mean
 
 
 def test_reverse_index_reverses_real_tokens_only():
@@ -192,12 +196,12 @@ def test_rank_correlation_matches_scipy():
     assert cls.rank_correlation(a, a) == pytest.approx(1.0)
 
 
-def test_highlight_html_escapes_and_validates():
-    out = classification_widgets.highlight_html(["<b>", "ok"], [0.25, 0.75])
+def test_highlight_tokens_html_escapes_and_validates():
+    out = classification_widgets.highlight_tokens_html(["<b>", "ok"], [0.25, 0.75])
     assert "&lt;b&gt;" in out and "<b>" not in out
     assert 'title="0.750"' in out and "0.850" in out                         # the top token is darkest
     with pytest.raises(ValueError, match="one weight per token"):
-        classification_widgets.highlight_html(["a"], [0.5, 0.5])
+        classification_widgets.highlight_tokens_html(["a"], [0.5, 0.5])
 
 
 def test_review_explorer_is_drivable():

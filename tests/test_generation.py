@@ -180,6 +180,14 @@ def test_random_windows_targets_are_inputs_shifted_by_one():
     assert int(targets.max()) <= 49
 
 
+def test_windows_at_drawn_starts_are_the_random_windows():
+    ids = torch.randint(0, 9, (60,), generator=torch.Generator().manual_seed(1))
+    inputs, targets = gen.random_windows(ids, 7, 4, torch.Generator().manual_seed(0))
+    starts = torch.randint(0, len(ids) - 7, (4,), generator=torch.Generator().manual_seed(0))  # train_char_model's draw
+    assert all(torch.equal(a, b) for a, b in zip(gen.windows(ids, starts, 7), (inputs, targets)))
+    assert torch.equal(inputs[1], ids[int(starts[1]):int(starts[1]) + 7])
+
+
 def test_training_learns_a_periodic_text():
     ids = torch.tensor([0, 1, 2, 3, 1, 2] * 60)
     torch.manual_seed(0)

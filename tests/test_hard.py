@@ -18,7 +18,7 @@ from attn_course import checks, hard  # noqa: E402
 from attn_course.broken import hard_attention_v2  # noqa: E402
 from attn_course.checks import CheckFailure  # noqa: E402
 from attn_course.hard import (SoftAttentionPooling, gumbel_softmax_st, hard_attention,  # noqa: E402
-                              lookup_batch, reinforce_loss, soft_attention)
+                              lookup_batch, reinforce_loss)
 from attn_course.widgets import GumbelExplorer  # noqa: E402
 
 from helpers import DEVICES, DTYPES, F64, THOROUGH, draw, tol  # noqa: E402
@@ -35,57 +35,8 @@ def padding(g, batch, S, device="cpu"):
     return mask.to(device)
 
 
-# ----------------------------------------------------------------- soft attention
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "key_padding_mask"])
-def test_soft_attention_equals_sdpa_with_the_score_vector_as_query(device, dtype, masked):
-    g = torch.Generator().manual_seed(0)
-    B, S, E, Dv = 3, 7, 8, 5
-    query, key, value = draw(g, B, 1, E, dtype=dtype), draw(g, B, S, E, dtype=dtype), draw(g, B, S, Dv, dtype=dtype)
-    key_padding_mask = padding(g, (B,), S) if masked else None
-    attn_scores = (key @ query.transpose(-2, -1)).squeeze(-1)                  # (B, S, E) @ (B, E, 1) -> (B, S)
-    context, attn_weights = soft_attention(attn_scores.to(device), value.to(device),
-                                           None if key_padding_mask is None else key_padding_mask.to(device))
-    expected = F.scaled_dot_product_attention(
-        query, key, value, scale=1.0,
-        attn_mask=None if key_padding_mask is None else ~key_padding_mask[:, None, :]).squeeze(1)
-    torch.testing.assert_close(context.cpu(), expected, **tol(dtype, device))
-    torch.testing.assert_close(attn_weights.sum(-1).cpu(), torch.ones(B, dtype=dtype), **tol(dtype, device))
-    if masked:
-        assert (attn_weights.cpu()[key_padding_mask] == 0).all()
-
-
-def test_soft_attention_worked_example():
-    attn_scores = torch.tensor([[0.0, math.log(3.0)]], dtype=F64)              # weights 1/4, 3/4
-    value = torch.tensor([[[4.0, 0.0], [0.0, 8.0]]], dtype=F64)
-    context, attn_weights = soft_attention(attn_scores, value)
-    torch.testing.assert_close(attn_weights, torch.tensor([[0.25, 0.75]], dtype=F64))
-    torch.testing.assert_close(context, torch.tensor([[1.0, 6.0]], dtype=F64))
-
-
-def test_soft_attention_gradients_flow_and_match_finite_differences():
-    g = torch.Generator().manual_seed(1)
-    attn_scores = draw(g, 2, 5, dtype=F64).requires_grad_(True)
-    value = draw(g, 2, 5, 3, dtype=F64).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda s, v: soft_attention(s, v)[0], (attn_scores, value))
-    (grad,) = torch.autograd.grad(soft_attention(attn_scores, value)[0].sum(), attn_scores)
-    assert grad.abs().min() > 0                                                # every score gets a gradient
-
-
-def test_soft_attention_fully_padded_row_is_zero_not_nan():
-    context, attn_weights = soft_attention(torch.zeros(2, 3), torch.ones(2, 3, 4),
-                                           torch.tensor([[True, True, True], [False, True, False]]))
-    assert torch.isfinite(context).all() and torch.isfinite(attn_weights).all()
-    torch.testing.assert_close(attn_weights, torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.5]]))
-    torch.testing.assert_close(context[0], torch.zeros(4))
-
-
-def test_soft_attention_rejects_mismatched_s():
-    with pytest.raises(ValueError, match=r"must share S.*\(2, 3\).*\(2, 4, 5\)"):
-        soft_attention(torch.zeros(2, 3), torch.zeros(2, 4, 5))
-
-
+# ----------------------------------------------------------------- soft attention pooling
+# (attention_pool itself: tests/test_pooling.py)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "key_padding_mask"])
 def test_soft_attention_pooling_equals_sdpa_and_a_float64_loop(device, masked):

@@ -1,4 +1,5 @@
-"""Heatmaps, PNG rendering, the temperature widget, and the JupyterLab launcher's settings and argv."""
+"""Heatmaps, PNG rendering, the widget scaffold and the temperature widget, and the JupyterLab launcher's
+settings and argv."""
 import html
 import json
 import math
@@ -11,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import ipywidgets  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -18,7 +20,7 @@ from matplotlib.axes import Axes  # noqa: E402
 
 from attn_course import lab  # noqa: E402
 from attn_course.plot import attention_heatmap, figure_png, new_figure, weights_bar  # noqa: E402
-from attn_course.widgets import TemperatureExplorer  # noqa: E402
+from attn_course.widgets import Panel, TemperatureExplorer  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -183,6 +185,55 @@ def test_temperature_explorer_rejects_bad_inputs(scores, labels, named):
     with pytest.raises(ValueError) as info:
         TemperatureExplorer(scores, labels)
     assert named in str(info.value)
+
+
+# ----------------------------------------------------------------- Panel: the scaffold of every widget
+class Sum(Panel):
+    """Two sliders; the readout is their sum in angle brackets, the chart a bar of that height."""
+
+    def __init__(self, **kwargs):
+        self.a, self.b = ipywidgets.IntSlider(value=1), ipywidgets.IntSlider(value=2)
+        self.redraws = 0
+        super().__init__([self.a, self.b], "sum-readout", **kwargs)
+
+    def text(self):
+        self.redraws += 1
+        return f"<{self.a.value + self.b.value}>"
+
+    def figure(self):
+        fig = new_figure((2, 2))
+        fig.add_subplot().bar([0], [self.a.value + self.b.value])
+        return fig
+
+
+def test_panel_redraws_once_per_move_and_escapes_the_readout():
+    panel = Sum(chart_class="sum-chart", chart_width="200px")
+    assert panel.redraws == 1 and panel.readout.value == "<pre>&lt;3&gt;</pre>"
+    assert list(panel.children) == [panel.a, panel.b, panel.readout, panel.image]
+    assert "sum-readout" in panel.readout._dom_classes and "sum-chart" in panel.image._dom_classes
+    assert panel.image.layout.width == "200px" and bytes(panel.image.value).startswith(PNG_MAGIC)
+    first = bytes(panel.image.value)
+    panel.a.value = 5
+    assert panel.redraws == 2 and panel.readout.value == "<pre>&lt;7&gt;</pre>" and bytes(panel.image.value) != first
+    with panel.hold():
+        panel.a.value, panel.b.value = 1, 2
+        assert panel.redraws == 2                                   # nothing drawn while held
+    assert panel.redraws == 3 and bytes(panel.image.value) == first
+    with pytest.raises(ZeroDivisionError), panel.hold():
+        panel.a.value = 0
+        1 / panel.a.value
+    assert panel.redraws == 3                                       # a failed move draws nothing
+    panel.b.value = 3
+    assert panel.redraws == 4 and panel.readout.value == "<pre>&lt;3&gt;</pre>"
+
+
+def test_panel_layout_options():
+    above = Sum(chart_class="sum-chart", chart_first=True, rows=[ipywidgets.HBox()])
+    assert isinstance(above.children[0], ipywidgets.HBox) and above.children[1:] == (above.image, above.readout)
+    plain = Sum()
+    assert plain.image is None and list(plain.children) == [plain.a, plain.b, plain.readout]
+    with pytest.raises(ValueError, match="no chart"):
+        plain.show_figure(plain.figure())
 
 
 # ----------------------------------------------------------------- lab: settings and command

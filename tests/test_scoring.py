@@ -151,13 +151,13 @@ def _set_params(module, method):
     ("additive", KEY, ADDITIVE, 2),
 ])
 def test_attention_score_module_worked_example(method, key, expected, key_dim):
-    module = AttentionScore(method, query_dim=2, key_dim=key_dim, hidden_dim=2).double()
+    module = AttentionScore(method, query_dim=2, key_dim=key_dim, attn_dim=2).double()
     _set_params(module, method)
     torch.testing.assert_close(module(t(QUERY), t(key)), t(expected))
 
 
 def test_attention_score_module_is_differentiable():
-    module = AttentionScore("additive", query_dim=2, hidden_dim=3).double()
+    module = AttentionScore("additive", query_dim=2, attn_dim=3).double()
     module(t(QUERY), t(KEY)).sum().backward()
     for name, p in module.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
@@ -249,7 +249,7 @@ def test_attention_score_module_equals_functional_form(method, batch):
     g = torch.Generator().manual_seed(13)
     Dq, Dk, A = (6, 6, 4) if method in ("dot", "scaled_dot") else (6, 5, 4)
     torch.manual_seed(0)
-    module = AttentionScore(method, query_dim=Dq, key_dim=Dk, hidden_dim=A).double()
+    module = AttentionScore(method, query_dim=Dq, key_dim=Dk, attn_dim=A).double()
     query, key = _rand(g, *batch, 3, Dq), _rand(g, *batch, 7, Dk)
     if method == "general":
         params = {"weight": module.weight}
@@ -267,7 +267,7 @@ def test_attention_score_module_equals_functional_form(method, batch):
     torch.testing.assert_close(attn_scores, expected)
 
 
-def test_attention_score_hidden_dim_defaults_to_query_dim():
+def test_attention_score_attn_dim_defaults_to_query_dim():
     module = AttentionScore("additive", query_dim=6, key_dim=4)
     assert module.w_query.weight.shape == (6, 6)
     assert module.w_key.weight.shape == (6, 4)

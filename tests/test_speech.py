@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from attn_course import checks
 from attn_course.apps import speech
 from attn_course.widgets import SpeechExplorer
-from attn_course.broken import attention_pool_v2, subsample_padding_mask_v2
+from attn_course.broken import query_attention_pool_v2, subsample_padding_mask_v2
 from attn_course.checks import CheckFailure
 from attn_course.data import spoken_digits
 
@@ -98,28 +98,21 @@ def test_pad_frames():
 
 @pytest.mark.parametrize("per_clip", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_attention_pool_equals_torch_sdpa(per_clip, dtype):
+def test_query_attention_pool_equals_torch_sdpa(per_clip, dtype):
     g = torch.Generator().manual_seed(0)
     B, S, E, Dv = 4, 11, 16, 6
     query = torch.randn(*((B, E) if per_clip else (E,)), generator=g, dtype=dtype)
     key, value = torch.randn(B, S, E, generator=g, dtype=dtype), torch.randn(B, S, Dv, generator=g, dtype=dtype)
     key_padding_mask = torch.arange(S) >= torch.tensor([11, 7, 1, 4])[:, None]
-    context, attn_weights = speech.attention_pool(query, key, value, key_padding_mask)
+    context, attn_weights = speech.query_attention_pool(query, key, value, key_padding_mask)
     q = query.expand(B, E).unsqueeze(1)                                           # (B, 1, E)
     expected = F.scaled_dot_product_attention(q, key, value, attn_mask=~key_padding_mask[:, None, :])
     torch.testing.assert_close(context, expected.squeeze(1))
     torch.testing.assert_close(attn_weights.sum(-1), torch.ones(B, dtype=dtype))
     assert attn_weights[key_padding_mask].abs().max() == 0
     # no mask at all: the plain softmax formula
-    _, w = speech.attention_pool(query, key, value)
+    _, w = speech.query_attention_pool(query, key, value)
     torch.testing.assert_close(w, torch.softmax((key * q).sum(-1) / math.sqrt(E), -1))
-
-
-def test_mean_pool_is_the_mean_of_real_frames():
-    value = torch.arange(12.0).view(2, 3, 2)
-    context, weights = speech.mean_pool(value, torch.tensor([[False, False, False], [False, True, True]]))
-    torch.testing.assert_close(context, torch.stack([value[0].mean(0), value[1, 0]]))
-    torch.testing.assert_close(weights.sum(-1), torch.ones(2))
 
 
 @pytest.mark.parametrize("stride", [1, 2, 3])
@@ -268,20 +261,20 @@ def _pool_finite_fill(query, key, value, key_padding_mask=None):
     return (w.unsqueeze(1) @ value).squeeze(1), w
 
 
-@pytest.mark.parametrize("fn", [speech.attention_pool, _pool_student, _pool_sdpa, _pool_finite_fill])
-def test_check_attention_pool_passes_correct_variants(fn):
-    checks.check_attention_pool(fn)
-    checks.check_attention_pool(fn, thorough=True)
+@pytest.mark.parametrize("fn", [speech.query_attention_pool, _pool_student, _pool_sdpa, _pool_finite_fill])
+def test_check_query_attention_pool_passes_correct_variants(fn):
+    checks.check_query_attention_pool(fn)
+    checks.check_query_attention_pool(fn, thorough=True)
 
 
 @pytest.mark.parametrize("fn, kind", [
-    (attention_pool_v2, "mask"), (_pool_no_scale, "values"), (_pool_mask_after_softmax, "normalisation"),
+    (query_attention_pool_v2, "mask"), (_pool_no_scale, "values"), (_pool_mask_after_softmax, "normalisation"),
     (_pool_inverted, "finite"), (_pool_softmax_over_batch, "normalisation"),
     (lambda q, k, v, m=None: _pool_student(q, k, v, m)[1], "type"),
 ])
-def test_check_attention_pool_catches_mistakes(fn, kind):
+def test_check_query_attention_pool_catches_mistakes(fn, kind):
     with pytest.raises(CheckFailure) as err:
-        checks.check_attention_pool(fn, thorough=True)
+        checks.check_query_attention_pool(fn, thorough=True)
     assert err.value.kind == kind, str(err.value)
 
 
@@ -308,10 +301,9 @@ def test_check_subsample_padding_mask_catches_mistakes(fn, kind):
 def test_answer_key_entries_of_lesson_13():
     entries = [e for e in yaml.safe_load((ROOT / "solutions" / "bug_answer_key.yml").read_text())
                if "13" in e["lessons"]]
-    assert {e["broken"] for e in entries} == {"subsample_padding_mask_v2", "attention_pool_v2"}
+    assert {e["broken"] for e in entries} == {"subsample_padding_mask_v2", "query_attention_pool_v2"}
     for e in entries:
-        module, name = e["check"].split(":")
-        check = getattr(importlib.import_module(module), name)
+        check = getattr(checks, e["check"])
         ref_module, ref_name = e["reference"].rsplit(".", 1)
         reference = getattr(importlib.import_module(ref_module), ref_name)
         broken = getattr(importlib.import_module("attn_course.broken"), e["broken"])

@@ -143,24 +143,6 @@ def _masked_reference(scores, value, mask):                          # float64, 
     return context, out_w
 
 
-def test_attention_pool_matches_sdpa_and_a_float64_loop():
-    g = torch.Generator().manual_seed(0)
-    scores, value = torch.randn(3, 5, generator=g), torch.randn(3, 5, 4, generator=g)
-    mask = torch.tensor([[False] * 5, [False, False, True, True, True], [True] * 5])
-    context, weights = sm.attention_pool(scores, value, mask)
-    ref_c, ref_w = _masked_reference(scores, value, mask)
-    torch.testing.assert_close(weights.double(), ref_w)
-    torch.testing.assert_close(context.double(), ref_c)
-    # one query whose q.k equals the score: SDPA with scale 1 gives the same context (rows with a key)
-    q = torch.ones(2, 1, 1)
-    k = scores[:2, :, None]                                           # (2, S, 1): q . k_s = score_s
-    sdpa = F.scaled_dot_product_attention(q, k, value[:2], attn_mask=~mask[:2, None, :], scale=1.0)
-    torch.testing.assert_close(sdpa[:, 0], context[:2])
-    assert (weights[2] == 0).all() and (context[2] == 0).all()
-    with pytest.raises(ValueError):
-        sm.attention_pool(scores, value[:, :4], mask)
-
-
 def test_word_attention_normalises_within_each_sentence():
     g = torch.Generator().manual_seed(1)
     scores, h = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, 4, 6, generator=g)
@@ -334,11 +316,11 @@ def test_summary_explorer_is_driven_from_python():
         summarization_widgets.SummaryExplorer(arts, weights[:3])
 
 
-def test_highlight_html_shades_by_weight():
+def test_highlight_article_html_shades_by_weight():
     a = news.splits(0)[2][0]
     n = len(sm.sentences(a))
     w = torch.zeros(sm.MAX_SENTENCES)
     w[1] = 1.0
-    out = summarization_widgets.highlight_html(a, w)
+    out = summarization_widgets.highlight_article_html(a, w)
     assert out.count("<span") == n and "<sup>1.00</sup>" in out
-    assert "rgba(255, 170, 0, 0.90)" in out
+    assert out.count("rgba(255, 140, 0, 0.850)") == 1 and out.count("rgba(255, 140, 0, 0.000)") == n - 1

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attn_course import checks, widgets
-from attn_course import attention, scoring
+from attn_course import attention, pooling, scoring
 from attn_course.apps import translation as tr
 from attn_course.broken import Seq2Seq_v2
 from attn_course.checks import CheckFailure
@@ -74,7 +74,7 @@ def test_additive_attention_matches_loop_and_scoring(dtype):
 
 def test_additive_attention_module_and_errors():
     torch.manual_seed(0)
-    module = tr.AdditiveAttention(4, 6, 5)
+    module = pooling.AdditiveAttention(4, 6, 5)                     # the decoder's attention
     q, k = torch.randn(2, 4), torch.randn(2, 3, 6)
     mask = torch.tensor([[False, False, True], [True, True, True]])   # the second row is all padding
     c1, w1 = module(q, k, k, mask)

@@ -12,8 +12,8 @@ caption one word at a time; before each word it looks at the image with **additi
 With ``attention=False`` the decoder gets the plain average of the features at every step (the
 "Show and Tell" baseline, Vinyals et al. 2015), so the lesson can measure what attention adds.
 
-Shapes: B batch, S image positions (keys), C feature channels, Hd decoder state, A attention size,
-T caption length (words + <eos>), V vocabulary.
+Shapes: B batch, S image positions (keys), C feature channels, Hd decoder state, A the width of the
+scoring layer (``attn_dim``), T caption length (words + <eos>), V vocabulary.
 """
 import math
 
@@ -22,7 +22,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data.images import DIGIT_WORDS
-from .training import fit_one_cycle
+from ..pooling import attention_pool
+from ..scoring import additive_scores
+from ..training import fit
 
 WORDS = DIGIT_WORDS + ["<eos>", "<bos>"]     # ids 0..9 are the digits, 10 = <eos>, 11 = <bos>
 EOS, BOS = 10, 11
@@ -39,7 +41,8 @@ def soft_attention(query, features, w_query, w_key, v):
     Args:
         query: float tensor (B, Hd), the decoder's previous state h_{t-1}.
         features: float tensor (B, S, C), the encoder's feature vectors (keys and values).
-        w_query: (A, Hd); w_key: (A, C); v: (A,), A the size of the scoring layer. Same dtype as the inputs.
+        w_query: (A, Hd); w_key: (A, C); v: (A,), A the width of the scoring layer (``attn_dim``), laid out
+            as ``nn.Linear.weight`` (``query @ w_query.T``). Same dtype as the inputs.
 
     Returns:
         (context, attn_weights): context (B, C); attn_weights (B, S), each row summing to 1.
@@ -48,7 +51,9 @@ def soft_attention(query, features, w_query, w_key, v):
         ValueError: shapes that do not fit together.
 
     References: Xu et al. 2015, *Show, Attend and Tell*, eqs. 4-6 (f_att is this one-layer MLP);
-    Bahdanau et al. 2015, eq. 6 and appendix A.1.2.
+    Bahdanau et al. 2015, eq. 6 and appendix A.1.2. ``scoring.additive_scores`` with one query, then
+    ``pooling.attention_pool`` with the features as values: ``pooling.AdditiveAttention`` with the
+    weights passed in.
 
     >>> context, w = soft_attention(torch.zeros(1, 2), torch.eye(3)[None], torch.ones(4, 2), torch.ones(4, 3),
     ...                             torch.ones(4))
@@ -62,11 +67,8 @@ def soft_attention(query, features, w_query, w_key, v):
     if tuple(w_query.shape) != (A, query.shape[1]) or tuple(w_key.shape) != (A, features.shape[2]):
         raise ValueError(f"expected w_query (A, Hd={query.shape[1]}), w_key (A, C={features.shape[2]}), v (A,); "
                          f"got {tuple(w_query.shape)}, {tuple(w_key.shape)}, {tuple(v.shape)}")
-    hidden = torch.tanh((query @ w_query.T).unsqueeze(1) + features @ w_key.T)   # (B, 1, A) + (B, S, A) -> (B, S, A)
-    attn_scores = hidden @ v                                                     # (B, S, A) @ (A,) -> (B, S)
-    attn_weights = torch.softmax(attn_scores, dim=-1)                        # over the S positions
-    context = (attn_weights.unsqueeze(1) @ features).squeeze(1)              # (B, 1, S) @ (B, S, C) -> (B, C)
-    return context, attn_weights
+    attn_scores = additive_scores(query.unsqueeze(1), features, w_query, w_key, v).squeeze(1)  # (B, 1, S) -> (B, S)
+    return attention_pool(attn_scores, features)                                 # (B, C), (B, S): softmax over S
 
 
 class Encoder(nn.Module):
@@ -93,14 +95,14 @@ class CaptionDecoder(nn.Module):
     ``attention=False`` replaces the attention context by the mean of the features (uniform weights).
     """
 
-    def __init__(self, width=24, channels=32, hidden=64, attn_size=32, embed=16, attention=True):
+    def __init__(self, width=24, channels=32, hidden=64, attn_dim=32, embed=16, attention=True):
         super().__init__()
         self.attention, self.encoder = attention, Encoder(width, channels)
         self.embed = nn.Embedding(len(WORDS), embed)
         self.init_h = nn.Linear(channels, hidden)
-        self.w_query = nn.Parameter(torch.randn(attn_size, hidden) / math.sqrt(hidden))
-        self.w_key = nn.Parameter(torch.randn(attn_size, channels) / math.sqrt(channels))
-        self.v = nn.Parameter(torch.randn(attn_size) / math.sqrt(attn_size))
+        self.w_query = nn.Parameter(torch.randn(attn_dim, hidden) / math.sqrt(hidden))      # (A, Hd)
+        self.w_key = nn.Parameter(torch.randn(attn_dim, channels) / math.sqrt(channels))    # (A, C)
+        self.v = nn.Parameter(torch.randn(attn_dim) / math.sqrt(attn_dim))                 # (A,)
         self.gru = nn.GRUCell(embed + channels, hidden)
         self.out = nn.Linear(hidden + channels, len(WORDS))
 
@@ -147,19 +149,27 @@ def targets(labels):
 
 
 def train_captioner(model, images, labels, epochs=6, batch_size=64, lr=5e-3, seed=0, progress=True):
-    """Teacher forcing, cross-entropy over every word, Adam with a one-cycle schedule; a tqdm bar.
+    """Teacher forcing, cross-entropy over every word, Adam with a one-cycle schedule (Smith & Topin 2017),
+    mini-batches shuffled each epoch by ``torch.Generator().manual_seed(seed)``; a tqdm bar.
 
-    Returns the loss per step.
+    Returns the loss per step (list of float).
     """
     device = next(model.parameters()).device
     captions = targets(labels)
+    g = torch.Generator().manual_seed(seed)
+    steps = epochs * math.ceil(len(labels) / batch_size)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+
+    def batches(epoch):                                                   # a new order every epoch
+        return torch.randperm(len(labels), generator=g).split(batch_size)
 
     def batch_loss(batch):
         logits, _ = model(images[batch].to(device), captions[batch].to(device))   # (b, T, V)
         return F.cross_entropy(logits.flatten(0, 1), captions[batch].to(device).flatten())
 
     desc = "training (" + ("attention" if model.attention else "no attention") + ")"
-    return fit_one_cycle(model, len(labels), batch_loss, epochs, batch_size, lr, seed, desc=desc, progress=progress)
+    return fit(model, batches, batch_loss, opt, epochs, scheduler=schedule, desc=desc, progress=progress).step_loss
 
 
 def caption_scores(predicted, labels):

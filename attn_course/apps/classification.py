@@ -11,13 +11,14 @@ Shapes: B batch, S tokens of a review (padded), E embedding size, Hd hidden size
 direction (the context has 2 * Hd numbers), C classes.
 """
 import collections
-import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..data import Vocab, pad_batch, tokenize
+from ..pooling import attention_pool
+from ..training import fit
 
 
 def attention_pooling(attn_scores, value, key_padding_mask=None):
@@ -41,9 +42,9 @@ def attention_pooling(attn_scores, value, key_padding_mask=None):
     Raises:
         ValueError: shapes that do not match (B, S), (B, S, Dv), (B, S), or a mask that is not bool.
 
-    References: Bahdanau et al. 2015, eqs. 5-6; Yang et al. 2016, eqs. 5-7. Equal to
-    ``attn_course.hard.soft_attention`` and to ``F.scaled_dot_product_attention`` with one query
-    (tests/test_classification.py).
+    References: Bahdanau et al. 2015, eqs. 5-6; Yang et al. 2016, eqs. 5-7. The (B, S) case of
+    ``attn_course.pooling.attention_pool``, which it calls after checking the shapes; equal to
+    ``F.scaled_dot_product_attention`` with one query (tests/test_classification.py).
 
     >>> attention_pooling(torch.zeros(1, 3), torch.tensor([[[1.0], [3.0], [100.0]]]),
     ...                   torch.tensor([[False, False, True]]))
@@ -56,45 +57,41 @@ def attention_pooling(attn_scores, value, key_padding_mask=None):
         if key_padding_mask.dtype != torch.bool or key_padding_mask.shape != attn_scores.shape:
             raise ValueError(f"key_padding_mask must be a bool tensor (B, S) = {tuple(attn_scores.shape)}; got "
                              f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}")
-        attn_scores = attn_scores.masked_fill(key_padding_mask, float("-inf"))    # padding: exp(-inf) = 0
-    attn_weights = torch.softmax(attn_scores, dim=-1)                             # (B, S), rows sum to 1
-    attn_weights = torch.nan_to_num(attn_weights, nan=0.0)                        # all-padding rows -> 0
-    context = (attn_weights.unsqueeze(1) @ value).squeeze(1)                      # (B, 1, S) @ (B, S, Dv) -> (B, Dv)
-    return context, attn_weights
-
-
-def mean_pooling(value, key_padding_mask=None):
-    """The plain average of the real tokens' vectors: value (B, S, Dv) -> (B, Dv); padding left out."""
-    if key_padding_mask is None:
-        return value.mean(dim=1)
-    keep = (~key_padding_mask).unsqueeze(-1).to(value.dtype)                      # (B, S, 1), 1 = real token
-    return (value * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)               # (B, S, Dv) -> (B, Dv)
+    return attention_pool(attn_scores, value, key_padding_mask)                  # (B, Dv), (B, S)
 
 
 class AttentionLayer(nn.Module):
     """Additive attention pooling: ``e_t = w . tanh(W h_t + b)``, then :func:`attention_pooling`.
 
+    The score of ``attn_course.pooling.AdditiveAttention`` without a query: the bias ``b`` stands in
+    for ``W_q q``, and the learned ``w`` (Yang et al.'s context vector u_w) asks the same question of
+    every review.
+
     Args:
-        d_in: the size of each state h_t; attn_size: the size of the hidden layer W.
+        key_dim: the size of each state h_t; attn_dim: A, the width of the hidden layer W.
+
+    Attributes:
+        proj (``nn.Linear(key_dim, A)``): W (A, key_dim) and b; score (``nn.Linear(A, 1, bias=False)``):
+        its weight (1, A) is w. pooling: ``attention_pooling`` or a replacement with its signature.
 
     Shape:
-        hidden (B, S, d_in), key_padding_mask (B, S) bool, **True = padding** ->
-        context (B, d_in), attn_weights (B, S).
+        hidden (B, S, key_dim), key_padding_mask (B, S) bool, **True = padding** ->
+        context (B, key_dim), attn_weights (B, S).
 
     References: Yang et al. 2016, "Hierarchical Attention Networks for Document Classification",
     eqs. 5-7; Raffel & Ellis 2016, "Feed-Forward Networks with Attention Can Solve Some Long-Term
     Memory Problems".
     """
 
-    def __init__(self, d_in, attn_size=64, pooling=attention_pooling):
+    def __init__(self, key_dim, attn_dim=64, pooling=attention_pooling):
         super().__init__()
-        self.proj = nn.Linear(d_in, attn_size)                                   # W, b
-        self.score = nn.Linear(attn_size, 1, bias=False)                          # w (the "context vector" u_w)
+        self.proj = nn.Linear(key_dim, attn_dim)                                 # W, b
+        self.score = nn.Linear(attn_dim, 1, bias=False)                           # w (the "context vector" u_w)
         self.pooling = pooling
 
     def forward(self, hidden, key_padding_mask=None):
-        attn_scores = self.score(torch.tanh(self.proj(hidden))).squeeze(-1)      # (B, S, d_in) -> (B, S)
-        return self.pooling(attn_scores, hidden, key_padding_mask)               # (B, d_in), (B, S)
+        attn_scores = self.score(torch.tanh(self.proj(hidden))).squeeze(-1)      # (B, S, key_dim) -> (B, S)
+        return self.pooling(attn_scores, hidden, key_padding_mask)               # (B, key_dim), (B, S)
 
 
 class RNNAttentionClassifier(nn.Module):
@@ -108,7 +105,9 @@ class RNNAttentionClassifier(nn.Module):
     Forward:
         ids (B, S) int64, key_padding_mask (B, S) bool (**True = padding**; None: computed as
         ``ids == 0``) -> logits (B, C); with ``need_weights=True`` also attn_weights (B, S) (for
-        mean pooling: 1 / length on every real token).
+        mean pooling: 1 / length on every real token). Mean pooling sums the real tokens' states and
+        divides by their number: the mean of ``attn_course.pooling.mean_pool``, which takes it as a
+        weighted sum and so rounds differently in the last bit.
 
     Both RNN directions read the real tokens before any padding (the backward one reads each review
     reversed, padding still at the end), so padding never enters the states of real tokens: with a
@@ -146,10 +145,11 @@ class RNNAttentionClassifier(nn.Module):
         hidden = self.encode(ids, key_padding_mask)                              # (B, S, 2 Hd)
         if self.attention is not None:
             context, attn_weights = self.attention(hidden, key_padding_mask)    # (B, 2 Hd), (B, S)
-        else:
-            context = mean_pooling(hidden, key_padding_mask)                     # (B, 2 Hd)
-            keep = (~key_padding_mask).to(hidden.dtype)
-            attn_weights = keep / keep.sum(dim=1, keepdim=True).clamp(min=1)     # (B, S), uniform over tokens
+        else:                                                                    # the baseline: the mean of the tokens
+            keep = (~key_padding_mask).to(hidden.dtype)                          # (B, S), 1 = real token
+            n = keep.sum(dim=1, keepdim=True).clamp(min=1)                       # (B, 1), real tokens per review
+            context = (hidden * keep.unsqueeze(-1)).sum(dim=1) / n               # (B, S, 2 Hd) -> (B, 2 Hd)
+            attn_weights = keep / n                                              # (B, S), uniform over tokens
         logits = self.out(self.dropout(context))                                 # (B, 2 Hd) -> (B, C)
         return (logits, attn_weights) if need_weights else logits
 
@@ -226,36 +226,22 @@ def train_classifier(model, train, valid, epochs=4, batch_size=64, lr=3e-3, seed
     Returns:
         a list of dicts, one per epoch: ``{"epoch", "train_loss", "valid_accuracy"}``.
     """
-    from tqdm.auto import tqdm
-
     device = next(model.parameters()).device
     ids, mask, labels = train
     labels = torch.as_tensor(labels)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    history, best = [], (-1.0, None)
     lengths = (~mask).sum(dim=1)                                                 # (N,) tokens per review
-    steps = epochs * math.ceil(len(ids) / batch_size)
-    with tqdm(total=steps, disable=None if progress else True, desc="training", leave=False) as bar:
-        for epoch in range(1, epochs + 1):
-            model.train()
-            total = 0.0
-            for batch in length_batches(lengths, batch_size, g):
-                S = int(lengths[batch].max())                                    # trim the batch's padding
-                logits = model(ids[batch, :S].to(device), mask[batch, :S].to(device))
-                loss = F.cross_entropy(logits, labels[batch].to(device))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(batch)
-                bar.update(1)
-            acc = accuracy(model, *valid)
-            history.append({"epoch": epoch, "train_loss": total / len(ids), "valid_accuracy": acc})
-            if acc > best[0]:
-                best = (acc, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    model.load_state_dict(best[1])
-    model.eval()
-    return history
+
+    def batch_loss(batch):
+        S = int(lengths[batch].max())                                            # trim the batch's padding
+        logits = model(ids[batch, :S].to(device), mask[batch, :S].to(device))   # (b, S) -> (b, C)
+        return F.cross_entropy(logits, labels[batch].to(device))
+
+    history = fit(model, lambda epoch: length_batches(lengths, batch_size, g), batch_loss, opt, epochs,
+                  evaluate=lambda: accuracy(model, *valid), keep_best="max", progress=progress)
+    return [{"epoch": epoch, "train_loss": loss, "valid_accuracy": acc}
+            for epoch, (loss, acc) in enumerate(zip(history.epoch_loss, history.evaluations), start=1)]
 
 
 def _delete_each(ids, length):

@@ -6,7 +6,8 @@ LayerNorm -> a linear layer to one logit per character. Trained with next-charac
 (``train_char_model``), measured in bits per character against n-gram baselines (``ngram_bpc``),
 sampled with a softmax temperature and top-k (``sample_next``, ``generate``), and probed for
 causality (``causality_probe``), and read per head (``attention_by_offset``). The checks of the
-lesson's exercises are in ``generation_checks``; its sampling widget in ``generation_explorer``.
+lesson's exercises are in ``attn_course.checks.generation``; its sampling widget in
+``attn_course.widgets.generation``.
 
 Shape legend: B batch, L sequence length (context), E d_model (= H*D), H heads, D head_dim, V vocabulary.
 
@@ -26,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..attention import causal_mask
+from ..training import fit
 from ..transformer import LearnedPositionalEncoding, SinusoidalPositionalEncoding, TransformerBlock
 
 LOG2 = math.log(2.0)
@@ -106,7 +108,13 @@ def random_windows(ids, block_size, batch_size, generator):
     start s drawn uniformly (from ``generator``) in 0 .. len(ids) - block_size - 1.
     """
     starts = torch.randint(0, len(ids) - block_size, (batch_size,), generator=generator)   # (B,)
-    offsets = torch.arange(block_size)                                                    # (L,)
+    return windows(ids, starts, block_size)
+
+
+def windows(ids, starts, block_size):
+    """The windows that start at ``starts`` (B,) int64: ``(inputs, targets)``, each (B, block_size),
+    ``inputs[b] = ids[s_b : s_b + block_size]`` and ``targets`` the same shifted by one."""
+    offsets = torch.arange(block_size, device=starts.device)                             # (L,)
     inputs = ids[starts[:, None] + offsets]                                               # (B, L)
     return inputs, ids[starts[:, None] + offsets + 1]                                     # (B, L) each
 
@@ -116,36 +124,27 @@ def lm_loss(logits, targets):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))   # (B*L, V), (B*L,)
 
 
-def train_char_model(model, train_ids, steps=600, block_size=64, batch_size=32, lr=3e-3, seed=0,
-                     device="cpu", progress=True):
+def train_char_model(model, train_ids, steps=600, block_size=64, batch_size=32, lr=3e-3, seed=0, progress=True):
     """Train ``model`` on random windows of ``train_ids`` with AdamW; returns the training loss per step.
 
-    The learning rate warms up linearly over the first 5 % of the steps, then decays to 10 % on a
-    cosine. ``progress`` shows a tqdm bar (``disable=None`` hides it where there is no terminal).
+    Each step's ``batch_size`` window starts are drawn as ``random_windows`` draws them, from
+    ``torch.Generator().manual_seed(seed)``; gradients are clipped to norm 1. The learning rate warms up
+    linearly over the first 5 % of the steps, then decays to 10 % on a cosine. The windows go to the
+    model's device. ``progress`` shows a tqdm bar (``disable=None`` hides it where there is no terminal).
     """
-    from tqdm.auto import tqdm
-
+    device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     warmup = max(1, steps // 20)
     schedule = lambda s: min(1.0, (s + 1) / warmup) * (0.55 + 0.45 * math.cos(math.pi * s / steps))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    losses = []
-    model.train()
-    bar = tqdm(range(steps), desc="training", disable=None if progress else True, mininterval=1.0)
-    for _ in bar:
-        inputs, targets = random_windows(train_ids, block_size, batch_size, g)
-        loss = lm_loss(model(inputs.to(device)), targets.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if len(losses) % 50 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.3f}")
-    model.eval()
-    return losses
+
+    def batch_loss(starts):
+        inputs, targets = windows(train_ids, starts, block_size)                # (B, L) each
+        return lm_loss(model(inputs.to(device)), targets.to(device))           # logits (B, L, V)
+
+    batches = [torch.randint(0, len(train_ids) - block_size, (batch_size,), generator=g) for _ in range(steps)]
+    return fit(model, batches, batch_loss, opt, scheduler=sched, clip_grad_norm=1.0, progress=progress).step_loss
 
 
 @torch.no_grad()

@@ -15,9 +15,9 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
-from ..attention import masked_softmax
+from ..pooling import attention_pool, mean_pool
+from ..training import fit
 
 
 def pad_frames(frames, pad_value=0.0):
@@ -73,7 +73,7 @@ def subsample_padding_mask(key_padding_mask, stride=2):
     return key_padding_mask[:, ::stride]                                            # (B, S) -> (B, ceil(S / stride))
 
 
-def attention_pool(query, key, value, key_padding_mask=None):
+def query_attention_pool(query, key, value, key_padding_mask=None):
     """One query attends over the frames of each clip: softmax(q k^T / sqrt(E)) v, padding masked.
 
     attn_scores[b, s] = query . key[b, s] / sqrt(E); attn_weights = softmax over s of the frames that
@@ -90,6 +90,16 @@ def attention_pool(query, key, value, key_padding_mask=None):
 
     Raises:
         ValueError: shapes that do not fit together.
+
+    References: the scores ``q . k_s / sqrt(E)`` (``scoring.scaled_dot_scores`` with L = 1), then
+    ``attn_course.pooling.attention_pool``. Equal to ``F.scaled_dot_product_attention`` with one query
+    (tests/test_speech.py).
+
+    >>> context, attn_weights = query_attention_pool(torch.zeros(4), torch.ones(1, 3, 4),
+    ...                                              torch.tensor([[[1.0], [3.0], [100.0]]]),
+    ...                                              torch.tensor([[False, False, True]]))
+    >>> context, attn_weights
+    (tensor([[2.]]), tensor([[0.5000, 0.5000, 0.0000]]))
     """
     B, S, E = key.shape
     if query.shape[-1] != E or value.shape[:2] != (B, S) or (
@@ -98,17 +108,7 @@ def attention_pool(query, key, value, key_padding_mask=None):
                          f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}, "
                          f"{None if key_padding_mask is None else tuple(key_padding_mask.shape)}")
     attn_scores = (key @ query.reshape(-1, E, 1)).squeeze(-1) / math.sqrt(E)        # (B, S, E) @ (., E, 1) -> (B, S)
-    attn_mask = None if key_padding_mask is None else ~key_padding_mask             # True = may attend
-    attn_weights = masked_softmax(attn_scores, attn_mask)                            # (B, S), rows sum to 1
-    context = (attn_weights.unsqueeze(1) @ value).squeeze(1)                         # (B, 1, S) @ (B, S, Dv) -> (B, Dv)
-    return context, attn_weights
-
-
-def mean_pool(value, key_padding_mask=None):
-    """The baseline: the plain mean of the non-padding frames, (B, S, Dv) -> (B, Dv); weights (B, S) uniform."""
-    keep = torch.ones(value.shape[:2], device=value.device) if key_padding_mask is None else (~key_padding_mask).float()
-    weights = keep / keep.sum(-1, keepdim=True)                                      # (B, S), 1 / T_b on real frames
-    return (weights.unsqueeze(1) @ value).squeeze(1), weights                        # (B, Dv)
+    return attention_pool(attn_scores, value, key_padding_mask)                      # (B, Dv), (B, S)
 
 
 class SpokenDigitClassifier(nn.Module):
@@ -153,9 +153,10 @@ class SpokenDigitClassifier(nn.Module):
     def classify(self, h, key_padding_mask):
         """Encoder states (B, S', E) and mask (B, S') -> (logits (B, 10), attn_weights (B, S'))."""
         if self.pooling == "attention":
-            context, attn_weights = attention_pool(self.query, torch.tanh(self.key_proj(h)), h, key_padding_mask)
+            context, attn_weights = query_attention_pool(self.query, torch.tanh(self.key_proj(h)), h,
+                                                         key_padding_mask)          # (B, E), (B, S')
         else:
-            context, attn_weights = mean_pool(h, key_padding_mask)
+            context, attn_weights = mean_pool(h, key_padding_mask)                   # the baseline: equal weights
         return self.out(context), attn_weights                                       # (B, E) -> (B, 10)
 
     def forward(self, x, key_padding_mask):
@@ -168,30 +169,27 @@ def band_stats(frames):
     return stacked.mean(0), stacked.std(0)
 
 
-def train_classifier(model, clips, epochs=12, batch_size=32, lr=3e-3, seed=0, device="cpu", progress=True):
-    """Adam on shuffled mini-batches of ``clips`` (a ``spoken_digits.Clips``); a tqdm bar per epoch.
+def train_classifier(model, clips, epochs=12, batch_size=32, lr=3e-3, seed=0, progress=True):
+    """Adam on mini-batches of ``clips`` (a ``spoken_digits.Clips``) shuffled each epoch; a tqdm bar.
 
-    Returns the mean training loss of each epoch (list of float).
+    Returns the mean training loss of each epoch (list of float). The data go to the model's device.
     """
+    device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    bar = tqdm(range(epochs), desc=f"training ({model.pooling} pooling)", disable=not progress or None)
-    for _ in bar:
-        model.train()
-        order, total = torch.randperm(len(clips), generator=g).tolist(), 0.0
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            x, key_padding_mask = pad_frames([clips.frames[i] for i in batch])
-            logits, _ = model(x.to(device), key_padding_mask.to(device))
-            loss = F.cross_entropy(logits, clips.labels[batch].to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(batch)
-        losses.append(total / len(order))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    return losses
+
+    def batches(epoch):                                                   # lists of clip indices
+        order = torch.randperm(len(clips), generator=g).tolist()
+        return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+    def batch_loss(batch):
+        x, key_padding_mask = pad_frames([clips.frames[i] for i in batch])       # (b, S, F), (b, S)
+        logits, _ = model(x.to(device), key_padding_mask.to(device))             # (b, 10)
+        return F.cross_entropy(logits, clips.labels[batch].to(device))
+
+    history = fit(model, batches, batch_loss, opt, epochs, desc=f"training ({model.pooling} pooling)",
+                  progress=progress)
+    return history.epoch_loss
 
 
 @torch.no_grad()
@@ -219,7 +217,3 @@ def nearest_neighbour(train_clips, test_clips):
 def mass_on_voiced(weights, voiced):
     """Per clip, the attention mass on voiced frames: weights at the encoder rate, voiced at the frame rate."""
     return torch.tensor([w[v[::2]].sum().item() for w, v in zip(weights, voiced)])
-
-
-# ---- checks of the lesson's exercises ------------------------------------------------------------
-

@@ -30,6 +30,8 @@ from torch.nn import functional as F
 
 from .. import data as course_data
 from ..data import news
+from ..pooling import attention_pool
+from ..training import fit
 
 MAX_SENTENCES, MAX_WORDS = 20, 32
 
@@ -164,45 +166,6 @@ def encode(articles, vocab, max_sentences=MAX_SENTENCES, max_words=MAX_WORDS):
 
 # ---------------------------------------------------------------- the model
 
-def attention_pool(attn_scores, value, key_padding_mask=None):
-    """Attention pooling with a padding mask: softmax of the scores over the last axis, then a weighted sum.
-
-    attn_weights = softmax(attn_scores masked with -inf where key_padding_mask is True);
-    context = sum_s attn_weights[..., s] * value[..., s, :]. A row whose keys are all padding (a padding
-    sentence at the word level) gets all-zero weights and a zero context, not NaN.
-
-    Args:
-        attn_scores: (..., S) float, one score per key.
-        value: (..., S, E) float, the vectors to average.
-        key_padding_mask: (..., S) bool, **True = padding** (weight exactly 0), or None.
-
-    Returns:
-        (context, attn_weights): (..., E) and (..., S).
-
-    Raises:
-        ValueError: the shapes do not line up.
-
-    References: Yang et al. (2016), eqs. 6-7 and 9-10; Bahdanau et al. (2015), eq. 6. Equal to
-    ``F.scaled_dot_product_attention`` with one query whose dot products are the scores
-    (tests/test_summarization.py).
-
-    >>> attention_pool(torch.zeros(1, 3), torch.tensor([[[1.0], [3.0], [100.0]]]), torch.tensor([[False, False, True]]))
-    (tensor([[2.]]), tensor([[0.5000, 0.5000, 0.0000]]))
-    """
-    if value.shape[:-1] != attn_scores.shape or (key_padding_mask is not None
-                                                  and key_padding_mask.shape != attn_scores.shape):
-        raise ValueError(f"attn_scores (..., S) {tuple(attn_scores.shape)}, value (..., S, E) "
-                         f"{tuple(value.shape)} and key_padding_mask (..., S) "
-                         f"{None if key_padding_mask is None else tuple(key_padding_mask.shape)} must agree")
-    if key_padding_mask is not None:
-        attn_scores = attn_scores.masked_fill(key_padding_mask, float("-inf"))   # padding: exp(-inf) = 0
-    attn_weights = torch.softmax(attn_scores, dim=-1)                             # (..., S), NaN if all padding
-    if key_padding_mask is not None:
-        attn_weights = attn_weights.masked_fill(key_padding_mask.all(-1, keepdim=True), 0.0)
-    context = (attn_weights.unsqueeze(-2) @ value).squeeze(-2)                   # (..., 1, S) @ (..., S, E) -> (..., E)
-    return context, attn_weights
-
-
 def word_attention(word_scores, h_words, key_padding_mask):
     """Word-level attention of a hierarchical network: one softmax **per sentence**, over its T words.
 
@@ -231,15 +194,22 @@ def word_attention(word_scores, h_words, key_padding_mask):
 
 
 class AdditiveScore(nn.Module):
-    """Yang et al.'s score against a learned context vector u: score_s = tanh(W h_s + b) . u (eqs. 5-6, 8-9)."""
+    """Yang et al.'s score against a learned context vector u: score_s = tanh(W h_s + b) . u (eqs. 5-6, 8-9).
 
-    def __init__(self, dim, attn_dim):
+    The score of ``attn_course.pooling.AdditiveAttention`` without a query (the bias b stands in for
+    ``W_q q``; u plays v), with u drawn from N(0, 1 / attn_dim).
+
+    Args:
+        key_dim: the size of each h_s; attn_dim: A, the width of the hidden layer W.
+    """
+
+    def __init__(self, key_dim, attn_dim):
         super().__init__()
-        self.proj = nn.Linear(dim, attn_dim)
+        self.proj = nn.Linear(key_dim, attn_dim)
         self.context_vector = nn.Parameter(torch.randn(attn_dim) / math.sqrt(attn_dim))
 
     def forward(self, hidden):
-        """hidden (..., S, dim) -> attn_scores (..., S)."""
+        """hidden (..., S, key_dim) -> attn_scores (..., S)."""
         return torch.tanh(self.proj(hidden)) @ self.context_vector                 # (..., S, A) @ (A,) -> (..., S)
 
 
@@ -291,7 +261,8 @@ class HierarchicalSummarizer(nn.Module):
 # ---------------------------------------------------------------- training and evaluation
 
 def train(model, ids, key_padding_mask, labels, epochs=4, batch_size=32, lr=5e-3, seed=0, progress=True):
-    """Train with cross-entropy on the sentence scores (= -log sentence_weights[label]); AdamW, shuffled batches.
+    """Train with cross-entropy on the sentence scores (= -log sentence_weights[label]); AdamW on batches
+    shuffled each epoch, gradients clipped to norm 1.
 
     Args:
         ids, key_padding_mask: (A, N, T) from ``encode``; labels: (A,) int64 oracle sentence indices.
@@ -300,29 +271,18 @@ def train(model, ids, key_padding_mask, labels, epochs=4, batch_size=32, lr=5e-3
     Returns:
         the list of mean training losses, one per epoch.
     """
-    from tqdm.auto import tqdm
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    steps = epochs * math.ceil(len(ids) / batch_size)
-    losses = []
-    with tqdm(total=steps, desc="training", unit="batch", disable=None if progress else True) as bar:
-        for epoch in range(epochs):
-            model.train()
-            order, total = torch.randperm(len(ids), generator=g), 0.0
-            for start in range(0, len(ids), batch_size):
-                batch = order[start:start + batch_size]
-                out = model(ids[batch].to(device), key_padding_mask[batch].to(device))
-                loss = F.cross_entropy(out["sentence_scores"], labels[batch].to(device))
-                opt.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                total += loss.item() * len(batch)
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-            losses.append(total / len(ids))
-    return losses
+
+    def batches(epoch):                                                   # a new order every epoch
+        return torch.randperm(len(ids), generator=g).split(batch_size)
+
+    def batch_loss(batch):
+        out = model(ids[batch].to(device), key_padding_mask[batch].to(device))  # sentence_scores (b, N)
+        return F.cross_entropy(out["sentence_scores"], labels[batch].to(device))
+
+    return fit(model, batches, batch_loss, opt, epochs, clip_grad_norm=1.0, progress=progress).epoch_loss
 
 
 @torch.no_grad()

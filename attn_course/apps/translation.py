@@ -17,6 +17,9 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..data import Vocab, pad_batch
+from ..pooling import AdditiveAttention, attention_pool
+from ..scoring import additive_scores
+from ..training import fit
 
 BOS, EOS = "<bos>", "<eos>"
 
@@ -52,7 +55,8 @@ def additive_attention(query, key, value, w_query, w_key, v, key_padding_mask=No
         query: (B, Dq) float, the decoder state s_{t-1}.
         key: (B, S, Dk) float, the encoder states h_j.
         value: (B, S, Dv) float, usually the same encoder states.
-        w_query: (A, Dq), w_key: (A, Dk), v: (A,) float, A the attention hidden size.
+        w_query: (A, Dq), w_key: (A, Dk), v: (A,) float, A the width of the scoring layer (``attn_dim``),
+            laid out as ``nn.Linear.weight`` (``query @ w_query.T``).
         key_padding_mask: None or (B, S) bool, **True = padding** (gets weight exactly 0).
 
     Returns:
@@ -62,7 +66,9 @@ def additive_attention(query, key, value, w_query, w_key, v, key_padding_mask=No
     Raises:
         ValueError: shapes that do not fit together.
 
-    References: Bahdanau, Cho & Bengio (2015), eqs. 5-6 and appendix A.1.2.
+    References: Bahdanau, Cho & Bengio (2015), eqs. 5-6 and appendix A.1.2. The functional form of
+    ``attn_course.pooling.AdditiveAttention``: ``scoring.additive_scores`` with one query, then
+    ``pooling.attention_pool``.
 
     >>> context, w = additive_attention(torch.zeros(1, 2), torch.zeros(1, 3, 2), torch.eye(3)[None],
     ...                                 torch.ones(4, 2), torch.ones(4, 2), torch.ones(4))
@@ -73,37 +79,8 @@ def additive_attention(query, key, value, w_query, w_key, v, key_padding_mask=No
             or key.shape[0] != query.shape[0]:
         raise ValueError(f"expected query (B, Dq), key (B, S, Dk), value (B, S, Dv); got query "
                          f"{tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}")
-    return _attend(query @ w_query.T, key @ w_key.T, value, v, key_padding_mask)  # (B, A), (B, S, A)
-
-
-def _attend(q, k, value, v, key_padding_mask):
-    """The three steps on projected ``q = W_q query (B, A)`` and ``k = W_k key (B, S, A)``."""
-    if key_padding_mask is not None and key_padding_mask.shape != k.shape[:2]:
-        raise ValueError(f"key_padding_mask must be (B, S) = {tuple(k.shape[:2])}; got "
-                         f"{tuple(key_padding_mask.shape)}")
-    attn_scores = torch.tanh(q.unsqueeze(1) + k) @ v         # (B, 1, A) + (B, S, A) -> (B, S, A) -> (B, S)
-    if key_padding_mask is not None:
-        attn_scores = attn_scores.masked_fill(key_padding_mask, float("-inf"))
-    attn_weights = torch.softmax(attn_scores, dim=-1)        # over the S source positions
-    if key_padding_mask is not None:
-        attn_weights = attn_weights.masked_fill(key_padding_mask.all(-1, keepdim=True), 0.0)
-    context = (attn_weights.unsqueeze(1) @ value).squeeze(1)  # (B, 1, S) @ (B, S, Dv) -> (B, Dv)
-    return context, attn_weights
-
-
-class AdditiveAttention(nn.Module):
-    """``additive_attention`` with learned ``W_q`` (A, Dq), ``W_k`` (A, Dk) and ``v`` (A,)."""
-
-    def __init__(self, query_dim, key_dim, attn_dim):
-        super().__init__()
-        self.w_query = nn.Linear(query_dim, attn_dim, bias=False)
-        self.w_key = nn.Linear(key_dim, attn_dim, bias=False)
-        self.v = nn.Linear(attn_dim, 1, bias=False)
-
-    def forward(self, query, key, value, key_padding_mask=None, projected_key=None):
-        """``additive_attention``; pass ``projected_key = self.w_key(key)`` to reuse it across steps."""
-        k = self.w_key(key) if projected_key is None else projected_key    # (B, S, Dk) -> (B, S, A)
-        return _attend(self.w_query(query), k, value, self.v.weight[0], key_padding_mask)
+    attn_scores = additive_scores(query.unsqueeze(1), key, w_query, w_key, v).squeeze(1)  # (B, 1, Dq) -> (B, 1, S) -> (B, S)
+    return attention_pool(attn_scores, value, key_padding_mask)                           # (B, Dv), (B, S)
 
 
 class Encoder(nn.Module):
@@ -266,31 +243,24 @@ def exact_match(model, pairs, src_vocab, tgt_vocab, device="cpu"):
 
 
 def train(model, batch_data, steps, batch_size=128, lr=3e-3, seed=0, progress=True, desc="training"):
-    """Adam on random mini-batches with teacher forcing; returns the loss of every step (a list).
+    """Adam on random mini-batches with teacher forcing, gradients clipped to norm 1; returns the loss of
+    every step (a list).
 
     ``batch_data`` is the dict of ``encode_pairs`` on the training pairs (on the model's device).
-    The batch order comes from a seeded CPU generator, so a run is repeatable.
+    The ``steps`` batches (each ``batch_size`` pairs drawn with replacement) come from a seeded CPU
+    generator, so a run is repeatable.
     """
-    from tqdm.auto import tqdm
-
-    g, losses = torch.Generator().manual_seed(seed), []
+    g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n = len(batch_data["src"])
-    model.train()
-    bar = tqdm(range(steps), desc=desc, disable=None if progress else True, mininterval=1.0)
-    for _ in bar:
-        idx = torch.randint(0, n, (batch_size,), generator=g).to(batch_data["src"].device)
+
+    def batch_loss(idx):
+        idx = idx.to(batch_data["src"].device)
         mask = batch_data["key_padding_mask"][idx]
         S = int((~mask).sum(-1).max())                                     # drop all-padding columns
         L = int((batch_data["tgt_out"][idx] != 0).sum(-1).max())
-        logits, _ = model(batch_data["src"][idx, :S], mask[:, :S], batch_data["tgt_in"][idx, :L])
-        loss = F.cross_entropy(logits.flatten(0, 1), batch_data["tgt_out"][idx, :L].flatten(), ignore_index=0)
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-        if len(losses) % 50 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.3f}")
-    model.eval()
-    return losses
+        logits, _ = model(batch_data["src"][idx, :S], mask[:, :S], batch_data["tgt_in"][idx, :L])   # (b, L, V)
+        return F.cross_entropy(logits.flatten(0, 1), batch_data["tgt_out"][idx, :L].flatten(), ignore_index=0)
+
+    batches = [torch.randint(0, n, (batch_size,), generator=g) for _ in range(steps)]
+    return fit(model, batches, batch_loss, opt, clip_grad_norm=1.0, desc=desc, progress=progress).step_loss

@@ -45,7 +45,8 @@ def spatial_attention_pool(features, query):
     References: Xu et al. 2015, *Show, Attend and Tell*, eqs. 4-6 (soft attention over the L
     positions of a conv feature map); Ilse et al. 2018, *Attention-based Deep Multiple Instance
     Learning*, sec. 2.4. Equal to ``F.scaled_dot_product_attention`` with one query per image
-    (tests/test_vision.py).
+    (tests/test_vision.py), and to ``attn_course.pooling.attention_pool`` of these scores up to
+    rounding: the weighted sum here multiplies ``features (B, C, S) @ attn_weights (B, S, 1)``.
 
     >>> pooled, attn_weights = spatial_attention_pool(torch.ones(1, 2, 2, 3), torch.zeros(2))
     >>> pooled, attn_weights.view(1, 2, 3)[0, 1]
@@ -237,10 +238,3 @@ def patch_self_attention(patches, temperature=0.1, cosine=True):
     else:
         attn_scores = x @ x.T / math.sqrt(x.shape[1])                        # (P, P), scaled dot product
     return torch.softmax(attn_scores / temperature, dim=-1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Checks of the lesson's exercises
-# ---------------------------------------------------------------------------------------------
-
-

@@ -17,7 +17,7 @@ from .generation_v2 import CharTransformer_v2
 from .hard_v2 import hard_attention_v2
 from .heads_v2 import merge_heads_v2, multi_head_attention_v2, split_heads_v2
 from .self_v2 import cross_attention_v2
-from .speech_v2 import attention_pool_v2, subsample_padding_mask_v2
+from .speech_v2 import query_attention_pool_v2, subsample_padding_mask_v2
 from .summarization_v2 import word_attention_v2
 from .translation_v2 import Seq2Seq_v2
 from .v2 import (
@@ -52,7 +52,7 @@ __all__ = [
     "masked_softmax_v2",
     "masked_softmax_v3",
     "masked_softmax_v4",
-    "attention_pool_v2",
+    "query_attention_pool_v2",
     "subsample_padding_mask_v2",
     "CharTransformer_v2",
     "attention_pooling_v2",

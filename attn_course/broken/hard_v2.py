@@ -3,7 +3,8 @@ import torch
 from torch.nn import functional as F
 
 from .. import hard
-from ..hard import MODES, validate_scores_value
+from ..hard import MODES
+from ..pooling import validate_scores_value
 
 
 def hard_attention_v2(attn_scores, value, mode="argmax", generator=None):

@@ -11,7 +11,7 @@ def subsample_padding_mask_v2(key_padding_mask, stride=2):
     return key_padding_mask[:, :math.ceil(key_padding_mask.shape[1] / stride)]       # (B, S) -> (B, ceil(S / stride))
 
 
-def attention_pool_v2(query, key, value, key_padding_mask=None):
+def query_attention_pool_v2(query, key, value, key_padding_mask=None):
     B, S, E = key.shape
     if query.shape[-1] != E or value.shape[:2] != (B, S) or (
             key_padding_mask is not None and key_padding_mask.shape != (B, S)):
@@ -26,4 +26,4 @@ def attention_pool_v2(query, key, value, key_padding_mask=None):
 
 
 subsample_padding_mask_v2.__doc__ = speech.subsample_padding_mask.__doc__
-attention_pool_v2.__doc__ = speech.attention_pool.__doc__
+query_attention_pool_v2.__doc__ = speech.query_attention_pool.__doc__

@@ -1,6 +1,6 @@
 """Broken copies of lesson 14's summarisation code (attn_course.apps.summarization)."""
 from ..apps import summarization
-from ..apps.summarization import attention_pool
+from ..pooling import attention_pool
 
 
 def word_attention_v2(word_scores, h_words, key_padding_mask):

@@ -49,7 +49,7 @@ from .generation import check_lm_forward, check_sample_next
 from .hard import check_gumbel_softmax_st, check_hard_attention, check_hard_attention_argmax
 from .heads import check_merge_heads, check_multi_head_attention, check_split_heads
 from .self_cross import check_cross_attention, check_self_attention
-from .speech import check_attention_pool, check_subsample_padding_mask
+from .speech import check_query_attention_pool, check_subsample_padding_mask
 from .summarization import check_rouge_1_f1, check_word_attention
 from .transformer import check_causal_mask, check_masked_softmax, check_positional_encoding, check_transformer_block
 from .translation import check_additive_attention, check_seq2seq_forward
@@ -67,6 +67,6 @@ __all__ = [
     "check_positional_encoding",
     # lessons 09-15
     "check_additive_attention", "check_seq2seq_forward", "check_attention_pooling", "check_spatial_attention_pool",
-    "check_attention_map", "check_soft_attention", "check_attention_pool", "check_subsample_padding_mask",
+    "check_attention_map", "check_soft_attention", "check_query_attention_pool", "check_subsample_padding_mask",
     "check_rouge_1_f1", "check_word_attention", "check_sample_next", "check_lm_forward",
 ]

@@ -2,14 +2,14 @@
 
 import torch
 
-from .. import scoring
+from .. import pooling, scoring
 from ..apps import captioning
 from ..apps.captioning import soft_attention
 from .core import CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids
 from .tripwire import SDPA, package
 
 
-@forbids(*package(captioning.soft_attention, scoring.additive_scores), *SDPA)
+@forbids(*package(captioning.soft_attention, scoring.additive_scores, pooling.attention_pool), *SDPA)
 def check_soft_attention(fn, thorough=False, seed=120):
     """Check ``fn(query (B, Hd), features (B, S, C), w_query (A, Hd), w_key (A, C), v (A,))``.
 

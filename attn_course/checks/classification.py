@@ -2,6 +2,7 @@
 
 import torch
 
+from .. import pooling
 from ..apps import classification
 from .core import call_learner, forbids
 from .tripwire import MHA, SDPA, package
@@ -18,7 +19,7 @@ def _pool_cases(thorough):
         yield "long padding: lengths 2, 9 of S=30, float64", [2, 9], 30, 2, torch.float64, 3.0
 
 
-@forbids(*package(classification.attention_pooling), *SDPA, *MHA)
+@forbids(*package(classification.attention_pooling, pooling.attention_pool), *SDPA, *MHA)
 def check_attention_pooling(fn, thorough=False, seed=100):
     """``fn(attn_scores (B, S), value (B, S, Dv), key_padding_mask (B, S)) -> (context (B, Dv), attn_weights (B, S))``.
 

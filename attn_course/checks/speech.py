@@ -3,8 +3,9 @@
 import torch
 from torch import nn
 
+from .. import pooling
 from ..apps import speech
-from ..apps.speech import attention_pool
+from ..apps.speech import query_attention_pool
 from .core import call_learner, forbids
 from .tripwire import MHA, SDPA, package
 
@@ -19,10 +20,10 @@ def _pool_cases(thorough):
         yield "a single clip of one frame", 1, 1, 4, 3, [1], False, 1.0, torch.float32
 
 
-@forbids(*package(speech.attention_pool), *SDPA, *MHA)
-def check_attention_pool(fn, thorough=False, seed=130):
+@forbids(*package(speech.query_attention_pool, pooling.attention_pool), *SDPA, *MHA)
+def check_query_attention_pool(fn, thorough=False, seed=130):
     """``fn(query, key, value, key_padding_mask) -> (context (B, Dv), attn_weights (B, S))`` against
-    ``attention_pool``: shapes, weights summing to 1 over each clip's frames, zero weight on padding,
+    ``query_attention_pool``: shapes, weights summing to 1 over each clip's frames, zero weight on padding,
     values, and an output that does not change when the padding frames' contents change."""
     from ..checks import CheckFailure, expect_rows_sum_to_one, expect_tensor
     g = torch.Generator().manual_seed(seed)
@@ -35,7 +36,7 @@ def check_attention_pool(fn, thorough=False, seed=130):
         if not isinstance(got, tuple) or len(got) != 2:
             raise CheckFailure("type", f"{case}: return the tuple (context, attn_weights); got {type(got).__name__}")
         context, attn_weights = got
-        expected_context, expected_weights = attention_pool(query, key, value, key_padding_mask)
+        expected_context, expected_weights = query_attention_pool(query, key, value, key_padding_mask)
         if not isinstance(attn_weights, torch.Tensor) or attn_weights.shape != expected_weights.shape:
             expect_tensor("attn_weights", attn_weights, expected_weights, case, legend="(B, S)")  # type or shape
         expect_rows_sum_to_one("attn_weights", attn_weights, case)

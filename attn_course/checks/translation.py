@@ -2,7 +2,7 @@
 
 import torch
 
-from .. import scoring
+from .. import pooling, scoring
 from ..apps import translation
 from .core import CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids
 from .tripwire import SDPA, package
@@ -38,7 +38,8 @@ def _attention_hint(args, key_padding_mask):
     return hint
 
 
-@forbids(*package(translation.additive_attention, scoring.additive_scores), *SDPA)
+@forbids(*package(translation.additive_attention, scoring.additive_scores, pooling.attention_pool,
+                  pooling.AdditiveAttention.forward), *SDPA)
 def check_additive_attention(fn, thorough=False, seed=90):
     """``fn(query (B, Dq), key (B, S, Dk), value (B, S, Dv), w_query (A, Dq), w_key (A, Dk), v (A,),
     key_padding_mask (B, S) bool or None) -> (context (B, Dv), attn_weights (B, S))``."""

@@ -2,14 +2,14 @@
 
 The probes it builds on (``influence_matrix``, ``pad_row_gradient``) live in ``attn_course.checks.probes``.
 """
-import html
 import math
 
 import ipywidgets as widgets
 import torch
 
 from ..attention import attention_weights, entropy
-from ..plot import attention_heatmap, figure_png, new_figure
+from ..plot import attention_heatmap, new_figure
+from .panel import Panel
 
 
 def _weights_by(kind, fn, query, key, knob):
@@ -28,7 +28,7 @@ def _weights_by(kind, fn, query, key, knob):
     raise ValueError(f"unknown kind {kind!r}")
 
 
-class SuspectExplorer(widgets.VBox):
+class SuspectExplorer(Panel):
     """Line up a suspect against its reference: attention weights side by side, with a readout.
 
     Pick a suspect in the dropdown; move the head-size slider (``head_dim``, the width of query and
@@ -74,28 +74,24 @@ class SuspectExplorer(widgets.VBox):
         self.knob = widgets.FloatSlider(value=1.0, min=0.25, max=4.0, step=0.25, description="temperature",
                                         continuous_update=False, layout=widgets.Layout(width="420px"))
         self.knob.add_class("suspect-knob")
-        self.readout = widgets.HTML()
-        self.readout.add_class("suspect-readout")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="760px"))
-        self.image.add_class("suspect-chart")
-        super().__init__([self.dropdown, self.head_dim, self.knob, self.readout, self.image])
-        self._syncing = False
+        self._fit_knob()
+        super().__init__([self.head_dim, self.knob], "suspect-readout", "suspect-chart", "760px",
+                         rows=[self.dropdown, self.head_dim, self.knob])
         self.dropdown.observe(lambda change: self._pick(), names="value")
-        for w in (self.head_dim, self.knob):
-            w.observe(lambda change: self.update(), names="value")
-        self._pick()
 
-    def _pick(self):
+    def _fit_knob(self):
+        """Name, range and value of the knob for the picked suspect's kind (disabled when it has none)."""
         kind = self.suspects[self.dropdown.value][0]
-        self._syncing = True
         if kind in self.KNOB:
             label, lo, hi, step, value = self.KNOB[kind]
             self.knob.description, self.knob.disabled = label, False
             self.knob.min, self.knob.max, self.knob.step, self.knob.value = lo, hi, step, value
         else:
             self.knob.description, self.knob.disabled = "(no knob)", True
-        self._syncing = False
-        self.update()
+
+    def _pick(self):
+        with self.hold():                                                         # one redraw, after the knob moved
+            self._fit_knob()
 
     def weights(self):
         """(reference, suspect) attention weights, (L, L) each, at the current settings."""
@@ -105,6 +101,7 @@ class SuspectExplorer(widgets.VBox):
         return tuple(_weights_by(kind, fn, q, k, self.knob.value).detach() for fn in (reference, suspect))
 
     def text(self):
+        """The readout as plain text: settings, row sums and entropy of both, their largest difference."""
         ref, sus = self.weights()
         def stats(w):
             rows = w.sum(-1)
@@ -115,17 +112,15 @@ class SuspectExplorer(widgets.VBox):
                 f"reference: {stats(ref)}\nsuspect:   {stats(sus)}\n"
                 f"largest difference: {(sus - ref).abs().max().item():.4f}")
 
-    def update(self):
-        if self._syncing:
-            return
+    def figure(self):
+        """The chart: the reference's and the suspect's weights side by side, on one colour scale."""
         ref, sus = self.weights()
-        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
         fig = new_figure((7.6, 3.4))
         axes = fig.subplots(1, 2)
         vmax = max(1.0, sus.max().item())
         attention_heatmap(ref, self.labels, self.labels, ax=axes[0], title="reference", vmax=vmax)
         attention_heatmap(sus, self.labels, self.labels, ax=axes[1], title=self.dropdown.value, vmax=vmax)
-        self.image.value = figure_png(fig)
+        return fig
 
 
 __all__ = ["SuspectExplorer"]

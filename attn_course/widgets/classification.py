@@ -1,41 +1,43 @@
-"""Looking at a trained review classifier: token weights as highlights, erasure tests, a widget, a check.
+"""Lesson 10's pictures and widget: a review classifier's token weights drawn over the text.
 
-Attention weights are easy to show and tempting to read as an explanation. Jain & Wallace (2019,
-"Attention is not Explanation") found that they often disagree with other measures of importance and
-that very different weights can give the same prediction; Wiegreffe & Pinter (2019, "Attention is
-not not Explanation") answered that it depends on the model and on the test. :func:`erasure_experiment`
-runs the simplest test: delete the token with the highest weight, or a random one, or every token in
-turn, and measure how much the prediction moves.
+``highlight_tokens_html`` (HTML) and ``draw_highlights`` (matplotlib) shade each token by its attention
+weight; ``ReviewExplorer`` predicts a typed review and highlights it. The classifier and the erasure
+test live in ``attn_course.apps.classification``, the lesson's check of attention pooling in
+``attn_course.checks.classification``.
 """
 import html
 
 import ipywidgets as widgets
 import torch
 
-from ..data import tokenize
 from ..apps import classification as cls
+from ..data import tokenize
+from .highlight import highlight_rgba, highlight_span
+from .panel import Panel
 
 LABELS = ("rotten", "fresh")
 
 
-# --------------------------------------------------------------------------------------------------
-# Erasure: how much does the prediction move when one token is deleted?
+def highlight_tokens_html(tokens, attn_weights):
+    """HTML that shows each token on a background as dark as its weight (relative to the largest).
 
-# --------------------------------------------------------------------------------------------------
-# Highlights: token weights over the text
+    Args:
+        tokens: S strings (escaped here). attn_weights: S weights (a sequence or a (S,) tensor).
 
-def _colour(w, w_max):
-    return f"rgba(255, 140, 0, {0.85 * w / max(w_max, 1e-12):.3f})"
+    Returns:
+        an HTML string: the tokens in a monospace ``<div>``; hovering a token shows its weight.
 
+    Raises:
+        ValueError: not one weight per token.
 
-def highlight_html(tokens, attn_weights):
-    """HTML that shows each token on a background as dark as its weight (relative to the largest)."""
+    >>> highlight_tokens_html(["a"], [1.0]).count("<span")
+    1
+    """
     w = [float(x) for x in attn_weights]
     if len(w) != len(tokens):
         raise ValueError(f"need one weight per token; got {len(tokens)} tokens and {len(w)} weights")
     top = max(w) if w else 1.0
-    spans = [f'<span title="{x:.3f}" style="background:{_colour(x, top)};padding:1px 2px;border-radius:3px">'
-             f"{html.escape(t)}</span>" for t, x in zip(tokens, w)]
+    spans = [highlight_span(html.escape(t), x, top) for t, x in zip(tokens, w)]
     return '<div style="line-height:1.9;font-family:monospace">' + " ".join(spans) + "</div>"
 
 
@@ -56,7 +58,7 @@ def draw_highlights(rows, ax, width=90, title=None):
             if x + len(tok) > width:
                 x, y = 0, y - line_h
             ax.text(x, y, tok, fontsize=9, va="top", family="monospace",
-                    bbox=dict(boxstyle="round,pad=0.15", lw=0, fc=(1.0, 0.55, 0.0, 0.85 * wt / max(top, 1e-12))))
+                    bbox=dict(boxstyle="round,pad=0.15", lw=0, fc=highlight_rgba(wt, top)))
             x += len(tok) + 1
         y -= 1.6 * line_h
     ax.set_xlim(-1, width + 1)
@@ -66,19 +68,17 @@ def draw_highlights(rows, ax, width=90, title=None):
     return ax
 
 
-# --------------------------------------------------------------------------------------------------
-# The widget
-
-class ReviewExplorer(widgets.VBox):
+class ReviewExplorer(Panel):
     """Type a review (or pick one): the model's prediction, with the attention weights highlighted.
 
     Args:
         model: a trained ``RNNAttentionClassifier``; vocab: its ``Vocab``.
         examples: a list of ``(text, label)`` pairs for the drop-down (label 0 = rotten, 1 = fresh).
 
-    Controls: ``picker`` (Dropdown of examples), ``box`` (Text; typing replaces the review), ``erase``
-    (Checkbox: delete the token with the highest weight and predict again). ``text()`` returns the
-    readout as plain text; ``set(text=..., erase=...)`` does what the controls do.
+    Controls: ``picker`` (Dropdown of examples; picking one fills in the box), ``box`` (Text; typing
+    replaces the review), ``erase`` (Checkbox: delete the token with the highest weight and predict
+    again); ``readout`` (HTML, the prediction and the highlighted review; no chart). ``text()`` returns
+    the readout as plain text; ``set(text=..., erase=...)`` does what the controls do.
     """
 
     def __init__(self, model, vocab, examples):
@@ -89,13 +89,8 @@ class ReviewExplorer(widgets.VBox):
         self.box = widgets.Text(value=self.examples[0][0], description="or type", continuous_update=False,
                                 layout=widgets.Layout(width="640px"))
         self.erase = widgets.Checkbox(value=False, description="erase the highest-weighted token")
-        self.readout = widgets.HTML()
-        self.readout.add_class("review-readout")
-        super().__init__([self.picker, self.box, self.erase, self.readout])
         self.picker.observe(lambda change: setattr(self.box, "value", self.examples[change["new"]][0]), names="value")
-        self.box.observe(lambda change: self.update(), names="value")
-        self.erase.observe(lambda change: self.update(), names="value")
-        self.update()
+        super().__init__([self.box, self.erase], "review-readout", rows=[self.picker, self.box, self.erase])
 
     def analyse(self):
         """(tokens, P(fresh), attn_weights) of the current review, after the erasure if it is ticked."""
@@ -113,6 +108,7 @@ class ReviewExplorer(widgets.VBox):
         return probs[0, 1].item(), weights[0].tolist()
 
     def text(self):
+        """The readout as plain text: P(fresh) and the verdict, then each token with its weight ('?': unknown)."""
         tokens, p, w = self.analyse()
         known = ["" if self.vocab.stoi.get(t) else "?" for t in tokens]
         return (f"P(fresh) = {p:.3f} -> {LABELS[int(p >= 0.5)]}\n" +
@@ -126,13 +122,9 @@ class ReviewExplorer(widgets.VBox):
             self.erase.value = erase
 
     def update(self):
+        """Redraw the readout: the prediction, then the review with each token highlighted by its weight."""
         tokens, p, w = self.analyse()
         verdict = LABELS[int(p >= 0.5)]
-        self.readout.value = (f"<b>P(fresh) = {p:.3f} &rarr; {verdict}</b> "
-                              f"({len(tokens)} tokens; hover a token for its weight; '?' = not in the vocabulary)"
-                              + highlight_html([t + ("" if self.vocab.stoi.get(t) else "?") for t in tokens], w))
-
-
-# --------------------------------------------------------------------------------------------------
-# The check of the exercise
-
+        self.show_html(f"<b>P(fresh) = {p:.3f} &rarr; {verdict}</b> "
+                       f"({len(tokens)} tokens; hover a token for its weight; '?' = not in the vocabulary)"
+                       + highlight_tokens_html([t + ("" if self.vocab.stoi.get(t) else "?") for t in tokens], w))

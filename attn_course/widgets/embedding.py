@@ -1,13 +1,12 @@
 """Lesson 01's widget: a batch of sentences, its padding and ``key_padding_mask``."""
-import html
-
 import ipywidgets as widgets
 
 from ..data import pad_batch, tokenize
-from ..plot import figure_png, new_figure, token_grid
+from ..plot import new_figure, token_grid
+from .panel import Panel
 
 
-class PaddingExplorer(widgets.VBox):
+class PaddingExplorer(Panel):
     """Pick sentences and a maximum length; see the padded batch of ids (B, T) and its padding mask.
 
     Each chosen sentence is tokenized (``data.tokenize``), encoded with ``vocab``, cut to at most
@@ -65,15 +64,7 @@ class PaddingExplorer(widgets.VBox):
             continuous_update=False, style={"description_width": "initial"},
             layout=widgets.Layout(width="520px"))
         self.max_len.add_class("padding-max-len")
-        self.readout = widgets.HTML()
-        self.readout.add_class("padding-readout")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="760px"))
-        self.image.add_class("padding-chart")
-        super().__init__([self.select, self.max_len, self.readout, self.image])
-        self._paused = False
-        self.select.observe(lambda change: self._paused or self.update(), names="value")
-        self.max_len.observe(lambda change: self._paused or self.update(), names="value")
-        self.update()
+        super().__init__([self.select, self.max_len], "padding-readout", "padding-chart", "760px")
 
     def set(self, selected=None, max_len=None):
         """Choose sentences (indices) and/or the truncation length, as the controls do; redraw once.
@@ -85,15 +76,11 @@ class PaddingExplorer(widgets.VBox):
             raise ValueError(f"selected must hold indices in 0..{len(self.sentences) - 1}; got {list(selected)}")
         if max_len is not None and not self.max_len.min <= max_len <= self.max_len.max:
             raise ValueError(f"max_len must lie in 1..{self.max_len.max}; got {max_len}")
-        self._paused = True
-        try:
+        with self.hold():
             if selected is not None:
                 self.select.value = tuple(selected)
             if max_len is not None:
                 self.max_len.value = max_len
-        finally:
-            self._paused = False
-        self.update()
 
     def batch(self):
         """The chosen sentences, truncated and padded: ``(ids (B, T) int64, key_padding_mask (B, T) bool)``.
@@ -119,18 +106,16 @@ class PaddingExplorer(widgets.VBox):
                 f"padding: {n_pad} of {B * T} positions ({100 * n_pad / (B * T):.0f}%); "
                 f"tokens cut by max_len={self.max_len.value}: {cut}")
 
-    def update(self):
-        """Redraw the readout and the chart from the current controls."""
-        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
+    def figure(self):
+        """The chart: the id grid (B, T) with padding shaded."""
         if not self.select.value:
             fig = new_figure((7.6, 1.0))
             fig.text(0.5, 0.5, "no sentence chosen", ha="center", va="center")
-            self.image.value = figure_png(fig)
-            return
+            return fig
         ids, key_padding_mask = self.batch()
         (B, T), chosen = ids.shape, sorted(self.select.value)
         fig = new_figure((max(0.5 * T + 1.2, 4.0), 0.5 * B + 1.0))
         token_grid(ids, [self.vocab.decode(row) for row in ids], key_padding_mask, ax=fig.add_subplot(),
                    row_labels=[f"sentence {i}" for i in chosen],
                    title=f"ids ({B}, {T}); grey = padding (key_padding_mask True)")
-        self.image.value = figure_png(fig)
+        return fig

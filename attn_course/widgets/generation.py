@@ -1,11 +1,11 @@
-"""The sampling widget of the text-generation lesson: a temperature slider and a prompt -> text.
+"""Lesson 15's widget: a temperature slider and a prompt -> sampled text, and where the last character looked.
 
 Lesson 03's ``TemperatureExplorer`` divided one row of attention scores by T. Here the same
 ``softmax(z / T)`` acts on a language model's next-character logits: move the slider and the sampled
 text goes from repetitive (T -> 0, nearly argmax) to noise (large T). The picture shows, for the last
-generated character, how each head of one layer spread its attention over the context.
-Drawn with ``attn_course.plot.new_figure`` / ``figure_png`` into an ``ipywidgets.Image`` (no pyplot in
-callbacks; see ``attn_course.widgets``).
+generated character, how each head of one layer spread its attention over the context. The model and
+``generate`` live in ``attn_course.apps.generation``, the lesson's checks of sampling and of the
+model's forward pass in ``attn_course.checks.generation``.
 """
 import html
 import math
@@ -13,16 +13,17 @@ import math
 import ipywidgets as widgets
 import torch
 
-from ..attention import entropy
-from ..plot import attention_heatmap, figure_png, new_figure
 from ..apps.generation import generate
+from ..attention import entropy
+from ..plot import attention_heatmap, new_figure
+from .panel import Panel
 
 
 def _show(ch):
     return {"\n": "⏎", " ": "␣"}.get(ch, ch)
 
 
-class GenerationExplorer(widgets.VBox):
+class GenerationExplorer(Panel):
     """Sample text from a character model with a temperature slider; see where the last character looked.
 
     Each update draws ``length`` characters after the prompt with ``generate(..., temperature=T,
@@ -59,14 +60,8 @@ class GenerationExplorer(widgets.VBox):
         self.prompt = widgets.Text(value=prompt, description="prompt", continuous_update=False,
                                    layout=widgets.Layout(width="480px"))
         self.seed = widgets.IntText(value=seed, description="seed", layout=widgets.Layout(width="200px"))
-        self.readout = widgets.HTML()
-        self.readout.add_class("generation-readout")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="760px"))
-        self.image.add_class("generation-attention")
-        super().__init__([self.slider, widgets.HBox([self.prompt, self.seed]), self.readout, self.image])
-        for control in (self.slider, self.prompt, self.seed):
-            control.observe(lambda change: self.update(), names="value")
-        self.update()
+        super().__init__([self.slider, self.prompt, self.seed], "generation-readout", "generation-attention",
+                         "760px", rows=[self.slider, widgets.HBox([self.prompt, self.seed])])
 
     def _prompt_ids(self):
         return torch.tensor([self.vocab.encode(self.prompt.value or "\n")])        # (1, L0)
@@ -98,15 +93,16 @@ class GenerationExplorer(widgets.VBox):
                 + self.vocab.decode(ids[0]))
 
     def update(self):
+        """Redraw: T, the entropy and the text (the prompt in bold); the last character's attention."""
         try:
             ids, context, last, bits = self._run()
         except ValueError as exc:                                                  # a character not in the vocabulary
-            self.readout.value = f"<pre>{exc}</pre>"
+            self.show_text(str(exc))
             return
         prompt_len = self._prompt_ids().shape[1]
         text = self.vocab.decode(ids[0])
-        self.readout.value = (f"<pre>T = {self.slider.value:.2f}   mean entropy {bits:.2f} bits\n"
-                              f"<b>{html.escape(text[:prompt_len])}</b>{html.escape(text[prompt_len:])}</pre>")
+        self.show_html(f"<pre>T = {self.slider.value:.2f}   mean entropy {bits:.2f} bits\n"
+                       f"<b>{html.escape(text[:prompt_len])}</b>{html.escape(text[prompt_len:])}</pre>")
         labels = [_show(ch) for ch in self.vocab.decode(context)]
         fig = new_figure((7.6, 0.35 * last.shape[0] + 1.4))
         ax = attention_heatmap(last, [f"head {h}" for h in range(last.shape[0])], labels, ax=fig.add_subplot(),
@@ -114,4 +110,4 @@ class GenerationExplorer(widgets.VBox):
                                title=f"attention of the last character {_show(labels[-1])!r} "
                                      f"(block {self.layer % len(self.model.blocks)}) over its context")
         ax.tick_params(axis="x", labelrotation=0, labelsize=6)                     # one character per column
-        self.image.value = figure_png(fig)
+        self.show_figure(fig)

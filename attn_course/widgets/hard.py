@@ -1,5 +1,4 @@
 """Lesson 04's widget: Gumbel-softmax samples and their temperature."""
-import html
 import math
 
 import ipywidgets as widgets
@@ -7,11 +6,12 @@ import torch
 from matplotlib.figure import Figure
 
 from .. import hard
-from ..attention import (entropy)
-from ..plot import figure_png, weights_bar
+from ..attention import entropy
+from ..plot import weights_bar
+from .panel import Panel
 
 
-class GumbelExplorer(widgets.VBox):
+class GumbelExplorer(Panel):
     """A Gumbel-softmax temperature slider and a sample picker over one row of attention scores.
 
     Draws ``num_draws`` Gumbel-softmax samples ``y_soft = softmax((logits + g) / tau)`` from a CPU
@@ -72,17 +72,10 @@ class GumbelExplorer(widgets.VBox):
         self.seed_slider.add_class("gumbel-seed-slider")
         self.resample = widgets.Button(description="resample")
         self.resample.add_class("gumbel-resample")
-        self.readout = widgets.HTML()
-        self.readout.add_class("gumbel-readout")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="960px"))
-        self.image.add_class("gumbel-chart")
-        super().__init__([self.slider, widgets.HBox([self.seed_slider, self.resample]), self.readout,
-                          self.image])
-        self.slider.observe(lambda change: self.update(), names="value")
-        self.seed_slider.observe(lambda change: self.update(), names="value")
         self.resample.on_click(lambda button: setattr(self.seed_slider, "value",
                                                       (self.seed_slider.value + 1) % 100))
-        self.update()
+        super().__init__([self.slider, self.seed_slider], "gumbel-readout", "gumbel-chart", "960px",
+                         rows=[self.slider, widgets.HBox([self.seed_slider, self.resample])])
 
     def samples(self):
         """The soft samples ``softmax((logits + g) / tau)``, (num_draws, S); row 0 is the one shown."""
@@ -114,9 +107,9 @@ class GumbelExplorer(widgets.VBox):
                 f"pick frequency:     {row(s['frequencies'])}\n"
                 f"softmax(logits):    {row(s['probs'])}")
 
-    def update(self):
+    def figure(self):
+        """The chart: softmax(logits), the shown sample with its hard pick, the pick frequencies."""
         s = self.stats()
-        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
         fig = Figure(figsize=(9.6, 2.9))                                       # fixed margins: twice as fast
         fig.subplots_adjust(left=0.06, right=0.99, bottom=0.2, top=0.9, wspace=0.28)  # as a layout engine
         ax0, ax1, ax2 = fig.subplots(1, 3)
@@ -134,4 +127,4 @@ class GumbelExplorer(widgets.VBox):
         ax2.legend(loc="upper right", fontsize=7)
         for ax in (ax0, ax1, ax2):
             ax.title.set_fontsize(10)
-        self.image.value = figure_png(fig)
+        return fig

@@ -1,16 +1,16 @@
 """Lessons 05-06's widgets: one query's weights over the keys, and a real model's layers and heads."""
-import html
 import math
 
 import ipywidgets as widgets
 import torch
 from matplotlib.patches import Rectangle
 
-from ..attention import (entropy)
-from ..plot import attention_heatmap, figure_png, new_figure, weights_bar
+from ..attention import entropy
+from ..plot import attention_heatmap, new_figure, weights_bar
+from .panel import Panel
 
 
-class QueryPicker(widgets.VBox):
+class QueryPicker(Panel):
     """Pick one query token and see where it attends: its row of an (L, S) attention matrix.
 
     A dropdown picks the query position i. The picture shows the whole matrix with row i framed in
@@ -60,13 +60,7 @@ class QueryPicker(widgets.VBox):
             description="query token", style={"description_width": "initial"},
             layout=widgets.Layout(width="260px"))
         self.dropdown.add_class("query-picker")
-        self.readout = widgets.HTML()
-        self.readout.add_class("query-readout")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="860px"))
-        self.image.add_class("query-chart")
-        super().__init__([self.dropdown, self.readout, self.image])
-        self.dropdown.observe(lambda change: self.update(), names="value")
-        self.update()
+        super().__init__([self.dropdown], "query-readout", "query-chart", "860px")
 
     def weights(self):
         """The picked query's attention weights over the S keys, (S,)."""
@@ -85,8 +79,8 @@ class QueryPicker(widgets.VBox):
                 f"(uniform over {len(w)} keys: {math.log(len(w)):.3f})\n"
                 f"top-3 keys: {top}")
 
-    def update(self):
-        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
+    def figure(self):
+        """The chart: the matrix with the picked row framed, and that row's weights as bars."""
         i, (L, S) = self.dropdown.value, self.attn_weights.shape
         fig = new_figure((9.6, 0.28 * max(L, 8) + 1.6))
         ax0, ax1 = fig.subplots(1, 2, width_ratios=[1, 1.25])
@@ -101,10 +95,10 @@ class QueryPicker(widgets.VBox):
         ax1.axhline(1 / S, color="gray", linestyle="--", linewidth=1)
         ax1.text(S - 0.5, 1 / S, "uniform", color="gray", ha="right", va="bottom", fontsize=8)
         ax1.set_xlabel("key (attended to)")
-        self.image.value = figure_png(fig)
+        return fig
 
 
-class HeadPicker(widgets.VBox):
+class HeadPicker(Panel):
     """Pick a layer and a head of a multi-layer, multi-head model and see that head's attention map.
 
     Two sliders pick the layer and the head; the picture is that head's (T, T) attention matrix on one
@@ -155,24 +149,12 @@ class HeadPicker(widgets.VBox):
         self.head_slider = widgets.IntSlider(value=head, min=0, max=H - 1, description="head",
                                              continuous_update=False, layout=widgets.Layout(width="360px"))
         self.head_slider.add_class("head-slider")
-        self.readout = widgets.HTML()
-        self.readout.add_class("head-readout")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="560px"))
-        self.image.add_class("head-chart")
-        super().__init__([self.layer_slider, self.head_slider, self.readout, self.image])
-        self._hold = False
-        self.layer_slider.observe(lambda change: self._hold or self.update(), names="value")
-        self.head_slider.observe(lambda change: self._hold or self.update(), names="value")
-        self.update()
+        super().__init__([self.layer_slider, self.head_slider], "head-readout", "head-chart", "560px")
 
     def pick(self, layer, head):
         """Move both sliders at once (one redraw instead of two), as a learner would by hand."""
-        self._hold = True
-        try:
+        with self.hold():
             self.layer_slider.value, self.head_slider.value = layer, head
-        finally:
-            self._hold = False
-        self.update()
 
     def weights(self):
         """The picked head's attention weights, (T, T)."""
@@ -201,10 +183,10 @@ class HeadPicker(widgets.VBox):
                 f"on the next token {s['next']:.2f}\n"
                 "strongest key of each query:\n  " + "\n  ".join(lines))
 
-    def update(self):
-        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
+    def figure(self):
+        """The chart: the picked head's (T, T) attention map."""
         T = len(self.tokens)
         fig = new_figure((0.26 * T + 2.6, 0.24 * T + 1.6))
         attention_heatmap(self.weights(), self.tokens, self.tokens, ax=fig.add_subplot(), annotate=False,
                           title=f"layer {self.layer_slider.value}, head {self.head_slider.value}")
-        self.image.value = figure_png(fig)
+        return fig

@@ -1,15 +1,14 @@
 """Lesson 07's widget: padding and causal masks, and the wrong polarity, on one score matrix."""
-import html
-
 import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure
 
-from ..attention import (causal_mask, key_padding_to_attn_mask, masked_softmax, padding_mask)
-from ..plot import attention_heatmap, figure_png
+from ..attention import causal_mask, key_padding_to_attn_mask, masked_softmax, padding_mask
+from ..plot import attention_heatmap
+from .panel import Panel
 
 
-class MaskExplorer(widgets.VBox):
+class MaskExplorer(Panel):
     """Mask toggles over one sentence's self-attention: padding length, causal on/off, mask polarity.
 
     The last ``n`` positions (the slider) are padding: ``key_padding_mask`` (1, S), True = padding. It is
@@ -52,27 +51,16 @@ class MaskExplorer(widgets.VBox):
         self.polarity_box = widgets.Checkbox(value=wrong_polarity, indent=False,
                                              description="wrong polarity: pass key_padding_mask as attn_mask")
         self.polarity_box.add_class("mask-polarity-toggle")
-        self.readout = widgets.HTML()
-        self.readout.add_class("mask-readout")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="520px"))
-        self.image.add_class("mask-chart")
-        super().__init__([self.slider, widgets.HBox([self.causal_box, self.polarity_box]), self.readout, self.image])
-        self._holding = False
-        for control in (self.slider, self.causal_box, self.polarity_box):
-            control.observe(lambda change: None if self._holding else self.update(), names="value")
-        self.update()
+        super().__init__([self.slider, self.causal_box, self.polarity_box], "mask-readout", "mask-chart", "520px",
+                         rows=[self.slider, widgets.HBox([self.causal_box, self.polarity_box])])
 
     def set(self, num_padding=None, causal=None, wrong_polarity=None):
         """Move several controls at once (None leaves one as it is), then redraw once."""
-        self._holding = True
-        try:
+        with self.hold():
             for control, value in ((self.slider, num_padding), (self.causal_box, causal),
                                    (self.polarity_box, wrong_polarity)):
                 if value is not None:
                     control.value = value
-        finally:
-            self._holding = False
-        self.update()
 
     def key_padding_mask(self):
         """(1, S) bool, True = padding: the last ``slider.value`` positions."""
@@ -92,6 +80,7 @@ class MaskExplorer(widgets.VBox):
         return masked_softmax(self.attn_scores, self.attn_mask())
 
     def shown_labels(self):
+        """The S labels as drawn: the padded positions read ``<pad>``."""
         n = self.slider.value
         return self.labels[:len(self.labels) - n] + ["<pad>"] * n
 
@@ -107,8 +96,8 @@ class MaskExplorer(widgets.VBox):
                 f"total weight on padding keys: {w[:, pad].sum().item():.3f}   "
                 f"queries with no allowed key (all-zero rows): {int((~allowed.any(-1)).sum())}")
 
-    def update(self):
-        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
+    def figure(self):
+        """The chart: ``weights()`` as a heatmap, the masked cells grey."""
         w, allowed, labels = self.weights(), self.attn_mask(), self.shown_labels()
         fig = Figure(figsize=(5.0, 4.4))                                      # a fixed layout draws faster
         fig.subplots_adjust(left=0.17, right=0.97, bottom=0.2, top=0.92)
@@ -119,4 +108,4 @@ class MaskExplorer(widgets.VBox):
         for i, j in allowed.nonzero().tolist():
             ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", fontsize=7,
                     color="black" if w[i, j] > 0.5 else "white")
-        self.image.value = figure_png(fig)
+        return fig

@@ -1,15 +1,15 @@
 """Lessons 02-03's widgets: the scale of dot-product scores against d_k, and softmax temperature."""
-import html
 import math
 
 import ipywidgets as widgets
 import torch
 
-from ..attention import (entropy, softmax_with_temperature)
-from ..plot import figure_png, new_figure, weights_bar
+from ..attention import entropy, softmax_with_temperature
+from ..plot import new_figure, weights_bar
+from .panel import Panel
 
 
-class TemperatureExplorer(widgets.VBox):
+class TemperatureExplorer(Panel):
     """A softmax-temperature slider over one row of attention scores, with a live bar chart.
 
     Shows ``attn_weights = softmax(attn_scores / T)`` as bars and reads out T, the entropy in nats
@@ -39,13 +39,8 @@ class TemperatureExplorer(widgets.VBox):
             readout_format=".2f", continuous_update=False,
             style={"description_width": "initial"}, layout=widgets.Layout(width="480px"))
         self.slider.add_class("temperature-slider")
-        self.readout = widgets.HTML()
-        self.readout.add_class("temperature-readout")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="480px"))
-        self.image.add_class("temperature-chart")
-        super().__init__([self.slider, self.readout, self.image], layout=widgets.Layout(width="fit-content"))
-        self.slider.observe(lambda change: self.update(), names="value")
-        self.update()
+        super().__init__([self.slider], "temperature-readout", "temperature-chart", "480px",
+                         layout=widgets.Layout(width="fit-content"))
 
     def weights(self):
         """The current attention weights, (S,)."""
@@ -59,15 +54,15 @@ class TemperatureExplorer(widgets.VBox):
                 "attn_scores:  " + " ".join(f"{s:.4f}" for s in self.attn_scores.tolist()) + "\n"
                 "attn_weights: " + " ".join(f"{p:.4f}" for p in w.tolist()))
 
-    def update(self):
-        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
+    def figure(self):
+        """The chart: the weights as bars."""
         fig = new_figure((4.8, 2.6))
         weights_bar(self.weights(), self.labels, ax=fig.add_subplot(),
                     title=f"softmax(attn_scores / T),  T = {self.slider.value:.2f}")
-        self.image.value = figure_png(fig)
+        return fig
 
 
-class ScaleExplorer(widgets.VBox):
+class ScaleExplorer(Panel):
     """A d_k slider and a "divide by sqrt(d_k)" switch over one query's dot-product scores.
 
     One query ``q`` and S keys ``k_j`` have independent standard-normal entries (mean 0, variance 1),
@@ -121,14 +116,7 @@ class ScaleExplorer(widgets.VBox):
         self.slider.add_class("scale-slider")
         self.checkbox = widgets.Checkbox(value=scaled, description="divide by sqrt(d_k)", indent=False)
         self.checkbox.add_class("scale-checkbox")
-        self.readout = widgets.HTML()
-        self.readout.add_class("scale-readout")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="480px"))
-        self.image.add_class("scale-chart")
-        super().__init__([self.slider, self.checkbox, self.readout, self.image])
-        self.slider.observe(lambda change: self.update(), names="value")
-        self.checkbox.observe(lambda change: self.update(), names="value")
-        self.update()
+        super().__init__([self.slider, self.checkbox], "scale-readout", "scale-chart", "480px")
 
     def attn_scores(self):
         """The current scores ``q . k_j`` (divided by sqrt(d_k) when the switch is on), (S,)."""
@@ -158,8 +146,8 @@ class ScaleExplorer(widgets.VBox):
                 "attn_scores:  " + " ".join(f"{v:.3f}" for v in self.attn_scores().tolist()) + "\n"
                 "attn_weights: " + " ".join(f"{p:.3f}" for p in self.weights().tolist()))
 
-    def update(self):
-        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
+    def figure(self):
+        """The chart: the weights as bars, with the uniform weight 1/S dashed."""
         d_k, scaled = self.slider.value, self.checkbox.value
         fig = new_figure((4.8, 2.6))
         ax = weights_bar(self.weights(), self.labels, ax=fig.add_subplot(),
@@ -167,4 +155,4 @@ class ScaleExplorer(widgets.VBox):
         ax.axhline(1 / len(self.labels), color="gray", linestyle="--", linewidth=1)
         ax.text(1.01, 1 / len(self.labels), "uniform\n1/S", color="gray", va="center", fontsize=8,
                 transform=ax.get_yaxis_transform())             # outside the axes: never on a bar
-        self.image.value = figure_png(fig)
+        return fig

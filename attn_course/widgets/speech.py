@@ -1,13 +1,16 @@
-"""Pictures and a widget for lesson 13: a clip's spectrogram with the frame attention drawn under it."""
-import html
+"""Lesson 13's pictures and widget: a clip's spectrogram with the attention over its frames drawn under it.
 
+``draw_clip`` draws one clip; ``SpeechExplorer`` picks a voice and a digit and shows what the model heard.
+The model lives in ``attn_course.apps.speech``, the lesson's checks of attention pooling and of the
+subsampled padding mask in ``attn_course.checks.speech``.
+"""
 import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure
 
-from ..data.spoken_digits import WORDS
-from ..plot import figure_png
 from ..apps.speech import pad_frames
+from ..data.spoken_digits import WORDS
+from .panel import Panel
 
 
 def draw_clip(ax_spec, ax_attn, frames, attn_weights, voiced=None, title=None, stride=2):
@@ -35,7 +38,7 @@ def draw_clip(ax_spec, ax_attn, frames, attn_weights, voiced=None, title=None, s
                 ylabel="voiced" if attn_weights is None else "attn_weights")
 
 
-class SpeechExplorer(widgets.VBox):
+class SpeechExplorer(Panel):
     """Pick a voice and a digit; see the clip's spectrogram, where the model attends, and what it says.
 
     Args:
@@ -62,27 +65,15 @@ class SpeechExplorer(widgets.VBox):
         self.digit = widgets.ToggleButtons(options=list(range(10)), value=0, description="digit",
                                            style={"button_width": "32px"})
         self.digit.add_class("speech-digit")
-        self.readout = widgets.HTML()
-        self.readout.add_class("speech-readout")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="640px"))
-        self.image.add_class("speech-chart")
-        super().__init__([self.voice, self.digit, self.readout, self.image])
-        self._holding = False
-        for control in (self.voice, self.digit):
-            control.observe(lambda change: None if self._holding else self.update(), names="value")
-        self.update()
+        super().__init__([self.voice, self.digit], "speech-readout", "speech-chart", "640px")
 
     def set(self, voice=None, digit=None):
         """Move the controls (None keeps one), then redraw once."""
-        self._holding = True
-        try:
+        with self.hold():
             if voice is not None:
                 self.voice.value = voice
             if digit is not None:
                 self.digit.value = digit
-        finally:
-            self._holding = False
-        self.update()
 
     def index(self):
         """The first clip of the chosen voice and digit, or None when the voice never said it."""
@@ -93,6 +84,8 @@ class SpeechExplorer(widgets.VBox):
 
     @torch.no_grad()
     def result(self):
+        """The current clip's ``index``, ``prediction``, ``probs`` (10,), ``attn_weights`` (ceil(T / 2),),
+        ``voiced`` (T,) and ``mass_on_voiced``; None when the voice never said the digit."""
         i = self.index()
         if i is None:
             return None
@@ -106,6 +99,7 @@ class SpeechExplorer(widgets.VBox):
                 "voiced": voiced, "mass_on_voiced": weights[voiced[::2]].sum().item()}
 
     def text(self):
+        """The readout as plain text: what was said and heard, the top 3, the attention on voiced frames."""
         r = self.result()
         if r is None:
             return f"voice {self.voice.value} has no clip of the digit {self.digit.value}"
@@ -118,8 +112,8 @@ class SpeechExplorer(widgets.VBox):
                 + f"\nattention on voiced frames: {r['mass_on_voiced']:.2f} "
                 f"(voiced frames are {r['voiced'].float().mean().item():.0%} of the clip)")
 
-    def update(self):
-        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
+    def figure(self):
+        """The chart: the clip's spectrogram over the attention on its frames (empty axes without a clip)."""
         r = self.result()
         fig = Figure(figsize=(6.4, 3.6))
         fig.subplots_adjust(left=0.11, right=0.98, bottom=0.14, top=0.91, hspace=0.08)
@@ -127,4 +121,4 @@ class SpeechExplorer(widgets.VBox):
         if r is not None:
             draw_clip(ax_spec, ax_attn, self.clips.frames[r["index"]], r["attn_weights"], r["voiced"],
                       title=f"{self.voice.value}: '{WORDS[self.digit.value]}' -> '{WORDS[r['prediction']]}'")
-        self.image.value = figure_png(fig)
+        return fig

@@ -1,34 +1,35 @@
-"""Lesson 14's checks, highlighted article text and the summary explorer widget.
+"""Lesson 14's pictures and widget: an article shaded by its sentence weights, and the summary explorer.
 
-The checks raise ``attn_course.checks.CheckFailure`` (kinds in ``attn_course.checks``):
-``check_rouge_1_f1`` for the ROUGE exercise, ``check_word_attention`` for the hierarchical word
-attention of the bug hunt.
+``highlight_article_html`` shades each sentence of an article by its attention weight (HTML),
+``weights_figure`` draws the weights as bars, and ``SummaryExplorer`` shows both for a picked article
+with the extracted summary and its ROUGE. The model and the metrics live in
+``attn_course.apps.summarization``, the lesson's checks of ROUGE-1 and of word attention in
+``attn_course.checks.summarization``.
 """
 import html
 
 import ipywidgets as widgets
 import torch
 
-from ..plot import figure_png, new_figure
-from ..data import news
 from ..apps import summarization as sm
-
-# ---------------------------------------------------------------- checks
-
-# (candidate, reference, expected ROUGE-1 F1, what the case shows): worked by hand.
-
-
-# ---------------------------------------------------------------- pictures
-
-def _shade(weight, top):
-    return f"rgba(255, 170, 0, {0.08 + 0.82 * weight / top:.2f})" if top > 0 else "transparent"
+from ..data import news
+from ..plot import new_figure
+from .highlight import highlight_span
+from .panel import Panel
 
 
-def highlight_html(article, sentence_weights, word_weights=None, max_sentences=sm.MAX_SENTENCES):
+def highlight_article_html(article, sentence_weights, word_weights=None, max_sentences=sm.MAX_SENTENCES):
     """The article's sentences as HTML, each shaded by its attention weight (darkest = largest).
 
-    With ``word_weights`` (N, T) the words of the top sentence that got at least 0.4 of its largest word
-    weight are bold. Returns an HTML string; the weight of each sentence is written in front of it.
+    Args:
+        article: an article dict (``attn_course.data.news``).
+        sentence_weights: (N,) weights of its sentences (entries past its real sentences are ignored).
+        word_weights: None, or (N, T) word weights: the words of the top sentence that got more than
+            0.4 of its largest word weight are bold.
+        max_sentences: how many sentences of the article the model read.
+
+    Returns:
+        an HTML string: the title and standfirst, then the sentences, each with its weight in front.
     """
     sents = sm.sentences(article, max_sentences)
     w = torch.as_tensor(sentence_weights)[:len(sents)].tolist()
@@ -44,10 +45,9 @@ def highlight_html(article, sentence_weights, word_weights=None, max_sentences=s
             marks = dict(zip(article["words"][i], ww))
             wtop = max(ww) or 1.0
             text = " ".join(f"<b>{html.escape(tok)}</b>"
-                            if max((marks.get(w, 0.0) for w in news.words(tok)), default=0.0) > 0.4 * wtop
+                            if max((marks.get(word, 0.0) for word in news.words(tok)), default=0.0) > 0.4 * wtop
                             else html.escape(tok) for tok in sentence.split())
-        parts.append(f"<span style='background: {_shade(weight, top)}; padding: 1px 2px'>"
-                     f"<sup>{weight:.2f}</sup> {text}</span> ")
+        parts.append(highlight_span(f"<sup>{weight:.2f}</sup> {text}", weight, top) + " ")
     parts.append("</div>")
     return "".join(parts)
 
@@ -70,9 +70,7 @@ def weights_figure(article, sentence_weights, oracle=None, title=None):
     return fig
 
 
-# ---------------------------------------------------------------- the widget
-
-class SummaryExplorer(widgets.VBox):
+class SummaryExplorer(Panel):
     """Pick an article: see its sentence weights, the extracted summary, and ROUGE against the title/subtitle.
 
     Args:
@@ -100,15 +98,10 @@ class SummaryExplorer(widgets.VBox):
         self.picker = widgets.Dropdown(options=options, value=index, description="article",
                                        layout=widgets.Layout(width="640px"))
         self.picker.add_class("summary-article-picker")
-        self.readout = widgets.HTML()
-        self.readout.add_class("summary-readout")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="560px"))
-        self.image.add_class("summary-chart")
-        super().__init__([self.picker, self.image, self.readout])
-        self.picker.observe(lambda change: self.update(), names="value")
-        self.update()
+        super().__init__([self.picker], "summary-readout", "summary-chart", "560px", chart_first=True)
 
     def article(self):
+        """The picked article (a dict)."""
         return self.articles[self.picker.value]
 
     def weights(self):
@@ -131,10 +124,16 @@ class SummaryExplorer(widgets.VBox):
                 f"oracle sentence: {sm.oracle_index(a)}\n"
                 "sentence weights: " + " ".join(f"{w:.2f}" for w in self.weights().tolist()))
 
+    def figure(self):
+        """The chart: the sentence weights as bars, the oracle sentence outlined."""
+        a = self.article()
+        return weights_figure(a, self.sentence_weights[self.picker.value], sm.oracle_index(a))
+
     def update(self):
+        """Redraw: the summary and Lead-1 with their ROUGE above the highlighted article; the chart."""
         a, i = self.article(), self.picker.value
         ww = None if self.word_weights is None else self.word_weights[i]
         lines = html.escape(self.text()).split("\n")
-        self.readout.value = (f"<pre style='white-space: pre-wrap; max-width: 900px'>{chr(10).join(lines[2:6])}</pre>"
-                              + highlight_html(a, self.sentence_weights[i], ww))
-        self.image.value = figure_png(weights_figure(a, self.sentence_weights[i], sm.oracle_index(a)))
+        self.show_html(f"<pre style='white-space: pre-wrap; max-width: 900px'>{chr(10).join(lines[2:6])}</pre>"
+                       + highlight_article_html(a, self.sentence_weights[i], ww))
+        self.show_figure(self.figure())

@@ -1,21 +1,18 @@
-"""Lesson 09's checks and widget: additive attention and a translator's forward pass, checked; a
-number typed in, translated, and its alignment drawn.
+"""Lesson 09's widget: a number typed in, translated by the trained model, and its alignment drawn.
 
-The checks raise ``attn_course.checks.CheckFailure`` (kinds in ``attn_course.checks.KINDS``).
+The model and greedy decoding live in ``attn_course.apps.translation``; the lesson's checks of
+additive attention and of the translator's forward pass in ``attn_course.checks.translation``.
 """
-import html
-
 import ipywidgets as widgets
 import torch
 
-from ..data import number_words
-from ..plot import attention_heatmap, figure_png, new_figure
 from ..apps import translation
+from ..data import number_words
+from ..plot import attention_heatmap, new_figure
+from .panel import Panel
 
 
-
-
-class TranslationExplorer(widgets.VBox):
+class TranslationExplorer(Panel):
     """Type a number; see its English words, the model's French (greedy decoding), num2words' French,
     and the alignment: which English word each French word attended to.
 
@@ -24,6 +21,7 @@ class TranslationExplorer(widgets.VBox):
         src_vocab, tgt_vocab: its vocabularies (``translation.build_vocab``).
         number: the number shown first (an int in 0..999,999,999).
         baseline: optional second ``Seq2Seq`` (e.g. without attention) whose translation is shown too.
+        device: where the models live.
 
     Attributes:
         text_box (Text), readout (HTML), image (Image). ``set(number)`` does what typing does;
@@ -37,13 +35,7 @@ class TranslationExplorer(widgets.VBox):
                                      continuous_update=False, style={"description_width": "initial"},
                                      layout=widgets.Layout(width="360px"))
         self.text_box.add_class("translation-input")
-        self.readout = widgets.HTML()
-        self.readout.add_class("translation-readout")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="760px"))
-        self.image.add_class("translation-chart")
-        super().__init__([self.text_box, self.readout, self.image])
-        self.text_box.observe(lambda change: self.update(), names="value")
-        self.update()
+        super().__init__([self.text_box], "translation-readout", "translation-chart", "760px")
 
     def set(self, number):
         """Show ``number`` (int or str), as if typed."""
@@ -78,11 +70,11 @@ class TranslationExplorer(widgets.VBox):
         lines.append(f"num2words (French):   {' '.join(reference)}")
         return "\n".join(lines)
 
-    def update(self):
-        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
+    def figure(self):
+        """The chart: the (T, S) alignment, French words down, English words across (None: not a number)."""
         n = self.number()
         if n is None:
-            return
+            return None
         english, french, weights = self.translate(n)
         fig = new_figure((0.42 * len(english) + 3.0, 0.36 * len(french) + 2.0))
         attention_heatmap(weights, (french + [translation.EOS])[:len(weights)], english, ax=fig.add_subplot(), annotate=False,
@@ -90,4 +82,4 @@ class TranslationExplorer(widgets.VBox):
         ax = fig.axes[0]
         ax.set_xlabel("English word (key)")
         ax.set_ylabel("French word (query)")
-        self.image.value = figure_png(fig)
+        return fig

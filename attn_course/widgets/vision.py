@@ -1,12 +1,12 @@
 """Lesson 11's pictures and widget: attention maps over digits, and the query-patch picker on a photo."""
-import html
 import math
 
 import ipywidgets as widgets
 from matplotlib.patches import Rectangle
 
 from ..attention import entropy
-from ..plot import figure_png, new_figure
+from ..plot import new_figure
+from .panel import Panel
 
 
 def overlay(ax, image, attn_map, title=None, alpha=0.8):
@@ -26,7 +26,7 @@ def overlay(ax, image, attn_map, title=None, alpha=0.8):
         ax.set_title(title, fontsize=9)
 
 
-class PatchPicker(widgets.VBox):
+class PatchPicker(Panel):
     """Pick a query patch of a photo (two sliders) and see its attention over all patches.
 
     Args:
@@ -47,20 +47,15 @@ class PatchPicker(widgets.VBox):
         slider = lambda n, v, d: widgets.IntSlider(value=v, min=0, max=n - 1, description=d,
                                                    continuous_update=False)
         self.row, self.col = slider(rows, query[0], "query row"), slider(cols, query[1], "query col")
-        self.readout = widgets.HTML()
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width="860px"))
         self.row.add_class("patch-row")
         self.col.add_class("patch-col")
-        self.readout.add_class("patch-readout")
-        self.image.add_class("patch-chart")
-        super().__init__([widgets.HBox([self.row, self.col]), self.readout, self.image])
-        for s in (self.row, self.col):
-            s.observe(lambda change: self.update(), names="value")
-        self.update()
+        super().__init__([self.row, self.col], "patch-readout", "patch-chart", "860px",
+                         rows=[widgets.HBox([self.row, self.col])])
 
     def pick(self, row, col):
-        """Move the sliders to the query patch (row, col)."""
-        self.row.value, self.col.value = row, col
+        """Move the sliders to the query patch (row, col); redraw once."""
+        with self.hold():
+            self.row.value, self.col.value = row, col
 
     def weights(self):
         """The query patch's attention over all patches, as a (rows, cols) map."""
@@ -68,6 +63,7 @@ class PatchPicker(widgets.VBox):
         return self.attn_weights[self.row.value * cols + self.col.value].view(rows, cols)
 
     def text(self):
+        """The readout as plain text: the query patch, its entropy, its top-3 patches."""
         w = self.weights()
         top = w.flatten().topk(3)
         cols = self.grid[1]
@@ -75,8 +71,8 @@ class PatchPicker(widgets.VBox):
         return (f"query patch ({self.row.value}, {self.col.value})   entropy = {entropy(w.flatten()).item():.2f} nats "
                 f"(uniform over {w.numel()} patches: {math.log(w.numel()):.2f})\ntop-3 patches: {spots}")
 
-    def update(self):
-        self.readout.value = f"<pre>{html.escape(self.text())}</pre>"
+    def figure(self):
+        """The chart: the photo with the query patch framed, and the same with its attention map over it."""
         rows, (_, H, W) = self.grid[0], self.photo.shape
         p = H // rows
         fig = new_figure((9.6, 3.4))
@@ -90,4 +86,4 @@ class PatchPicker(widgets.VBox):
         ax0.set_title("photo and the query patch", fontsize=9)
         ax1.imshow(self.weights().numpy(), cmap="magma", alpha=0.75, extent=(0, W, H, 0), interpolation="nearest")
         ax1.set_title("attention of the query patch over all patches", fontsize=9)
-        self.image.value = figure_png(fig)
+        return fig
