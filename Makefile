@@ -41,7 +41,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check .
 
-test: lint chromium
+test: $(STAMP) lint chromium
 	$(PY) -m pytest
 
 solutions: $(STAMP)

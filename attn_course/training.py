@@ -58,11 +58,11 @@ def fit(model, batches, batch_loss, optimizer, epochs=1, scheduler=None, clip_gr
         raise ValueError(f"keep_best must be None, 'max' or 'min', with an evaluate hook; got {keep_best!r}, "
                          f"evaluate={evaluate!r}")
     history, best_value, best_state = History(), None, None
-    with tqdm(desc=desc, disable=None if progress else True, leave=False, mininterval=0.5) as bar:
+    first = batches(0) if callable(batches) else batches
+    total = epochs * len(first)                                          # exact when every epoch has as many
+    with tqdm(total=total, desc=desc, disable=None if progress else True, leave=False, mininterval=0.5) as bar:
         for epoch in range(epochs):
-            epoch_batches = batches(epoch) if callable(batches) else batches
-            if epoch == 0:
-                bar.reset(total=epochs * len(epoch_batches))            # exact when every epoch has as many
+            epoch_batches = first if epoch == 0 else (batches(epoch) if callable(batches) else batches)
             model.train()
             total, count = 0.0, 0
             for batch in epoch_batches:

@@ -12,9 +12,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from attn_course.attention import (MultiHeadAttention, attention_weights, causal_mask, entropy,
-                                   key_padding_to_attn_mask, masked_softmax, padding_mask,
-                                   scaled_dot_product_attention, softmax_with_temperature, weighted_sum)
+from attn_course.attention import (
+    MultiHeadAttention,
+    attention_weights,
+    causal_mask,
+    entropy,
+    key_padding_to_attn_mask,
+    masked_softmax,
+    padding_mask,
+    scaled_dot_product_attention,
+    softmax_with_temperature,
+    weighted_sum,
+)
 
 from helpers import DEVICES, DTYPES, F64, draw, tol
 

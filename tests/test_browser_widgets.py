@@ -32,8 +32,17 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from test_browser import (  # noqa: F401  (browser and chromium are fixtures, used by name)
-    ARTIFACTS, ROOT, START_TIMEOUT_MS, TIMEOUT_MS, browser, chromium, run_all, serve_lab, settled_src,
-    wait_kernel_idle)
+    ARTIFACTS,
+    ROOT,
+    START_TIMEOUT_MS,
+    TIMEOUT_MS,
+    browser,
+    chromium,
+    run_all,
+    serve_lab,
+    settled_src,
+    wait_kernel_idle,
+)
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=TIMEOUT_MS)

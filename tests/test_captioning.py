@@ -3,8 +3,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from attn_course import checks, widgets
-from attn_course import scoring
+from attn_course import checks, scoring, widgets
 from attn_course.apps import captioning
 from attn_course.broken import soft_attention_v2
 from attn_course.checks import CheckFailure

@@ -7,13 +7,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from attn_course import checks
-from attn_course.widgets import classification as classification_widgets
-from attn_course import pooling
+from attn_course import checks, pooling
 from attn_course.apps import classification as cls
 from attn_course.broken import attention_pooling_v2
 from attn_course.checks import CheckFailure
 from attn_course.data import pad_batch, rotten_tomatoes
+from attn_course.widgets import classification as classification_widgets
 
 
 def _batch(lengths, S, Dv=3, dtype=torch.float64, seed=0):

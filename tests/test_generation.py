@@ -7,13 +7,12 @@ import torch
 from torch import nn
 
 from attn_course.apps import generation as gen
-from attn_course.checks import check_lm_forward, check_sample_next
-from attn_course.widgets import GenerationExplorer
 from attn_course.attention import causal_mask
 from attn_course.broken import CharTransformer_v2
-from attn_course.checks import CheckFailure
+from attn_course.checks import CheckFailure, check_lm_forward, check_sample_next
 from attn_course.data import prose
 from attn_course.transformer import TransformerBlock
+from attn_course.widgets import GenerationExplorer
 
 torch.set_num_threads(1)
 

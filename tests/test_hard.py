@@ -14,11 +14,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from attn_course import checks, hard  # noqa: E402
+from attn_course import checks  # noqa: E402
 from attn_course.broken import hard_attention_v2  # noqa: E402
 from attn_course.checks import CheckFailure  # noqa: E402
-from attn_course.hard import (SoftAttentionPooling, gumbel_softmax_st, hard_attention,  # noqa: E402
-                              lookup_batch, reinforce_loss)
+from attn_course.hard import SoftAttentionPooling, gumbel_softmax_st, hard_attention, lookup_batch, reinforce_loss  # noqa: E402
 from attn_course.widgets import GumbelExplorer  # noqa: E402
 
 from helpers import DEVICES, DTYPES, F64, THOROUGH, draw, tol  # noqa: E402

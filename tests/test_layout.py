@@ -82,7 +82,12 @@ def test_no_module_imports_another_modules_private_names(path):
 
 
 def test_every_module_imports():
+    """Every module imports on its own; ``grading.preload`` is left out: importing it arms the grading
+    tripwire in this process, on purpose (the grading server imports it before any submission runs)."""
     names = [info.name for info in pkgutil.walk_packages(attn_course.__path__, "attn_course.")]
     assert len(names) > 40
     for name in names:
-        importlib.import_module(name)
+        if name != "attn_course.grading.preload":
+            importlib.import_module(name)
+    from attn_course.checks import tripwire
+    assert not tripwire.enabled()

@@ -22,6 +22,7 @@ import yaml
 
 import attn_course.broken
 from attn_course import checks
+
 from correct_variants import VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,9 +1,9 @@
 """pyproject.toml, environment.yml and the Makefile agree on what gets installed, and in what order."""
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name

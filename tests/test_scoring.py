@@ -7,8 +7,15 @@ import math
 import pytest
 import torch
 
-from attn_course.scoring import (METHODS, AttentionScore, additive_scores, concat_scores, dot_scores,
-                                 general_scores, scaled_dot_scores)
+from attn_course.scoring import (
+    METHODS,
+    AttentionScore,
+    additive_scores,
+    concat_scores,
+    dot_scores,
+    general_scores,
+    scaled_dot_scores,
+)
 
 from helpers import DEVICES, F64
 

