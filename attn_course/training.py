@@ -89,3 +89,18 @@ def fit(model, batches, batch_loss, optimizer, epochs=1, scheduler=None, clip_gr
         model.load_state_dict(best_state)
     model.eval()
     return history
+
+
+def shuffled_batches(n, batch_size, seed=0):
+    """Mini-batches for ``fit``: ``batches(epoch)`` gives a new random order of the n examples every
+    epoch, cut into index tensors (batch_size,) int64 (the last one shorter).
+
+    The orders come from ``torch.Generator().manual_seed(seed)``, one ``randperm`` per epoch, so a
+    run is repeatable and the global RNG is untouched.
+
+    >>> batches = shuffled_batches(5, 2, seed=0)
+    >>> [len(b) for b in batches(0)]
+    [2, 2, 1]
+    """
+    g = torch.Generator().manual_seed(seed)
+    return lambda epoch: torch.randperm(n, generator=g).split(batch_size)

@@ -165,3 +165,16 @@ def test_keep_best_needs_max_or_min_and_an_evaluate_hook(keep_best, evaluate):
 
 def test_docstring_example_runs():
     assert doctest.testmod(training).failed == 0
+
+
+def test_shuffled_batches_cover_every_example_once_per_epoch_in_a_seeded_new_order():
+    batches = training.shuffled_batches(10, 4, seed=3)
+    first, second = [torch.cat(batches(e)) for e in range(2)]
+    assert [len(b) for b in batches(2)] == [4, 4, 2]
+    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(10))
+    assert not torch.equal(first, second)                                      # a new order each epoch
+    g = torch.Generator().manual_seed(3)                                        # the orders of a hand-made generator
+    assert torch.equal(first, torch.randperm(10, generator=g)) and torch.equal(second, torch.randperm(10, generator=g))
+    before = torch.random.get_rng_state()
+    training.shuffled_batches(10, 4)(0)
+    assert torch.equal(before, torch.random.get_rng_state())                   # the global RNG is untouched

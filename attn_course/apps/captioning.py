@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from ..data.images import DIGIT_WORDS
 from ..pooling import attention_pool
 from ..scoring import additive_scores
-from ..training import fit
+from ..training import fit, shuffled_batches
 
 WORDS = DIGIT_WORDS + ["<eos>", "<bos>"]     # ids 0..9 are the digits, 10 = <eos>, 11 = <bos>
 EOS, BOS = 10, 11
@@ -156,20 +156,17 @@ def train_captioner(model, images, labels, epochs=6, batch_size=64, lr=5e-3, see
     """
     device = next(model.parameters()).device
     captions = targets(labels)
-    g = torch.Generator().manual_seed(seed)
     steps = epochs * math.ceil(len(labels) / batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
-
-    def batches(epoch):                                                   # a new order every epoch
-        return torch.randperm(len(labels), generator=g).split(batch_size)
 
     def batch_loss(batch):
         logits, _ = model(images[batch].to(device), captions[batch].to(device))   # (b, T, V)
         return F.cross_entropy(logits.flatten(0, 1), captions[batch].to(device).flatten())
 
     desc = "training (" + ("attention" if model.attention else "no attention") + ")"
-    return fit(model, batches, batch_loss, opt, epochs, scheduler=schedule, desc=desc, progress=progress).step_loss
+    return fit(model, shuffled_batches(len(labels), batch_size, seed), batch_loss, opt, epochs, scheduler=schedule,
+               desc=desc, progress=progress).step_loss
 
 
 def caption_scores(predicted, labels):

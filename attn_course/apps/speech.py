@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..pooling import attention_pool, mean_pool
-from ..training import fit
+from ..training import fit, shuffled_batches
 
 
 def pad_frames(frames, pad_value=0.0):
@@ -175,20 +175,15 @@ def train_classifier(model, clips, epochs=12, batch_size=32, lr=3e-3, seed=0, pr
     Returns the mean training loss of each epoch (list of float). The data go to the model's device.
     """
     device = next(model.parameters()).device
-    g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
 
-    def batches(epoch):                                                   # lists of clip indices
-        order = torch.randperm(len(clips), generator=g).tolist()
-        return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
-
     def batch_loss(batch):
-        x, key_padding_mask = pad_frames([clips.frames[i] for i in batch])       # (b, S, F), (b, S)
+        x, key_padding_mask = pad_frames([clips.frames[i] for i in batch.tolist()])   # (b, S, F), (b, S)
         logits, _ = model(x.to(device), key_padding_mask.to(device))             # (b, 10)
         return F.cross_entropy(logits, clips.labels[batch].to(device))
 
-    history = fit(model, batches, batch_loss, opt, epochs, desc=f"training ({model.pooling} pooling)",
-                  progress=progress)
+    history = fit(model, shuffled_batches(len(clips), batch_size, seed), batch_loss, opt, epochs,
+                  desc=f"training ({model.pooling} pooling)", progress=progress)
     return history.epoch_loss
 
 

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from .. import data as course_data
 from ..data import news
 from ..pooling import attention_pool
-from ..training import fit
+from ..training import fit, shuffled_batches
 
 MAX_SENTENCES, MAX_WORDS = 20, 32
 
@@ -272,17 +272,14 @@ def train(model, ids, key_padding_mask, labels, epochs=4, batch_size=32, lr=5e-3
         the list of mean training losses, one per epoch.
     """
     device = next(model.parameters()).device
-    g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-
-    def batches(epoch):                                                   # a new order every epoch
-        return torch.randperm(len(ids), generator=g).split(batch_size)
 
     def batch_loss(batch):
         out = model(ids[batch].to(device), key_padding_mask[batch].to(device))  # sentence_scores (b, N)
         return F.cross_entropy(out["sentence_scores"], labels[batch].to(device))
 
-    return fit(model, batches, batch_loss, opt, epochs, clip_grad_norm=1.0, progress=progress).epoch_loss
+    return fit(model, shuffled_batches(len(ids), batch_size, seed), batch_loss, opt, epochs, clip_grad_norm=1.0,
+               progress=progress).epoch_loss
 
 
 @torch.no_grad()

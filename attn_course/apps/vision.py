@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..training import fit
+from ..training import fit, shuffled_batches
 
 
 def spatial_attention_pool(features, query):
@@ -134,20 +134,16 @@ def train_classifier(model, images, labels, epochs=8, batch_size=64, lr=1e-2, se
     """Adam with a one-cycle learning rate (Smith & Topin 2017), mini-batches shuffled each epoch by
     ``torch.Generator().manual_seed(seed)``; a tqdm bar. Returns the loss per step (list of float)."""
     device = next(model.parameters()).device
-    g = torch.Generator().manual_seed(seed)
     steps = epochs * math.ceil(len(labels) / batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
-
-    def batches(epoch):                                                   # a new order every epoch
-        return torch.randperm(len(labels), generator=g).split(batch_size)
 
     def batch_loss(batch):
         logits, _ = model(images[batch].to(device))                       # (b, 10)
         return F.cross_entropy(logits, labels[batch].to(device))
 
-    history = fit(model, batches, batch_loss, opt, epochs, scheduler=schedule,
-                  desc=f"training ({getattr(model, 'pooling', '')})", progress=progress)
+    history = fit(model, shuffled_batches(len(labels), batch_size, seed), batch_loss, opt, epochs,
+                  scheduler=schedule, desc=f"training ({getattr(model, 'pooling', '')})", progress=progress)
     return history.step_loss
 
 
