@@ -5,9 +5,11 @@ solution, the untouched lesson, each broken implementation of attn_course.broken
 that merely call the reference, an infinite loop, sys.exit() and os._exit(), errors at import and at
 top level, megabytes of output, a memory hog, a notebook that attacks files outside its folder, one
 that reads the answer key and rewrites the hidden tests, one that opens network connections,
-malformed JSON, a non-notebook, unknown lessons, and two names that differ only in case. One run of
-the command grades it all (2 jobs); every row of grades.csv must be as expected, and no submission
-may change (sha256 before and after).
+malformed JSON, a non-notebook, unknown lessons, and two names that differ only in case; files that
+attack the grader itself (a FIFO, JSON nested 200,000 deep, an integer of 5,000 digits, a cell whose
+source is a number, a 255-byte name, a name that is a spreadsheet formula, one with control
+characters). One run of the command grades it all (2 jobs); every row of grades.csv must be as
+expected, and no submission may change (sha256 before and after).
 """
 import csv
 import hashlib
@@ -35,7 +37,8 @@ HOSTILE = ("escape_files.ipynb", "reads_answer_key.ipynb", "network.ipynb")
 
 
 def _sha256s(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).iterdir())}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).iterdir())
+            if p.is_file()}                                                  # a FIFO would block
 
 
 def _grade(submissions, out, *extra, timeout=900):
@@ -70,9 +73,10 @@ def corpus(tmp_path_factory):
                                     hostile=ISOLATED)
     before = _sha256s(submissions)
     run = _grade(submissions, out, "--timeout", str(TIMEOUT), "--jobs", "2")
+    in_csv = {report.csv_cell(name): name for name in expected}                 # names as neutralised there
     with open(out / "grades.csv", newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        header, rows = reader.fieldnames, {r["submission"]: r for r in reader}
+        header, rows = reader.fieldnames, {in_csv.get(r["submission"], r["submission"]): r for r in reader}
     listener.sock.close()
     return dict(base=base, submissions=submissions, out=out, token=token, expected=expected, before=before,
                 after=_sha256s(submissions), run=run, header=header, rows=rows, listener=listener,
@@ -143,6 +147,30 @@ def test_feedback_files(corpus):
     assert "a loop that never ends" in (feedback / "infinite_loop.md").read_text()
 
 
+def test_hostile_names_cannot_inject_into_the_outputs(corpus):
+    out, rows = corpus["out"], corpus["rows"]
+    assert rows[grading_corpus.FORMULA_NAME]["submission"] == "'" + grading_corpus.FORMULA_NAME   # a text cell
+    control = rows[grading_corpus.CONTROL_NAME]["submission"]
+    assert control == "ctrl\\x0a00:00:00 forged.ipynb: ok \\x1b[2J\\x85.ipynb"
+    with open(out / "grades.csv", newline="", encoding="utf-8") as f:
+        cells = [cell for row in csv.reader(f) for cell in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert not [c for c in cells if any(ord(ch) < 32 or 0x7f <= ord(ch) < 0xa0 for ch in c)]
+    log = (out / "grading.log").read_text(encoding="utf-8")
+    assert "\x1b" not in log and "\x85" not in log and "ctrl\\x0a00:00:00 forged" in log
+    assert not [line for line in log.split("\n") if line.startswith("00:00:00 forged")]
+
+
+def test_every_feedback_file_is_written_and_small(corpus):
+    feedback = corpus["out"] / "feedback"
+    sizes = {p.name: p.stat().st_size for p in feedback.iterdir()}
+    assert len(sizes) == len(corpus["expected"]) and max(sizes.values()) < 64 << 10
+    long = [n for n in sizes if n.startswith("long_")]
+    assert len(long) == 1 and len(long[0].encode()) <= 255 and "~" in long[0]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in feedback.iterdir())
+    assert "\x1b" not in text and "# ctrl\\x0a00:00:00 forged" in text
+
+
 def test_empty_folder_writes_a_header_and_exits_1(tmp_path):
     (tmp_path / "empty").mkdir()
     run = _grade(tmp_path / "empty", tmp_path / "out", timeout=120)
@@ -207,6 +235,114 @@ def test_feedback_names_are_unique_ignoring_case():
     names = submissions._feedback_names(["Bob.ipynb", "bob.ipynb", "BOB.ipynb", "bob.txt", "a/b.ipynb"])
     assert len({n.lower() for n in names.values()}) == 5
     assert names["BOB.ipynb"] == "BOB.md" and all("/" not in n for n in names.values())
+
+
+def test_long_feedback_names_are_shortened_and_stay_distinct():
+    stem = "a" * 300
+    names = submissions._feedback_names([stem + ".ipynb", stem + "b.ipynb", stem.upper() + ".ipynb", "é" * 200])
+    assert len({n.lower() for n in names.values()}) == 4
+    assert all(len(n.encode()) <= 255 for n in names.values())
+
+
+def test_discover_survives_any_file(tmp_path):
+    os.mkfifo(tmp_path / "pipe.ipynb")
+    (tmp_path / "deep.ipynb").write_text("[" * 200_000)
+    (tmp_path / "digits.ipynb").write_text('{"n": ' + "1" * 5000 + "}")
+    (tmp_path / "latin1.ipynb").write_bytes(b'{"cells": "\xe9"}')
+    (tmp_path / "cells.ipynb").write_text(json.dumps({"nbformat": 4, "cells": [{"source": "x"}]}))
+    found = {s.name: s.status for s in submissions.discover(tmp_path, {LESSON: None}, forced=LESSON)}
+    assert found == {"pipe.ipynb": "skipped: a FIFO, not a regular file",
+                     "deep.ipynb": "unreadable notebook: invalid JSON (nested too deeply)",
+                     "digits.ipynb": found["digits.ipynb"], "latin1.ipynb": "unreadable notebook: invalid JSON "
+                     "(not UTF-8 text)", "cells.ipynb": "malformed notebook: cell 1 has no cell_type code, "
+                     "markdown or raw"}
+    assert found["digits.ipynb"].startswith("unreadable notebook: invalid JSON (")
+
+
+POINTS = {"q1_softmax_with_temperature": 3, "q2_attend": 3, "q3_bug_hunt": 2}
+
+
+def _honest(**changes):
+    tests = [{"name": "test_q1_public", "hidden": False, "points": 1, "passed": True, "message": ""}]
+    result = {"questions": {q: {"score": p, "possible": p, "tests": tests} for q, p in POINTS.items()},
+              "catastrophic": None, "cell_errors": [], "output_bytes": 0, "output_head": "", "notes": []}
+    for q, score in changes.pop("scores", {}).items():
+        result["questions"][q] = {**result["questions"].get(q, {"possible": 1, "tests": []}), "score": score}
+    return {**result, **changes}
+
+
+@pytest.mark.parametrize("forged, problem", [
+    (_honest(catastrophic=1), "catastrophic is a int"),
+    (_honest(catastrophic={"a": 1}), "catastrophic is a dict"),
+    (_honest(scores={"q1_softmax_with_temperature": float("nan")}), "is not a finite number"),
+    (_honest(scores={"q1_softmax_with_temperature": float("inf")}), "is not a finite number"),
+    (_honest(scores={"q1_softmax_with_temperature": "3"}), "is not a finite number"),
+    (_honest(scores={"q1_softmax_with_temperature": -1}), "outside [0, 3]"),
+    (_honest(scores={"q1_softmax_with_temperature": 300}), "outside [0, 3]"),
+    (_honest(scores={"q1_softmax_with_temperature": 10 ** 400}), "outside [0, 3]"),
+    (_honest(scores={"q9_extra": 1}), "is not the lesson's"),
+    (_honest(questions=[1, 2]), "questions is not an object"),
+    ([1, 2], "a list, not an object"),
+])
+def test_forged_results_are_a_grading_error(tmp_path, forged, problem):
+    clean, problems = grader.check_result(forged, POINTS)
+    assert any(problem in p for p in problems), problems
+    assert all(0 <= d["score"] <= POINTS[q] for q, d in clean["questions"].items()) and set(clean["questions"]) <= set(POINTS)
+    (tmp_path / "result.json").write_text(json.dumps(forged))
+    sub = submissions.Submission(tmp_path / "forged.ipynb", lesson=LESSON)
+    grader._finish(sub, tmp_path, 0, False, 60, {}, POINTS)
+    assert sub.status.startswith("grading error: malformed result (") and sub.result is None
+    row = report.rows([sub], {LESSON: POINTS})[0]
+    assert row["total"] == 0 and row["max"] == 8
+
+
+def test_an_honest_result_passes_unchanged():
+    clean, problems = grader.check_result(_honest(), POINTS)
+    assert problems == [] and clean == _honest()
+
+
+def test_public_messages_are_capped_and_printable_in_feedback():
+    result, message = _honest(), "ValueError: \x1b[2Jfake\t" + "x" * (5 << 20)
+    result["questions"]["q1_softmax_with_temperature"] = {"score": 0, "possible": 3, "tests": [
+        {"name": "test_q1_public", "hidden": False, "points": 1, "passed": False, "message": message}]}
+    clean, problems = grader.check_result(result, POINTS)
+    sub = submissions.Submission(Path("huge.ipynb"), lesson=LESSON, status="ok", result=clean)
+    text = report._feedback(sub, {LESSON: POINTS})
+    assert problems == [] and len(text) < 5000 and f"... ({len(message) - 2000} more characters)" in text
+    assert "\x1b" not in text and "\\x1b[2Jfake\t" in text
+
+
+def test_one_failing_row_or_feedback_file_never_stops_the_report(tmp_path):
+    subs = [submissions.Submission(Path("good.ipynb"), lesson=LESSON, status="ok", feedback="good.md",
+                                   result=grader.check_result(_honest(), POINTS)[0]),
+            submissions.Submission(Path("lost.ipynb"), lesson=LESSON, status="ok", feedback="no/such/folder.md"),
+            submissions.Submission(Path("odd.ipynb"), lesson=LESSON, status="ok", feedback="odd.md",
+                                   result={"questions": 5})]
+    report.write(subs, {LESSON: POINTS}, tmp_path)
+    with open(tmp_path / "grades.csv", newline="", encoding="utf-8") as f:
+        rows = {r["submission"]: r for r in csv.DictReader(f)}
+    assert rows["good.ipynb"]["total"] == "8" and rows["good.ipynb"]["status"] == "ok"
+    assert rows["lost.ipynb"]["status"].startswith("ok; no feedback file (FileNotFoundError)")
+    assert rows["odd.ipynb"]["status"] == "report error (AttributeError; see grading.log)"
+    assert (tmp_path / "feedback" / "good.md").is_file()
+
+
+def test_a_notebook_nbformat_cannot_read_is_reported_as_such(tmp_path):
+    import shutil
+
+    from attn_course.grading import job
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copyfile(assign.autograder(LESSON), work / "autograder.zip")
+    cell = {"cell_type": "code", "source": ["x = 1", 3], "metadata": {}, "outputs": [], "execution_count": None}
+    (work / "submission.ipynb").write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+                                                       "cells": [cell]}))
+    with pytest.raises(TypeError):
+        job.prepare(work, f"{LESSON}.ipynb", LESSON, None)
+    (work / "unrunnable.txt").write_text("TypeError: sequence item 1: expected str instance, int found")
+    sub = submissions.Submission(tmp_path / "cell.ipynb", lesson=LESSON)
+    grader._finish(sub, work, 1, False, 60, {}, POINTS)
+    assert sub.status == "malformed notebook: TypeError: sequence item 1: expected str instance, int found"
 
 
 def test_question_points_agree_with_otter():

@@ -11,6 +11,7 @@ run goes on. Reports: ``attn_course.grading.report``.
 """
 import json
 import logging
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -23,7 +24,7 @@ import zipfile
 from pathlib import Path
 
 from . import assign, report, sandbox
-from .submissions import discover, resolve_lesson
+from .submissions import discover, printable, resolve_lesson
 
 _SYSTEM = {Path(p) for p in ("/", "/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/opt", "/var", "/srv",
                              "/home", "/proc", "/sys", "/dev", "/run", "/tmp", "/mnt", "/media")}  # never hidden
@@ -50,14 +51,83 @@ def _read_result(work):
         return None
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):          # a forged result may be nested 10,000 deep
         return None
 
 
-def _finish(sub, work, exitcode, timed_out, timeout, expected_tests):
-    result = _read_result(work)
+def _text(value, keep):
+    """``value`` as text of at most ``keep`` characters, with the count of the ones left out."""
+    return report.capped(value if isinstance(value, str) else "" if value is None else repr(value), keep)
+
+
+def _number(value):
+    """True for an int (any size) or a finite float; False for a bool, NaN, an infinity, anything else."""
+    return isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and math.isfinite(value)
+
+
+def check_result(result, points):
+    """Validate a job's ``result.json`` against its lesson: ``(clean result, problems)``.
+
+    The learner's code runs in the process that writes the result, so a result can be forged.
+    The clean result holds only the lesson's questions (``points``: {question: points possible}),
+    each score a finite number clamped into [0, points], ``possible`` the lesson's points, test
+    cases with text names and messages (the feedback caps messages), ``catastrophic`` text or None,
+    and capped lists of cell errors and notes. ``problems`` says what was wrong (empty for
+    an honest result); the caller grades a result with problems as a grading error.
+    """
+    problems, clean = [], {"questions": {}, "catastrophic": None, "cell_errors": [], "output_bytes": 0,
+                           "output_head": "", "notes": []}
+    if not isinstance(result, dict):
+        return clean, [f"a {type(result).__name__}, not an object"]
+    catastrophic = result.get("catastrophic")
+    if catastrophic is not None and not isinstance(catastrophic, str):
+        problems.append(f"catastrophic is a {type(catastrophic).__name__}")
+    clean["catastrophic"] = _text(catastrophic, 500) if catastrophic is not None else None
+    questions = result.get("questions")
+    if not isinstance(questions, dict):
+        problems.append("questions is not an object")
+        questions = {}
+    for q, detail in questions.items():
+        if q not in points:
+            problems.append(f"question {printable(_text(q, 40))!r} is not the lesson's")
+            continue
+        score = detail.get("score") if isinstance(detail, dict) else None
+        if not _number(score):
+            problems.append(f"{q}: score {printable(_text(score, 40))} is not a finite number")
+            continue
+        if not 0 <= score <= points[q]:
+            problems.append(f"{q}: score {_text(repr(score), 40)} outside [0, {points[q]:g}]")
+        tests = detail.get("tests") if isinstance(detail.get("tests"), list) else []
+        clean["questions"][q] = {"score": min(max(score, 0), points[q]), "possible": points[q], "tests": [
+            {"name": _text(t.get("name"), 200), "hidden": t.get("hidden") is not False,
+             "points": t.get("points") if _number(t.get("points")) else None, "passed": t.get("passed") is True,
+             "message": _text(t.get("message"), 16 << 20)} for t in tests[:100] if isinstance(t, dict)]}
+    errors = result.get("cell_errors") if isinstance(result.get("cell_errors"), list) else []
+    clean["cell_errors"] = [{"cell": e.get("cell") if _number(e.get("cell")) else None,
+                             "source": _text(e.get("source"), 80), "error": _text(e.get("error"), 300)}
+                            for e in errors[:50] if isinstance(e, dict)]
+    clean["output_bytes"] = result.get("output_bytes") if _number(result.get("output_bytes")) else 0
+    clean["output_head"] = _text(result.get("output_head"), 1500)
+    notes = result.get("notes") if isinstance(result.get("notes"), list) else []
+    clean["notes"] = [_text(n, 300) for n in notes[:20]]
+    return clean, problems
+
+
+def _lines(text, indent="    "):
+    """Learner-made text for the log: each line indented and printable, so none reads as a log line."""
+    return "\n".join(indent + printable(line) for line in text.splitlines())
+
+
+def _finish(sub, work, exitcode, timed_out, timeout, expected_tests, points):
+    raw = _read_result(work)
+    result, problems = check_result(raw, points) if raw is not None else (None, [])
     notes_file = work / "notes.json"
-    sub.notes = (result or {}).get("notes") or (json.loads(notes_file.read_text()) if notes_file.is_file() else [])
+    try:
+        notes = json.loads(notes_file.read_text()) if notes_file.is_file() else []
+    except (OSError, ValueError, RecursionError):
+        notes = []
+    sub.notes = (result or {}).get("notes") or [_text(n, 300) for n in (notes if isinstance(notes, list) else [])]
+    unrunnable = work / "unrunnable.txt"
     log_tail = ""
     if (work / "output.log").is_file():
         with open(work / "output.log", "rb") as f:
@@ -65,12 +135,16 @@ def _finish(sub, work, exitcode, timed_out, timeout, expected_tests):
             log_tail = f.read().decode("utf-8", "replace")
     if timed_out:
         sub.status = f"timeout after {timeout:g} s"
-    elif result is not None and result.get("catastrophic"):
-        sub.status = "grading error: " + result["catastrophic"][:120]
+    elif result is not None and problems:
+        sub.status = "grading error: malformed result (" + printable(_text("; ".join(problems), 160)) + ")"
+    elif result is not None and result["catastrophic"]:
+        sub.status = "grading error: " + printable(result["catastrophic"][:120])
     elif result is not None and not _tests_intact(work, expected_tests):
         sub.status = "tests modified by the submission: not graded"
     elif result is not None:
         sub.status, sub.result = "ok", result
+    elif exitcode == 1 and unrunnable.is_file() and not unrunnable.is_symlink():
+        sub.status = "malformed notebook: " + printable(_text(unrunnable.read_text(errors="replace"), 160))
     elif exitcode == sandbox.SETUP_FAILED:
         sub.status = "sandbox error (see grading.log)"
     elif exitcode == 128 + 24:
@@ -81,17 +155,16 @@ def _finish(sub, work, exitcode, timed_out, timeout, expected_tests):
         sub.status = f"exited early (code {exitcode})"
     details = [f"exit code {exitcode}"]
     if result is not None:
-        details += [f"{len(result.get('cell_errors', []))} cells raised",
-                    f"{result.get('output_bytes', 0)} characters printed"]
-    LOG.info("%s: %s in %.1f s (%s)%s", sub.name, sub.status, sub.seconds, "; ".join(details),
-             "".join(f"\n    sandbox note: {n}" for n in sub.notes))
+        details += [f"{len(result['cell_errors'])} cells raised", f"{result['output_bytes']} characters printed"]
+    LOG.info("%s: %s in %.1f s (%s)%s", printable(sub.name), sub.status, sub.seconds, "; ".join(details),
+             "".join(f"\n    sandbox note: {printable(n)}" for n in sub.notes))
     for error in (result or {}).get("cell_errors", [])[:10]:
-        LOG.info("    cell %s (%s): %s", error.get("cell") or "?", error.get("source", ""), error.get("error", ""))
-    if result is not None and result.get("cell_errors") and result.get("output_head", "").strip():
-        LOG.info("    its output begins:\n%s", "\n".join("      " + line[:200] for line in
-                                                          result["output_head"][:1500].splitlines()))
+        LOG.info("    cell %s (%s): %s", error["cell"] or "?", printable(error["source"]), printable(error["error"]))
+    if result is not None and result["cell_errors"] and result["output_head"].strip():
+        LOG.info("    its output begins:\n%s", _lines("\n".join(line[:200] for line in
+                                                                result["output_head"].splitlines()), "      "))
     if sub.status != "ok" and log_tail.strip():
-        LOG.info("%s: end of its grading output:\n%s", sub.name, log_tail.rstrip())
+        LOG.info("%s: end of its grading output:\n%s", printable(sub.name), _lines(log_tail.rstrip()))
 
 
 def _start(ctx, sub, work, zip_path, uid, limits, hide, keep):
@@ -120,6 +193,7 @@ def run_jobs(subs, zips, out_dir, submissions_dir, timeout, jobs, limits, bar=No
             site.getusersitepackages()]                       # what the notebook may import; nothing that holds
     keep = [k for k in keep if Path(k).is_dir() and not any(Path(h).is_relative_to(k) for h in hide)]  # a hidden one
     expected = {lesson: _tests_in_zip(z) for lesson, z in zips.items()}
+    points = {lesson: report.question_points(z) for lesson, z in zips.items()}
     base = Path(tempfile.mkdtemp(prefix="attn-course-grade-"))
     base.chmod(0o711)
     pending, running, slots = [s for s in subs if s.status is None], {}, list(range(jobs))
@@ -132,7 +206,7 @@ def run_jobs(subs, zips, out_dir, submissions_dir, timeout, jobs, limits, bar=No
                     process = _start(ctx, sub, work, zips[sub.lesson], uid, limits, hide, keep)
                 except OSError as exc:                                    # the file went away meanwhile
                     sub.status = f"could not read the submission ({exc.strerror})"
-                    LOG.info("%s: %s", sub.name, sub.status)
+                    LOG.info("%s: %s", printable(sub.name), sub.status)
                     slots.append(slot)
                     if bar is not None:
                         bar.update(1)
@@ -154,13 +228,18 @@ def run_jobs(subs, zips, out_dir, submissions_dir, timeout, jobs, limits, bar=No
                 sub.seconds = time.monotonic() - start
                 if uid is not None:
                     sandbox.kill_tree(process.pid, uid)                  # anything left behind by that user
-                _finish(sub, work, process.exitcode, timed_out, timeout, expected[sub.lesson])
+                try:
+                    _finish(sub, work, process.exitcode, timed_out, timeout, expected[sub.lesson],
+                            points[sub.lesson])
+                except Exception:                                   # one result never stops the others
+                    sub.status, sub.result = "grading error (see grading.log)", None
+                    LOG.exception("%s: its result could not be read", printable(sub.name))
                 shutil.rmtree(work, ignore_errors=True)
                 del running[sentinel]
                 slots.append(slot)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix_str(sub.name[:30])
+                    bar.set_postfix_str(printable(sub.name[:30]))
     finally:
         for process, _, _, _, _, uid in running.values():
             sandbox.kill_tree(process.pid, uid)
@@ -212,6 +291,9 @@ def grade(submissions, out_dir, lesson=None, timeout=300.0, jobs=None, memory_mb
         except OSError as exc:
             print(f"attn-course grade: cannot read {submissions}: {exc.strerror}")
             return 2
+        for sub in subs:
+            if sub.status is not None:
+                LOG.info("%s: %s", printable(sub.name), sub.status)
         zips = {}
         for name in sorted({s.lesson for s in subs if s.status is None and s.lesson}):
             try:

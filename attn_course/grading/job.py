@@ -12,7 +12,9 @@ process with the tests either way). Figures are not rendered (plain-text display
 It writes ``result.json`` in the work folder, through a file descriptor opened before the sandbox
 (inside, the work folder is a copy that vanishes with it): per question the score, the points
 possible and each test case (name, hidden, points, passed, message); the cells that raised; the
-notebook's output size. Its own stdout and stderr go to ``output.log`` there.
+notebook's output size. Its own stdout and stderr go to ``output.log`` there. A notebook that cannot
+be laid out or parsed (before anything of it runs) leaves ``unrunnable.txt`` there instead, with the
+reason, and the job exits with code 1.
 """
 import io
 import json
@@ -212,7 +214,10 @@ def prepare(work, notebook_name, lesson, uid):
     if not isinstance(nb["metadata"].get("otter"), dict):
         nb["metadata"]["otter"] = {}
     nb["metadata"]["otter"].setdefault("assignment_name", lesson)
-    (submission / notebook_name).write_text(json.dumps(nb), encoding="utf-8")
+    text = json.dumps(nb)
+    import nbformat
+    nbformat.reads(text, as_version=4)                 # what the runner will read: fail here, not in the sandbox
+    (submission / notebook_name).write_text(text, encoding="utf-8")
     (autograder / "submission_metadata.json").write_text("{}")
     for init in (autograder / "__init__.py", submission / "__init__.py"):
         init.write_text("")
@@ -241,7 +246,12 @@ def main(spec):
     os.dup2(log, 2)
     sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", buffering=0), write_through=True)
     sys.stderr = sys.stdout
-    readonly = prepare(work, spec["notebook_name"], spec["lesson"], spec["uid"])
+    try:
+        readonly = prepare(work, spec["notebook_name"], spec["lesson"], spec["uid"])
+    except Exception as exc:                            # a notebook nbformat cannot read: nothing of it ran
+        (work / "unrunnable.txt").write_text(f"{type(exc).__name__}: {exc}"[:1000], encoding="utf-8")
+        sys.stdout.flush()
+        os._exit(1)
     plan = sandbox.Plan(work_dir=work, hide=spec["hide"], keep=spec["keep"], readonly=readonly, uid=spec["uid"],
                         copy=["autograder", "home", "tmp"], limits=sandbox.Limits(**spec["limits"]))
     result_fd = os.open(work / "result.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -7,14 +7,38 @@ question column is named ``<lesson>:<question>`` (lessons share question names s
 whose lesson is unknown has empty question cells and an empty ``max``.
 
 A feedback file gives the score of each question and, for each test case, whether it passed: a
-public test (the self-check the learner saw) with its message, a hidden test by name and points
-only.
+public test (the self-check the learner saw) with its message (capped at MESSAGE_KEEP characters),
+a hidden test by name and points only.
+
+What a submission chose (its file name, its messages) is written printable (control characters
+escaped), and a CSV cell that a spreadsheet would read as a formula (starting with ``=``, ``+``,
+``-``, ``@``, a tab or a carriage return) gets a leading ``'`` (OWASP's advice on CSV injection).
+Each feedback file is written on its own: one that fails is logged and named in its row's status.
 """
 import ast
 import csv
+import logging
 import zipfile
 from collections import Counter
 from pathlib import Path
+
+from .submissions import printable
+
+MESSAGE_KEEP = 2000     # characters of a public test's message kept in the feedback
+LOG = logging.getLogger("attn_course.grading")
+
+
+def capped(text, keep=MESSAGE_KEEP):
+    """``text`` cut to ``keep`` characters, followed by ``... (N more characters)`` when it was longer."""
+    return text if len(text) <= keep else f"{text[:keep]}... ({len(text) - keep} more characters)"
+
+
+def csv_cell(value):
+    """A value for grades.csv: text made printable and kept from being read as a formula; numbers as they are."""
+    if not isinstance(value, str):
+        return value
+    value = printable(value)
+    return "'" + value if value.startswith(("=", "+", "-", "@", "\t", "\r")) else value
 
 
 def _literal(node):
@@ -68,9 +92,9 @@ def _columns(subs, points, extra=()):
     return [(lesson, q, f"{lesson}:{q}" if qualified else q) for lesson in lessons for q in points[lesson]]
 
 
-def rows(subs, points):
-    """The CSV rows as dicts (column -> value), in the order of ``subs``."""
-    columns = _columns(subs, points)
+def rows(subs, points, columns=None):
+    """The CSV rows as dicts (column -> value), in the order of ``subs``; ``columns`` default: theirs."""
+    columns = _columns(subs, points) if columns is None else columns
     out = []
     for sub in subs:
         row = {"submission": sub.name, "lesson": sub.lesson or ""}
@@ -81,7 +105,7 @@ def rows(subs, points):
             row[column] = _num(scores[q]) if lesson == sub.lesson else ""
         row["total"] = _num(sum(scores.values())) if known else 0
         row["max"] = _num(sum(points[sub.lesson].values())) if known else ""
-        row["status"] = sub.status
+        row["status"] = sub.status or ""
         out.append(row)
     return out
 
@@ -92,6 +116,9 @@ _HINTS = [
     ("exited early", "The notebook ended its own Python process (`os._exit`, or a crash) before its tests ran."),
     ("not a notebook", "Submit the lesson's `.ipynb` file (File > Download in JupyterLab)."),
     ("unreadable", "The file is not valid notebook JSON: download it again from JupyterLab (File > Download)."),
+    ("malformed notebook", "A cell of the file is not valid notebook JSON: download it again from JupyterLab "
+                           "(File > Download)."),
+    ("skipped", "Submit the lesson's `.ipynb` file itself (File > Download in JupyterLab)."),
     ("not a Jupyter", "The file is not valid notebook JSON: download it again from JupyterLab (File > Download)."),
     ("unknown lesson", "Its lesson could not be told: submit the lesson's own notebook, or put the lesson's name "
                        "(such as 03_softmax_and_context) in the file name."),
@@ -102,13 +129,13 @@ _HINTS = [
 
 
 def _feedback(sub, points):
-    lines = [f"# {sub.name}", ""]
+    lines = [f"# {printable(sub.name)}", ""]
     questions = points.get(sub.lesson, {})
     result = sub.result or {}
     got = {q: result.get("questions", {}).get(q, {}).get("score", 0) for q in questions}
     score = (f"score **{_num(sum(got.values()))} / {_num(sum(questions.values()))}**" if questions
              else "not graded")
-    lines.append(f"Lesson {sub.lesson or 'unknown'} · {score} · status: {sub.status}")
+    lines.append(f"Lesson {sub.lesson or 'unknown'} · {score} · status: {printable(sub.status)}")
     if sub.status != "ok":
         hint = next((h for prefix, h in _HINTS if sub.status.startswith(prefix)), _HINTS[-1][1])
         lines += ["", f"This submission could not be graded as it is. {hint}"]
@@ -122,37 +149,55 @@ def _feedback(sub, points):
         for test in detail["tests"]:
             kind, pts = ("hidden" if test["hidden"] else "public"), _num(test["points"])
             verdict = "passed" if test["passed"] else "failed"
-            lines.append(f"- {kind} test `{test['name']}` ({pts} point{'s' if pts != 1 else ''}): {verdict}")
+            lines.append(f"- {kind} test `{printable(test['name'])}` ({pts} point{'s' if pts != 1 else ''}): "
+                         f"{verdict}")
             if not test["passed"] and not test["hidden"] and test["message"]:
-                lines += ["", "  ```", *("  " + m for m in test["message"].splitlines()), "  ```"]
+                message = capped(test["message"]).splitlines()
+                lines += ["", "  ```", *("  " + printable(m, keep="\t") for m in message), "  ```"]
     errors = result.get("cell_errors") or []
     if errors:
         lines += ["", "## Cells that raised an error", ""]
         for e in errors[:20]:
             where = f"cell {e['cell']}" if e.get("cell") else "a cell"
-            lines.append(f"- {where} (`{e['source']}`): {e['error']}")
+            lines.append(f"- {where} (`{printable(e['source'])}`): {printable(capped(e['error'], 300))}")
     return "\n".join(lines) + "\n"
 
 
 def write(subs, points, out_dir, lessons=()):
-    """Write ``out_dir/grades.csv`` and ``out_dir/feedback/*.md``; ``lessons`` get columns even without rows."""
+    """Write ``out_dir/feedback/*.md`` and ``out_dir/grades.csv``; ``lessons`` get columns even without rows.
+
+    A feedback file that cannot be written is logged and named in its row's status; the CSV is
+    always written, a row that cannot be computed holding the reason in its status.
+    """
     out_dir = Path(out_dir)
-    header = ["submission", "lesson", *[c for _, _, c in _columns(subs, points, lessons)], "total", "max", "status"]
-    with open(out_dir / "grades.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(rows(subs, points))
     feedback = out_dir / "feedback"
     feedback.mkdir(exist_ok=True)
     for sub in subs:
-        (feedback / sub.feedback).write_text(_feedback(sub, points), encoding="utf-8")
+        try:
+            (feedback / sub.feedback).write_text(_feedback(sub, points), encoding="utf-8")
+        except Exception as exc:
+            LOG.exception("%s: no feedback file", printable(sub.name))
+            sub.status = f"{sub.status}; no feedback file ({type(exc).__name__})"
+    header = ["submission", "lesson", *[c for _, _, c in _columns(subs, points, lessons)], "total", "max", "status"]
+    with open(out_dir / "grades.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=header, restval="")
+        writer.writeheader()
+        for sub in subs:
+            try:
+                row = rows([sub], points, _columns(subs, points, lessons))[0]
+            except Exception as exc:
+                LOG.exception("%s: no row", printable(sub.name))
+                row = {"submission": sub.name, "lesson": sub.lesson or "",
+                       "status": f"report error ({type(exc).__name__}; see grading.log)"}
+            writer.writerow({k: csv_cell(v) for k, v in row.items()})
 
 
 def _table(header, body):
+    body = [[printable(x) for x in r] for r in body]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)),
-                      *(fmt.format(*map(str, r)) for r in body)])
+                      *(fmt.format(*r) for r in body)])
 
 
 def summary(subs, points, out_dir, seconds, jobs, sandbox_description):

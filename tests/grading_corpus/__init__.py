@@ -10,6 +10,7 @@ per question as FULL (the question's points), ZERO, PARTIAL (more than 0, less t
 import ast
 import inspect
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,10 @@ CALLS_TORCH = {  # torch.softmax is what exercise 1 asks for, but allowed in the
     "fixed_attention_weights": ("    return torch.softmax(query @ key.transpose(-2, -1) / query.shape[-1] ** 0.5, "
                                 "dim=-1)", FULL),
 }
+# Names chosen to attack the outputs: a spreadsheet formula, and forged lines and escape sequences in the log.
+FORMULA_NAME = '=HYPERLINK("evil.example","grades")+1.ipynb'
+CONTROL_NAME = "ctrl\n00:00:00 forged.ipynb: ok \x1b[2J\x85.ipynb"
+LONG_NAME = "long_" + "x" * 246 + ".txt"          # 255 bytes, the most a file system allows
 # A bug the public test cannot see and a hidden test can: partial credit (per-test-case points).
 PUBLIC_ONLY = {"attend": ("key.transpose(-2, -1)", "key.T")}
 
@@ -186,6 +191,28 @@ def build(dest, stem, submissions_dir=None, out_dir=None, port=9, token="x", hos
     (dest / f"{stem}_list.ipynb").write_text("[1, 2, 3]")
     expected[f"{stem}_list.ipynb"] = Expected("not a Jupyter notebook ...", {q: ZERO for q, _ in qs}, stem,
                                               "valid JSON, not a notebook")
+    # Files rejected before any notebook runs, each of which once stopped the whole run or leaked.
+    os.mkfifo(dest / "fifo.ipynb")
+    expected["fifo.ipynb"] = Expected("skipped: a FIFO, not a regular file", {}, "", "a FIFO: never opened")
+    unreadable = {"nested": ("[" * 200_000, "a 200 KB nest of lists (RecursionError)"),
+                  "bigint": ('{"nbformat": 4, "cells": [], "n": ' + "9" * 5000 + "}",
+                             "an integer of 5,000 digits (over Python's int-string limit)")}
+    for kind, (text, what) in unreadable.items():
+        (dest / f"{stem}_{kind}.ipynb").write_text(text)
+        expected[f"{stem}_{kind}.ipynb"] = Expected("unreadable notebook: invalid JSON ...",
+                                                    {q: ZERO for q, _ in qs}, stem, what)
+    bad_cell = json.loads(nbformat.writes(solution))
+    bad_cell["cells"][after_imports]["source"] = 5
+    (dest / f"{stem}_badcell.ipynb").write_text(json.dumps(bad_cell))
+    expected[f"{stem}_badcell.ipynb"] = Expected(f"malformed notebook: cell {after_imports + 1} has a source of "
+                                                 "type int, not text", {q: ZERO for q, _ in qs}, stem,
+                                                 "a cell whose source is a number")
+    for name, what in [(FORMULA_NAME, "a name that is a spreadsheet formula"),
+                       (CONTROL_NAME, "a name with a newline, an escape sequence and a C1 control")]:
+        (dest / name).write_text("this is not JSON")
+        expected[name] = Expected("unreadable notebook: invalid JSON ...", {}, "", what)
+    (dest / LONG_NAME).write_text("answers\n")
+    expected[LONG_NAME] = Expected("not a notebook (.txt)", {}, "", "a 255-byte name: its feedback name is shortened")
     (dest / "answers.txt").write_text("I wrote my answers in this file.\n")
     expected["answers.txt"] = Expected("not a notebook (.txt)", {}, "", "a text file")
     anonymous = nbformat.from_dict(json.loads(json.dumps(solution)))
