@@ -530,10 +530,14 @@ def train(model, steps=100, batch_size=128, lr=5e-3, every=20):
     """AdamW on random mini-batches (`training.fit`); returns the loss per step and (step, held-out
     accuracy) every `every` steps."""
     g_train = torch.Generator().manual_seed(0)
-    def batches(epoch):                               # an "epoch" here: `every` random batches, then a test
+
+    def batches(epoch):          # an "epoch" here: `every` random batches, then one test of accuracy
         return [torch.randint(0, len(train_ids), (batch_size,), generator=g_train) for _ in range(every)]
-    def batch_loss(batch):
-        return F.cross_entropy(model(train_ids[batch].to(device)), train_labels[batch].to(device))
+
+    def batch_loss(batch):       # batch: (batch_size,) example indices
+        logits = model(train_ids[batch].to(device))                            # (batch_size, T) -> (batch_size, 2)
+        return F.cross_entropy(logits, train_labels[batch].to(device))
+
     history = training.fit(model, batches, batch_loss, torch.optim.AdamW(model.parameters(), lr=lr),
                            epochs=steps // every, evaluate=lambda: accuracy(model, test_ids, test_labels),
                            progress=False)
