@@ -41,9 +41,10 @@ def _sha256s(folder):
             if p.is_file()}                                                  # a FIFO would block
 
 
-def _grade(submissions, out, *extra, timeout=900):
+def _grade(submissions, out, *extra, timeout=900, secret=None):
+    env = {**os.environ, "ATTN_COURSE_GRADER_SECRET": secret} if secret else None    # must not reach a notebook
     return subprocess.run([sys.executable, "-m", "attn_course.grading.cli", "grade", str(submissions), "--out", str(out),
-                           "--no-progress", *extra], capture_output=True, text=True, timeout=timeout)
+                           "--no-progress", *extra], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 class _Listener:
@@ -72,7 +73,7 @@ def corpus(tmp_path_factory):
     expected = grading_corpus.build(submissions, LESSON, out_dir=out, port=listener.port, token=token,
                                     hostile=ISOLATED)
     before = _sha256s(submissions)
-    run = _grade(submissions, out, "--timeout", str(TIMEOUT), "--jobs", "2")
+    run = _grade(submissions, out, "--timeout", str(TIMEOUT), "--jobs", "2", secret=token)
     in_csv = {report.csv_cell(name): name for name in expected}                 # names as neutralised there
     with open(out / "grades.csv", newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -120,6 +121,25 @@ def test_nothing_escaped(corpus):
     leftovers = [p for folder in (corpus["submissions"], corpus["out"], ROOT, ROOT / "attn_course", Path("/tmp"),
                                   Path("/var/tmp"), corpus["base"]) for p in folder.glob(f"*pwned*{token}*")]
     assert not leftovers
+
+
+def test_no_ipc_object_outlives_grading(corpus):
+    key = grading_corpus.sysv_key(corpus["token"])
+    keys = [int(line.split()[0]) for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]
+    assert key not in keys
+
+
+def test_in_process_cheats_score_nothing(corpus):
+    """Patching the checks, otter or torch, a lying tensor subclass, a forged result: 0 points each."""
+    feedback = corpus["out"] / "feedback"
+    assert "score **0 / 8**" in (feedback / "patches_the_checks.md").read_text()
+    assert "q1_softmax_with_temperature: 0 / 3" in (feedback / "tensor_subclass.md").read_text()
+    assert "aten._softmax" in (feedback / "calls_aliases.md").read_text()
+
+
+def test_the_grader_environment_does_not_reach_feedback(corpus):
+    text = (corpus["out"] / "feedback" / "leaks_environment.md").read_text()
+    assert "environment: {" in text and corpus["token"] not in text and "ATTN_COURSE_GRADER_SECRET" not in text
 
 
 @pytest.mark.skipif(not ISOLATED, reason="this system refuses a new network namespace")
@@ -519,13 +539,22 @@ def test_sandbox_hides_the_course_and_the_network(tmp_path):
             seen["wrote_80_mib"] = True
         except OSError:
             seen["wrote_80_mib"] = False
+        seen["fds"] = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+        seen["ipc"], seen["uts"] = os.readlink("/proc/self/ns/ipc"), os.readlink("/proc/self/ns/uts")
         os.write(result_fd, json.dumps(seen).encode())
 
     (work / "hello.txt").write_text("copied in")
     result_fd = os.open(work / "seen.json", os.O_WRONLY | os.O_CREAT, 0o600)
+    stray_read, stray_write = os.pipe()                       # the grader's own pipes must not reach the child
+    plan.keep_fds.append(result_fd)
     assert sandbox.run(probe, plan) == 0
     os.close(result_fd)
     seen = json.loads((work / "seen.json").read_text())
+    assert stray_read not in seen["fds"] and stray_write not in seen["fds"] and result_fd in seen["fds"]
+    assert len(seen["fds"]) <= 5                              # 0, 1, 2, result_fd and the listing's own
+    assert seen["ipc"] != os.readlink("/proc/self/ns/ipc") and seen["uts"] != os.readlink("/proc/self/ns/uts")
+    os.close(stray_read)
+    os.close(stray_write)
     assert seen["cwd_is_tmp"] and seen["copied"] and seen["package"] and not seen["secret"] and not seen["network"]
     assert not seen["wrote_80_mib"] and not (work / "big.bin").exists()
     assert not seen["wrote_repo"] and not (ROOT / "pwned.txt").exists()

@@ -10,12 +10,14 @@ from .core import (
     CheckFailure,
     attention_cases,
     call_learner,
+    call_learner_grad,
     expect_rows_sum_to_one,
     expect_tensor,
     forbids,
     random_tensor,
     scale_hint,
 )
+from .remote import is_instance, type_name
 from .tripwire import MHA, SDPA, SOFTMAX, package
 
 
@@ -31,7 +33,7 @@ def check_pad_batch(fn, thorough=False):
         ref_ids, ref_mask = data.pad_batch(seqs, pad_id)
         if not (isinstance(got, tuple) and len(got) == 2):
             raise CheckFailure("type", f"{case}: return a tuple (ids, key_padding_mask); got "
-                                       f"{type(got).__name__}")
+                                       f"{type_name(got)}")
         expect_tensor("ids", got[0], ref_ids, case, "(B, T)")
         mask = got[1]
         if isinstance(mask, torch.Tensor) and mask.shape == ref_mask.shape and mask.dtype == torch.bool \
@@ -110,7 +112,7 @@ def check_attention(fn, thorough=False, seed=5):
         got = call_learner(fn, (query.clone(), key.clone(), value.clone()), case)
         if not (isinstance(got, tuple) and len(got) == 2):
             raise CheckFailure("type", f"{case}: return a tuple (context, attn_weights); got "
-                                       f"{type(got).__name__}")
+                                       f"{type_name(got)}")
         context, attn_weights = got
         ref_weights = attention.attention_weights(query, key)
         if isinstance(attn_weights, torch.Tensor) and attn_weights.shape == ref_weights.shape:
@@ -148,16 +150,15 @@ def check_token_embedding(fn, thorough=False, seed=9):
         cases += [("V=50, E=16, pad_id=49", 50, 16, 49), ("V=3, E=1, pad_id=1", 3, 1, 1)]
     for case, V, E, pad_id in cases:
         got = call_learner(fn, (V, E, pad_id, torch.Generator().manual_seed(seed)), case)
-        if not isinstance(got, nn.Embedding):
-            raise CheckFailure("type", f"{case}: return an nn.Embedding; got {type(got).__name__}")
+        if not is_instance(got, nn.Embedding):
+            raise CheckFailure("type", f"{case}: return an nn.Embedding; got {type_name(got)}")
         ref = data.token_embedding(V, E, pad_id, torch.Generator().manual_seed(seed))
         expect_tensor("weight", got.weight, ref.weight, case, "(V, E)", hint=lambda a, e: (
             f"The pad row weight[{pad_id}] must be all zeros." if a[pad_id].abs().sum() > 0 else
             "Draw the table with torch.randn(V, E, generator=generator), then zero the pad row."))
         ids = torch.tensor([[1 % V, pad_id, pad_id], [pad_id, (2 % V), pad_id]])   # (B=2, T=3), padding included
-        got.zero_grad()
-        (got(ids) * torch.arange(1.0, E + 1)).sum().backward()                    # (B, T, E) -> a scalar
-        grad = got.weight.grad
+        _, (grad,) = call_learner_grad(got, (ids,), case, wrt=("weight",),
+                                       weight=torch.arange(1.0, E + 1))              # (B, T, E) -> a scalar
         if grad is None:
             raise CheckFailure("gradient", f"{case}: the embedding's weight received no gradient at all; "
                                            f"is requires_grad off?")

@@ -6,6 +6,7 @@ from .. import pooling, scoring
 from ..apps import captioning
 from ..apps.captioning import soft_attention
 from .core import CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids
+from .remote import type_name
 from .tripwire import SDPA, package
 
 
@@ -26,7 +27,7 @@ def check_soft_attention(fn, thorough=False, seed=120):
         args[4] = args[4] * 3                                                  # peaked enough to tell
         got = call_learner(fn, tuple(a.clone() for a in args), case)
         if not isinstance(got, tuple) or len(got) != 2:
-            raise CheckFailure("type", f"{case}: return the tuple (context, attn_weights); got {type(got).__name__}")
+            raise CheckFailure("type", f"{case}: return the tuple (context, attn_weights); got {type_name(got)}")
         context, attn_weights = got
         ref_context, ref_weights = soft_attention(*args)
         if not isinstance(attn_weights, torch.Tensor) or attn_weights.shape != ref_weights.shape:

@@ -5,6 +5,7 @@ import torch
 from .. import pooling
 from ..apps import classification
 from .core import call_learner, forbids
+from .remote import type_name
 from .tripwire import MHA, SDPA, package
 
 
@@ -39,7 +40,7 @@ def check_attention_pooling(fn, thorough=False, seed=100):
         expected_context, expected_weights = classification.attention_pooling(attn_scores, value, key_padding_mask)
         got = call_learner(fn, (attn_scores.clone(), value.clone(), key_padding_mask.clone()), case)
         if not isinstance(got, tuple) or len(got) != 2:
-            raise CheckFailure("type", f"{case}: return the tuple (context, attn_weights); got {type(got).__name__}"
+            raise CheckFailure("type", f"{case}: return the tuple (context, attn_weights); got {type_name(got)}"
                                        + (" (did you forget `return`?)" if got is None else ""))
         context, attn_weights = got
         for name, actual, expected, legend in (("attn_weights", attn_weights, expected_weights, "(B, S)"),

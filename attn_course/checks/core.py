@@ -5,7 +5,8 @@ import math
 
 import torch
 
-from . import tripwire
+from . import remote, tripwire
+from .remote import type_name
 
 KINDS = ("type", "shape", "dtype", "finite", "normalisation", "scale", "mask", "causality", "values", "error",
          "gradient", "reference")
@@ -54,34 +55,96 @@ def forbids(*rules):
     return decorate
 
 
-def _refuse_reference(watch, fn, case):
-    if watch.hit:
+def _refuse_reference(hit, fn, case):
+    if hit:
         raise CheckFailure("reference", f"{case}: {getattr(fn, '__name__', 'your function')} calls "
-                                        f"{watch.hit}, which is what this exercise asks you to write "
+                                        f"{hit}, which is what this exercise asks you to write "
                                         f"yourself; a call to it scores no points when graded.") from None
+
+
+def _pick(value, path):
+    for i in path:
+        value = value[i]
+    return value
+
+
+def _call_here(fn, args, wrt, pick, weight):
+    """``fn(*args)`` in this process; with ``wrt``, also the gradients ``call_learner_grad`` describes."""
+    args, leaves = list(args), []
+    for w in wrt:
+        if isinstance(w, int):
+            args[w] = args[w].detach().clone().requires_grad_(True)
+            leaves.append(args[w])
+        else:
+            leaves.append(getattr(fn, w))
+    watch = tripwire.watch(_forbidden.get())  # idle unless the classroom grader armed it
+    try:
+        with watch:
+            result = fn(*args)
+    except Exception as exc:
+        try:
+            exc.hit = watch.hit
+        except AttributeError:
+            pass
+        raise
+    grads = [None] * len(leaves)
+    try:
+        y = _pick(result, pick)
+    except Exception:                                        # not the tuple the check expects: no gradient
+        y = None
+    if leaves and isinstance(y, torch.Tensor) and y.requires_grad:
+        loss = (y * weight).sum() if weight is not None else y.sum()
+        wanted = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor) and leaf.requires_grad]
+        for i, g in zip(wanted, torch.autograd.grad(loss, [leaves[i] for i in wanted], allow_unused=True)):
+            grads[i] = g
+    return {"result": result, "hit": watch.hit, "grads": grads}
+
+
+def _call(fn, args, case, wrt=(), pick=(), weight=None):
+    name = getattr(fn, "__name__", "your function")
+    try:
+        if isinstance(fn, remote.Remote):                    # graded: the function lives in the notebook's process
+            answer = fn.call(args, rules=_forbidden.get(), wrt=wrt, pick=pick, weight=weight)
+        else:
+            answer = _call_here(fn, args, wrt, pick, weight)
+    except remote.Unanswered as exc:
+        raise CheckFailure("error", f"{case}: {name} gave no answer: {exc}") from None
+    except NotImplementedError as exc:
+        _refuse_reference(getattr(exc, "hit", None), fn, case)
+        raise CheckFailure("error", f"{case}: {name} is not implemented yet ({exc})") from None
+    except Exception as exc:
+        _refuse_reference(getattr(exc, "hit", None), fn, case)
+        shapes = ", ".join(format_shape(a.shape) if isinstance(a, torch.Tensor) else repr(a) for a in args)
+        raise CheckFailure("error", f"{case}: {name}({shapes}) raised "
+                                    f"{getattr(exc, 'type_name', type(exc).__name__)}: {exc}") from None
+    _refuse_reference(answer["hit"], fn, case)
+    return answer
 
 
 def call_learner(fn, args, case):
     """``fn(*args)``, with any exception turned into a ``CheckFailure`` of kind ``error`` naming ``case``.
 
+    ``fn`` is the learner's function, or a ``remote.Remote`` handle to it when the classroom grader
+    runs the check outside the notebook's process (the result then comes back as plain data).
     Inside a check declared with ``@forbids``, and when the classroom grader has armed the tripwire,
     a call of a forbidden function fails with kind ``reference`` instead.
     """
-    watch = tripwire.watch(_forbidden.get())  # idle unless the classroom grader armed it
-    try:
-        with watch:
-            result = fn(*args)
-    except NotImplementedError as exc:
-        _refuse_reference(watch, fn, case)
-        raise CheckFailure("error", f"{case}: {getattr(fn, '__name__', 'your function')} is not "
-                                    f"implemented yet ({exc})") from None
-    except Exception as exc:
-        _refuse_reference(watch, fn, case)
-        shapes = ", ".join(format_shape(a.shape) if isinstance(a, torch.Tensor) else repr(a) for a in args)
-        raise CheckFailure("error", f"{case}: {getattr(fn, '__name__', 'your function')}({shapes}) "
-                                    f"raised {type(exc).__name__}: {exc}") from None
-    _refuse_reference(watch, fn, case)
-    return result
+    return _call(fn, args, case)["result"]
+
+
+def call_learner_grad(fn, args, case, wrt, pick=(), weight=None):
+    """``(fn(*args), grads)``: the call of ``call_learner`` and the gradients of ``sum(y * weight)``.
+
+    ``y`` is the result, or ``result[i][j]...`` for ``pick = (i, j, ...)``; ``weight`` (a tensor that
+    broadcasts with ``y``, or None for 1) makes the loss a generic linear function of ``y``. ``wrt``
+    lists what to differentiate with respect to: argument positions (that argument is passed as a
+    fresh leaf tensor with ``requires_grad``) or attribute names of ``fn`` (its parameters, when ``fn``
+    is a module). ``grads`` holds one tensor per ``wrt`` entry, None where ``y`` is not differentiable
+    in it (``.detach()``, ``torch.no_grad()``, an unused input). Computed where ``fn`` lives, so it
+    serves both the notebook's self-check and the classroom grader.
+    """
+    answer = _call(fn, args, case, tuple(wrt), tuple(pick), weight)
+    return answer["result"], answer["grads"]
 
 
 def rescaling(actual, expected, of="scores"):
@@ -118,7 +181,7 @@ def expect_tensor(name, actual, expected, case="", legend="", atol=1e-5, rtol=1e
     """
     where = f"{case}: " if case else ""
     if not isinstance(actual, torch.Tensor):
-        raise CheckFailure("type", f"{where}{name} must be a torch.Tensor; got {type(actual).__name__}"
+        raise CheckFailure("type", f"{where}{name} must be a torch.Tensor; got {type_name(actual)}"
                                    + (" (did you forget `return`?)" if actual is None else ""))
     if actual.shape != expected.shape:
         raise CheckFailure("shape", f"{where}{name} should have shape {legend + ' = ' if legend else ''}"

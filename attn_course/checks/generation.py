@@ -8,12 +8,13 @@ import torch
 from ..apps import generation
 from ..apps.generation import CharTransformer, causality_probe
 from .core import CheckFailure, call_learner, expect_tensor, forbids
+from .remote import type_name
 from .tripwire import package
 
 
 def _expect_ids(name, got, B, case):
     if not isinstance(got, torch.Tensor):
-        raise CheckFailure("type", f"{case}: {name} must return a torch.Tensor of ids; got {type(got).__name__}"
+        raise CheckFailure("type", f"{case}: {name} must return a torch.Tensor of ids; got {type_name(got)}"
                                    + (" (did you forget `return`?)" if got is None else ""))
     if tuple(got.shape) != (B,):
         hint = " (squeeze the sample axis: torch.multinomial returns (B, 1))" if tuple(got.shape) == (B, 1) else ""

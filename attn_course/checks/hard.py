@@ -6,12 +6,14 @@ from .. import hard
 from .core import (
     CheckFailure,
     call_learner,
+    call_learner_grad,
     expect_rows_sum_to_one,
     expect_tensor,
     forbids,
     format_shape,
     random_tensor,
 )
+from .remote import type_name
 from .tripwire import package
 
 
@@ -36,7 +38,7 @@ def _expect_selection(case, got, attn_scores, value, ref_index=None):
     if not (isinstance(got, tuple) and len(got) == 3):
         length = f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""
         raise CheckFailure("type", f"{case}: return a tuple (context, index, attn_weights); got "
-                                   f"{type(got).__name__}{length}")
+                                   f"{type_name(got)}{length}")
     context, index, attn_weights = got
     S = attn_scores.shape[-1]
     if ref_index is not None:
@@ -47,7 +49,7 @@ def _expect_selection(case, got, attn_scores, value, ref_index=None):
         raise CheckFailure("type", f"{case}: index must be an int64 tensor of shape (...,) = "
                                    f"{format_shape(attn_scores.shape[:-1])}; got " + (
                                        f"{index.dtype} {format_shape(index.shape)}" if isinstance(index, torch.Tensor)
-                                       else type(index).__name__))
+                                       else type_name(index)))
     idx = index.detach().cpu()
     if ((idx < 0) | (idx >= S)).any():
         raise CheckFailure("values", f"{case}: index must lie in [0, S={S}); got values {idx.unique().tolist()}")
@@ -72,12 +74,10 @@ def _check_argmax_mode(fn, extra_args, thorough, g):
     if thorough:                                                                # the picked row gets the gradient
         case = "gradient to value, B=3, S=4"
         attn_scores, value = _hard_inputs(g, (3,), 4, 2, torch.float32, False)
-        value.requires_grad_(True)
-        context = call_learner(fn, (attn_scores.clone(), value, *extra_args), case)[0]
-        if not (isinstance(context, torch.Tensor) and context.requires_grad):
+        _, (grad,) = call_learner_grad(fn, (attn_scores.clone(), value, *extra_args), case, wrt=(1,), pick=(0,))
+        if grad is None:
             raise CheckFailure("gradient", f"{case}: context must stay differentiable in value (the picked "
                                            f"value gets the gradient): no .detach(), no torch.no_grad().")
-        (grad,) = torch.autograd.grad(context.sum(), value)
         expected = F.one_hot(attn_scores.argmax(-1), 4).to(value.dtype).unsqueeze(-1).expand_as(value)
         if not torch.allclose(grad, expected):
             raise CheckFailure("gradient", f"{case}: d context / d value should be 1 at the picked position "
@@ -150,10 +150,9 @@ def _expect_like(name, actual, like, case, legend):
 
 def _sample_and_grad(fn, logits, tau, hard_, seed, c, case):
     """One call ``fn(logits, tau, hard_, generator)``; returns y and d sum(y * c) / d logits (None if none)."""
-    x = logits.clone().requires_grad_(True)
-    y = call_learner(fn, (x, tau, hard_, torch.Generator().manual_seed(seed)), case)
+    y, (grad,) = call_learner_grad(fn, (logits, tau, hard_, torch.Generator().manual_seed(seed)), case,
+                                   wrt=(0,), weight=c)
     _expect_like("y (hard=True)" if hard_ else "y_soft (hard=False)", y, logits, case, "(..., S)")
-    grad = torch.autograd.grad((y * c).sum(), x, allow_unused=True)[0] if y.requires_grad else None
     return y.detach(), grad
 
 

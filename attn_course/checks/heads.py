@@ -13,6 +13,7 @@ from .core import (
     format_shape,
     random_tensor,
 )
+from .remote import type_name
 from .tripwire import MHA, package
 
 
@@ -138,7 +139,7 @@ def _mha_weight_hint(query, key, projs, H, key_padding_mask):
 
 def _expect_mha(got, case, query, key, value, projs, H, key_padding_mask):
     if not (isinstance(got, tuple) and len(got) == 2):
-        raise CheckFailure("type", f"{case}: return a tuple (attn_output, attn_weights); got {type(got).__name__}")
+        raise CheckFailure("type", f"{case}: return a tuple (attn_output, attn_weights); got {type_name(got)}")
     attn_output, attn_weights = got
     B, L, E = query.shape
     S = key.shape[1]

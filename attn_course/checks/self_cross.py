@@ -13,6 +13,7 @@ from .core import (
     format_shape,
     random_tensor,
 )
+from .remote import type_name
 from .tripwire import MHA, package
 
 
@@ -72,7 +73,7 @@ def _expect_qkv_outputs(got, case, args, key_padding_mask, names, legend):
     """Compare (context, attn_weights) with the reference, after the shape mistakes worth naming."""
     x_dec, x_enc, w_query, w_key, w_value = args
     if not (isinstance(got, tuple) and len(got) == 2):
-        raise CheckFailure("type", f"{case}: return a tuple (context, attn_weights); got {type(got).__name__}")
+        raise CheckFailure("type", f"{case}: return a tuple (context, attn_weights); got {type_name(got)}")
     context, attn_weights = got
     ref_context, ref_weights = self_cross.cross_attention(x_dec, x_enc, w_query, w_key, w_value,
                                                           key_padding_mask)

@@ -7,6 +7,7 @@ from .. import pooling
 from ..apps import speech
 from ..apps.speech import query_attention_pool
 from .core import call_learner, forbids
+from .remote import type_name
 from .tripwire import MHA, SDPA, package
 
 
@@ -34,7 +35,7 @@ def check_query_attention_pool(fn, thorough=False, seed=130):
         key_padding_mask = torch.arange(S) >= torch.tensor(lengths)[:, None]          # (B, S), True = padding
         got = call_learner(fn, (query, key, value, key_padding_mask), case)
         if not isinstance(got, tuple) or len(got) != 2:
-            raise CheckFailure("type", f"{case}: return the tuple (context, attn_weights); got {type(got).__name__}")
+            raise CheckFailure("type", f"{case}: return the tuple (context, attn_weights); got {type_name(got)}")
         context, attn_weights = got
         expected_context, expected_weights = query_attention_pool(query, key, value, key_padding_mask)
         if not isinstance(attn_weights, torch.Tensor) or attn_weights.shape != expected_weights.shape:

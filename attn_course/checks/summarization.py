@@ -8,6 +8,7 @@ import torch
 
 from ..apps import summarization
 from .core import CheckFailure, call_learner, expect_tensor, forbids
+from .remote import type_name
 from .tripwire import package
 
 
@@ -49,7 +50,7 @@ def check_rouge_1_f1(fn, thorough=False, seed=140):
         if isinstance(got, torch.Tensor) and got.numel() == 1:
             got = got.item()
         if isinstance(got, bool) or not isinstance(got, numbers.Real):
-            raise CheckFailure("type", f"{case}: ROUGE-1 F1 must be a number (float); got {type(got).__name__}"
+            raise CheckFailure("type", f"{case}: ROUGE-1 F1 must be a number (float); got {type_name(got)}"
                                        + (" (did you forget `return`?)" if got is None else ""))
         if not math.isfinite(got) or abs(got - expected) > 1e-6:
             raise CheckFailure("values", f"{case}: expected ROUGE-1 F1 {expected:.4f}; got {got:.4f}."
@@ -90,7 +91,7 @@ def check_word_attention(fn, thorough=False, seed=141):
         expected_vectors, expected_weights = summarization.word_attention(scores, h_words, mask)
         if not isinstance(got, tuple) or len(got) != 2:
             raise CheckFailure("type", f"{case}: return the tuple (sentence_vectors, word_weights); got "
-                                       f"{type(got).__name__}" + (f" of length {len(got)}" if isinstance(got, tuple) else ""))
+                                       f"{type_name(got)}" + (f" of length {len(got)}" if isinstance(got, tuple) else ""))
         vectors, weights = got
         for name, actual, expected, legend in (("word_weights", weights, expected_weights, "(B, N, T)"),
                                                ("sentence_vectors", vectors, expected_vectors, "(B, N, D)")):

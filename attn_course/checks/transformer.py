@@ -5,6 +5,7 @@ from torch import nn
 from .. import attention, transformer
 from .core import CheckFailure, call_learner, expect_tensor, forbids, random_tensor
 from .heads import matches
+from .remote import callable_object, is_instance, type_name
 from .tripwire import package
 
 _MASK_TOL = {torch.float16: (2e-3, 1e-2), torch.float32: (1e-5, 1e-4), torch.float64: (1e-10, 1e-7)}
@@ -212,10 +213,10 @@ def check_positional_encoding(cls, thorough=False, seed=72):
                   ("one position: max_len=8, d_model=4, x (3, 1, 4)", 8, 4, 3, 1, torch.float32)]
     for case, max_len, E, B, L, dtype in cases:
         module = call_learner(cls, (max_len, E), f"{case}: building {getattr(cls, '__name__', 'it')}(max_len, d_model)")
-        if not callable(module):
+        if not callable_object(module):
             raise CheckFailure("type", f"{case}: {getattr(cls, '__name__', 'cls')}(max_len, d_model) must build a "
-                                       f"module; got {type(module).__name__}")
-        if isinstance(module, nn.Module):
+                                       f"module; got {type_name(module)}")
+        if is_instance(module, nn.Module):
             module.eval()
         x = random_tensor(g, B, L, E, dtype=dtype)
         ref = transformer.SinusoidalPositionalEncoding(max_len, E)(x)
@@ -264,7 +265,7 @@ def check_causal_mask(fn, thorough=False, seed=73):
         got = call_learner(fn, (L, S), case)
         ref = attention.causal_mask(L, S)
         if not isinstance(got, torch.Tensor):
-            raise CheckFailure("type", f"{case}: return a torch.Tensor; got {type(got).__name__}")
+            raise CheckFailure("type", f"{case}: return a torch.Tensor; got {type_name(got)}")
         if got.shape != ref.shape or got.dtype != torch.bool:
             raise CheckFailure("shape" if got.shape != ref.shape else "dtype",
                                f"{case}: attn_mask must be bool (L, S) = {tuple(ref.shape)}; got "

@@ -5,6 +5,7 @@ import torch
 from .. import pooling, scoring
 from ..apps import translation
 from .core import CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids
+from .remote import type_name
 from .tripwire import SDPA, package
 
 
@@ -51,7 +52,7 @@ def check_additive_attention(fn, thorough=False, seed=90):
         key_padding_mask = None if lengths is None else torch.arange(S)[None, :] >= torch.tensor(lengths)[:, None]
         got = call_learner(fn, tuple(a.clone() for a in args) + (key_padding_mask,), case)
         if not (isinstance(got, tuple) and len(got) == 2):
-            raise CheckFailure("type", f"{case}: return a tuple (context, attn_weights); got {type(got).__name__}")
+            raise CheckFailure("type", f"{case}: return a tuple (context, attn_weights); got {type_name(got)}")
         context, attn_weights = got
         ref_context, ref_weights = translation.additive_attention(*args, key_padding_mask)
         if (key_padding_mask is not None and isinstance(attn_weights, torch.Tensor)
@@ -101,7 +102,7 @@ def check_seq2seq_forward(fn, thorough=False, seed=91):
             enc_states, summary = model.encoder(src, key_padding_mask)
             embedded, _ = model.decoder(tgt_in, model.encoder.embedding(src), summary, key_padding_mask)
         if not (isinstance(got, tuple) and len(got) == 2):
-            raise CheckFailure("type", f"{case}: return a tuple (logits, attn_weights); got {type(got).__name__}")
+            raise CheckFailure("type", f"{case}: return a tuple (logits, attn_weights); got {type_name(got)}")
         logits, attn_weights = got
 
         def hint(actual, expected):

@@ -6,6 +6,7 @@ import torch
 from ..apps import vision
 from ..apps.vision import attention_map, spatial_attention_pool
 from .core import CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids
+from .remote import type_name
 from .tripwire import MHA, SDPA, package
 
 
@@ -42,7 +43,7 @@ def check_spatial_attention_pool(fn, thorough=False, seed=110):
         query = (torch.randn(*((B, C) if per_image else (C,)), generator=g, dtype=torch.float64) * scale).to(dtype)
         got = call_learner(fn, (features.clone(), query.clone()), case)
         if not isinstance(got, tuple) or len(got) != 2:
-            raise CheckFailure("type", f"{case}: return the tuple (pooled, attn_weights); got {type(got).__name__}")
+            raise CheckFailure("type", f"{case}: return the tuple (pooled, attn_weights); got {type_name(got)}")
         pooled, attn_weights = got
         ref_pooled, ref_weights = spatial_attention_pool(features, query)
         if not isinstance(attn_weights, torch.Tensor) or attn_weights.shape != ref_weights.shape:

@@ -23,7 +23,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from . import assign, report, sandbox
+from . import assign, cgroups, job, report, sandbox
 from .submissions import discover, printable, resolve_lesson
 
 _SYSTEM = {Path(p) for p in ("/", "/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/opt", "/var", "/srv",
@@ -133,7 +133,7 @@ def _finish(sub, work, exitcode, timed_out, timeout, expected_tests, points):
         with open(work / "output.log", "rb") as f:
             f.seek(max(0, f.seek(0, 2) - 4000))
             log_tail = f.read().decode("utf-8", "replace")
-    if timed_out:
+    if timed_out or exitcode == job.TIMED_OUT and result is None:
         sub.status = f"timeout after {timeout:g} s"
     elif result is not None and problems:
         sub.status = "grading error: malformed result (" + printable(_text("; ".join(problems), 160)) + ")"
@@ -145,6 +145,9 @@ def _finish(sub, work, exitcode, timed_out, timeout, expected_tests, points):
         sub.status, sub.result = "ok", result
     elif exitcode == 1 and unrunnable.is_file() and not unrunnable.is_symlink():
         sub.status = "malformed notebook: " + printable(_text(unrunnable.read_text(errors="replace"), 160))
+    elif exitcode == job.NO_ANSWER and (work / "unanswered.txt").is_file():
+        sub.status = "no answer from the notebook's process: " + printable(
+            _text((work / "unanswered.txt").read_text(errors="replace"), 120))
     elif exitcode == sandbox.SETUP_FAILED:
         sub.status = "sandbox error (see grading.log)"
     elif exitcode == 128 + 24:
@@ -153,7 +156,8 @@ def _finish(sub, work, exitcode, timed_out, timeout, expected_tests, points):
         sub.status = f"killed by signal {exitcode - 128} (memory limit?)"
     else:
         sub.status = f"exited early (code {exitcode})"
-    details = [f"exit code {exitcode}"]
+    details = [f"exit code {exitcode}"] + ([f"peak memory {sub.peak_memory / 2 ** 20:.0f} MiB"]
+                                           if sub.peak_memory else [])
     if result is not None:
         details += [f"{len(result['cell_errors'])} cells raised", f"{result['output_bytes']} characters printed"]
     LOG.info("%s: %s in %.1f s (%s)%s", printable(sub.name), sub.status, sub.seconds, "; ".join(details),
@@ -167,14 +171,13 @@ def _finish(sub, work, exitcode, timed_out, timeout, expected_tests, points):
         LOG.info("%s: end of its grading output:\n%s", printable(sub.name), _lines(log_tail.rstrip()))
 
 
-def _start(ctx, sub, work, zip_path, uid, limits, hide, keep):
-    from . import job
-
+def _start(ctx, sub, work, zip_path, uid, limits, hide, keep, timeout, group):
     work.mkdir()
     shutil.copyfile(sub.path, work / "submission.ipynb")
     shutil.copyfile(zip_path, work / "autograder.zip")
     spec = {"work_dir": str(work), "notebook_name": f"{sub.lesson}.ipynb", "lesson": sub.lesson, "uid": uid,
-            "hide": hide, "keep": keep, "limits": vars(limits)}
+            "hide": hide, "keep": keep, "limits": vars(limits), "timeout": timeout,
+            "cgroups": [str(d) for d in group.directories] if group else []}
     process = ctx.Process(target=job.main, args=(spec,), name=f"grade {sub.name}")
     process.start()
     return process
@@ -196,38 +199,50 @@ def run_jobs(subs, zips, out_dir, submissions_dir, timeout, jobs, limits, bar=No
     points = {lesson: report.question_points(z) for lesson, z in zips.items()}
     base = Path(tempfile.mkdtemp(prefix="attn-course-grade-"))
     base.chmod(0o711)
-    pending, running, slots = [s for s in subs if s.status is None], {}, list(range(jobs))
+    pending, running, slots, told = [s for s in subs if s.status is None], {}, list(range(jobs)), set()
     try:
         while pending or running:
             while pending and slots:
                 sub, slot = pending.pop(0), slots.pop(0)
                 work, uid = base / f"{len(running)}-{slot}-{time.monotonic_ns()}", sandbox.job_uid(slot)
+                group, why = cgroups.JobGroup.create(f"attn-course-{os.getpid()}-{work.name}", limits.memory_bytes,
+                                                     limits.processes)
+                if why and why not in told:
+                    told.add(why)
+                    LOG.info("sandbox: %s", why)
                 try:
-                    process = _start(ctx, sub, work, zips[sub.lesson], uid, limits, hide, keep)
+                    process = _start(ctx, sub, work, zips[sub.lesson], uid, limits, hide, keep, timeout, group)
                 except OSError as exc:                                    # the file went away meanwhile
                     sub.status = f"could not read the submission ({exc.strerror})"
                     LOG.info("%s: %s", printable(sub.name), sub.status)
+                    if group:
+                        group.remove()
                     slots.append(slot)
                     if bar is not None:
                         bar.update(1)
                     continue
-                running[process.sentinel] = (process, sub, work, time.monotonic(), slot, uid)
+                running[process.sentinel] = (process, sub, work, time.monotonic(), slot, uid, group)
             if not running:
                 continue
             now = time.monotonic()
-            wait_for = max(0.05, min(start + timeout - now for _, _, _, start, _, _ in running.values()))
+            wait_for = max(0.05, min(start + timeout - now for _, _, _, start, _, _, _ in running.values()))
             multiprocessing.connection.wait(list(running), timeout=wait_for)
-            for sentinel, (process, sub, work, start, slot, uid) in list(running.items()):
+            for sentinel, (process, sub, work, start, slot, uid, group) in list(running.items()):
                 alive = process.is_alive()
                 timed_out = alive and time.monotonic() - start > timeout
                 if alive and not timed_out:
                     continue
                 if timed_out:
                     sandbox.kill_tree(process.pid, uid)
+                    if group:
+                        group.kill()
                 process.join(10)
                 sub.seconds = time.monotonic() - start
                 if uid is not None:
                     sandbox.kill_tree(process.pid, uid)                  # anything left behind by that user
+                if group:
+                    sub.peak_memory = group.peak_memory()
+                    group.remove()                                       # and anything else it started
                 try:
                     _finish(sub, work, process.exitcode, timed_out, timeout, expected[sub.lesson],
                             points[sub.lesson])
@@ -241,8 +256,10 @@ def run_jobs(subs, zips, out_dir, submissions_dir, timeout, jobs, limits, bar=No
                     bar.update(1)
                     bar.set_postfix_str(printable(sub.name[:30]))
     finally:
-        for process, _, _, _, _, uid in running.values():
+        for process, _, _, _, _, uid, group in running.values():
             sandbox.kill_tree(process.pid, uid)
+            if group:
+                group.remove()
         shutil.rmtree(base, ignore_errors=True)
 
 

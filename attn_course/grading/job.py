@@ -27,6 +27,8 @@ from pathlib import Path
 from . import sandbox
 
 OUTPUT_KEEP = 32 * 1024  # bytes of the notebook's printed output kept for the log
+TIMED_OUT = 124          # the job's exit code when the notebook's time ran out before its tests
+NO_ANSWER = 125          # ... when its process broke the channel to the grader (unanswered.txt says how)
 
 
 class CappedText(io.TextIOBase):
@@ -73,7 +75,7 @@ class InProcessExecutor:
         self.cell_errors, self.output = [], CappedText()
 
     def preprocess(self, nb, resources=None):
-        shell = _shell_class().instance(colors="NoColor", history_length=0)
+        self.shell = shell = _shell_class().instance(colors="NoColor", history_length=0)
         shell.history_manager.enabled = False
         shell.display_formatter.active_types = ["text/plain"]  # no PNG rendering
         saved = sys.stdout, sys.stderr
@@ -138,7 +140,7 @@ def _case_names(test_file):
         getattr(getattr(d, "func", d), "id", "") == "test_case" for d in node.decorator_list)]
 
 
-def _results(scores, executor):
+def _results(scores, info):
     questions = {}
     for name, test_file in scores.results.items():
         tests, names = [], _case_names(test_file)
@@ -151,43 +153,116 @@ def _results(scores, executor):
         questions[name] = {"score": test_file.score, "possible": test_file.possible, "tests": tests}
     error = scores.catastrophic_error
     return {"questions": questions, "catastrophic": None if error is None else f"{type(error).__name__}: {error}",
-            "cell_errors": executor.cell_errors if executor else [],
-            "output_bytes": executor.output.total if executor else 0,
-            "output_head": executor.output.getvalue() if executor else ""}
+            "cell_errors": info.get("cell_errors", []), "output_bytes": info.get("output_bytes", 0),
+            "output_head": info.get("output_head", "")}
 
 
-def _grade_inside(work, notebook_name, notes, result_fd):
-    """In the sandbox: run otter's Python runner on ``work/autograder``; write the result to ``result_fd``."""
-    import nbformat
-    from otter.run.run_autograder.runners import create_runner
-
+def _environment(work):
+    """The job's whole environment: nothing of the grader's (tokens, paths, settings) reaches the notebook."""
     home = work / "home"
+    keep = {name: os.environ[name] for name in ("PATH", "LANG", "LC_ALL", "TZ", "OMP_NUM_THREADS",
+                                                 "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") if name in os.environ}
+    os.environ.clear()
+    os.environ.update(keep)
     os.environ.update({"HOME": str(home), "TMPDIR": str(work / "tmp"), "USER": "grader", "LOGNAME": "grader",
-                       "MPLCONFIGDIR": str(home / ".config" / "matplotlib"), "IPYTHONDIR": str(home / ".ipython"),
-                       "JUPYTER_CONFIG_DIR": str(home / ".jupyter"), "JUPYTER_DATA_DIR": str(home / ".local"),
-                       "ATTN_COURSE_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": ""})   # grading is CPU-only
+                       "MPLBACKEND": "agg", "MPLCONFIGDIR": str(home / ".config" / "matplotlib"),
+                       "IPYTHONDIR": str(home / ".ipython"), "JUPYTER_CONFIG_DIR": str(home / ".jupyter"),
+                       "JUPYTER_DATA_DIR": str(home / ".local"), "ATTN_COURSE_DEVICE": "cpu",
+                       "CUDA_VISIBLE_DEVICES": ""})                                  # grading is CPU-only
     import tempfile
     tempfile.tempdir = None
+
+
+def _record_checks(snapshots):
+    """Make otter's ``Checker.check`` remember the notebook's variables for each question instead of testing.
+
+    The tests run on the grader's side against those variables, as otter would have run them at that
+    point of the notebook; the last check of a question counts, as in otter.
+    """
+    from otter.execute import Checker
+    from otter.test_files import create_test_file
+
+    def check(cls, nb_or_test_path, nbmeta_config, test_name=None, global_env=None):
+        test = create_test_file(nb_or_test_path, nbmeta_config, test_name=test_name)
+        snapshots[Path(nb_or_test_path).stem] = dict(global_env if global_env is not None else {})
+        test.test_case_results = []
+        return test
+
+    Checker.check = classmethod(check)
+
+
+def _learner_side(work, notebook_name, sock_fd):
+    """In the sandbox: execute the notebook as otter's runner would, then answer the grader side's requests.
+
+    otter's ``GradingPreprocessor`` prepares the notebook (its grading-mode cell, seeds, ignored cells);
+    its last cell, which would run the tests here, is left out. After the last cell, the notebook's
+    variables (and those at each ``grader.check``) are served over ``sock_fd`` (``checks.remote.serve``).
+    """
+    import socket
+
+    import nbformat
+    from otter.execute.preprocessor import GradingPreprocessor
+    from otter.run.run_autograder.runners import create_runner
+    from traitlets.config import Config
+
+    from ..checks import remote
+
+    sock = socket.socket(fileno=sock_fd)
+    _environment(work)
     autograder_dir = work / "autograder"
     config = json.loads((autograder_dir / "source" / "otter_config.json").read_text())
     runner = create_runner(config, autograder_dir=str(autograder_dir), logo=False, print_summary=False,
                            print_score=False)
-    runner.ag_config.otter_run = True
-    executors = []
-    _quiet_otter(executors)
-    original = nbformat.read(autograder_dir / "submission" / notebook_name, as_version=4)
-    numbers = {cell.get("id"): n for n, cell in enumerate(original.cells, start=1)}
-    os.chdir(autograder_dir)
-    scores = runner.run()
-    executor = executors[-1] if executors else None
-    if executor is not None:
-        for error in executor.cell_errors:
-            error["cell"] = numbers.get(error["cell"]) if error["cell"] else None
-    result = _results(scores, executor)
-    result["notes"] = list(notes)
-    os.write(result_fd, json.dumps(result).encode())
+    os.chdir(autograder_dir / "submission")
+    nb = nbformat.read(notebook_name, as_version=4)
+    numbers = {cell.get("id"): n for n, cell in enumerate(nb.cells, start=1)}
+    c = Config()
+    c.GradingPreprocessor.cwd = os.getcwd()
+    c.GradingPreprocessor.test_dir = "./tests"
+    c.GradingPreprocessor.tests_glob = []
+    c.GradingPreprocessor.results_path = os.devnull
+    c.GradingPreprocessor.seed = runner.ag_config.seed
+    c.GradingPreprocessor.seed_variable = runner.ag_config.seed_variable
+    c.GradingPreprocessor.logging_server_host = "127.0.0.1"
+    c.GradingPreprocessor.logging_server_port = 9
+    nb, _ = GradingPreprocessor(config=c).preprocess(nb)
+    nb.cells.pop()                                      # otter's export cell: the tests run on the grader's side
+    _quiet_otter([])
+    snapshots = {}
+    _record_checks(snapshots)
+    executor = InProcessExecutor()
+    executor.preprocess(nb)
+    snapshots[None] = executor.shell.user_ns
+    for error in executor.cell_errors:
+        error["cell"] = numbers.get(error["cell"]) if error["cell"] else None
+    sys.stdout.flush()
+    remote.send_frame(sock, json.dumps({"cell_errors": executor.cell_errors, "output_bytes": executor.output.total,
+                                        "output_head": executor.output.getvalue()}).encode())
+    remote.serve(sock, snapshots)
     sys.stdout.flush()
     os._exit(0)  # a learner's stray thread must not keep the process alive
+
+
+def _load_tests(work):
+    """otter's test files of the lesson, read before any of the notebook runs, in otter's order."""
+    from otter.nbmeta_config import NBMetadataConfig
+    from otter.test_files import create_test_file
+
+    folder = work / "autograder" / "submission" / "tests"
+    return [create_test_file(str(path), NBMetadataConfig()) for path in sorted(folder.glob("*.py"))]
+
+
+def _grader_side(connection, tests):
+    """Run every test of ``tests`` against the notebook's variables, through ``connection``; the result dict."""
+    from otter.test_files import GradingResults
+
+    from ..checks import remote
+
+    info = connection.receive()                         # the notebook has run: what it printed, which cells raised
+    for test in tests:
+        test.run(remote.Environment(connection, test.name))
+    scores = GradingResults(tests)
+    return _results(scores, info)
 
 
 def prepare(work, notebook_name, lesson, uid):
@@ -235,9 +310,14 @@ def prepare(work, notebook_name, lesson, uid):
 
 
 def main(spec):
-    """The job process: prepare, grade in the sandbox, exit with the sandboxed child's exit code."""
-    from ..checks import tripwire
+    """The job process: prepare, run the notebook in the sandbox, run the tests here; exit 0 once ``result.json``
+    is written, else with the sandboxed child's exit code (``TIMED_OUT`` when the time ran out first)."""
+    import socket
+    import time
 
+    from ..checks import remote, tripwire
+
+    deadline = time.monotonic() + spec["timeout"] - 5           # leave the grader time to read the result
     tripwire.enable()                                   # armed by the preload too; this keeps it so
     work = Path(spec["work_dir"])
     log = os.open(work / "output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -248,15 +328,35 @@ def main(spec):
     sys.stderr = sys.stdout
     try:
         readonly = prepare(work, spec["notebook_name"], spec["lesson"], spec["uid"])
+        tests = _load_tests(work)
     except Exception as exc:                            # a notebook nbformat cannot read: nothing of it ran
         (work / "unrunnable.txt").write_text(f"{type(exc).__name__}: {exc}"[:1000], encoding="utf-8")
         sys.stdout.flush()
         os._exit(1)
+    ours, theirs = socket.socketpair()
     plan = sandbox.Plan(work_dir=work, hide=spec["hide"], keep=spec["keep"], readonly=readonly, uid=spec["uid"],
-                        copy=["autograder", "home", "tmp"], limits=sandbox.Limits(**spec["limits"]))
-    result_fd = os.open(work / "result.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    code = sandbox.run(lambda inside: _grade_inside(inside, spec["notebook_name"], plan.notes, result_fd), plan)
-    os.close(result_fd)
+                        copy=["autograder", "home", "tmp"], limits=sandbox.Limits(**spec["limits"]),
+                        keep_fds=[theirs.fileno()], cgroups=spec.get("cgroups", []))
+    child = sandbox.start(lambda inside: _learner_side(inside, spec["notebook_name"], theirs.fileno()), plan)
+    theirs.close()
     (work / "notes.json").write_text(json.dumps(plan.notes))
+    connection = remote.Connection(ours, deadline)
+    try:
+        result = _grader_side(connection, tests)
+    except remote.Unanswered as exc:                    # the notebook's process ended, ran out of time, or broke
+        connection.close()                              # its channel before its notebook had run
+        code = None if "time limit" in str(exc) else sandbox.poll(child, 2)
+        if code is None:
+            sandbox.kill_tree(child)
+            sandbox.wait(child)
+            (work / "unanswered.txt").write_text(str(exc)[:300], encoding="utf-8")
+        sys.stdout.flush()
+        os._exit(code if code is not None else TIMED_OUT if "time limit" in str(exc) else NO_ANSWER)
+    result["notes"] = list(plan.notes)
+    connection.close()
+    sandbox.kill_tree(child)                            # the learner's side has nothing left to do
+    sandbox.wait(child)
+    with open(work / "result.json", "w", encoding="utf-8") as f:
+        json.dump(result, f)
     sys.stdout.flush()
-    os._exit(code if code >= 0 else 128 - code)
+    os._exit(0)

@@ -16,7 +16,12 @@
   be read, even by absolute path; ``plan.readonly`` (the tests) and every other mount turn read-only;
   a fresh ``/proc`` shows only the sandbox's processes;
 - resource limits: CPU seconds, address space, file size, core dumps, and the number of processes
-  when a user of its own runs the job;
+  when a user of its own runs the job; with ``plan.cgroups``, the first child joins the job's control
+  group (``attn_course.grading.cgroups``), so memory, processes and CPU share count for the job as a
+  whole; the job runs at a lower priority (nice 10) than the grader;
+- descriptors: every one inherited from the grader is closed but 0, 1, 2 and ``plan.keep_fds``
+  (multiprocessing's forkserver and resource-tracker pipes never reach the job); new IPC and UTS
+  namespaces, so SysV shared memory and semaphores die with the job;
 - privileges: as root, the child switches to ``plan.uid`` (a user of its own); in every case it
   keeps no capabilities and sets ``no_new_privs`` (setuid programs cannot raise it again).
 
@@ -37,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+CLONE_NEWUTS, CLONE_NEWIPC = 0x04000000, 0x08000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE, MS_RELATIME = 1024, 2048, 4096, 16384, 1 << 18, 1 << 21
 MNT_DETACH, PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 2, 1, 38
@@ -67,6 +73,8 @@ class Plan:
     uid: int = None
     limits: Limits = field(default_factory=Limits)
     notes: list = field(default_factory=list)
+    keep_fds: list = field(default_factory=list)   # descriptors fn needs; every other one but 0, 1, 2 is closed
+    cgroups: list = field(default_factory=list)    # control-group directories to join first (``cgroups.JobGroup``)
 
 
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
@@ -237,6 +245,10 @@ def _isolate_child(plan, namespaces):
     work = Path(plan.work_dir)
     if namespaces:
         _unshare(CLONE_NEWNS | CLONE_NEWNET)                              # this process's own, not the caller's
+        try:
+            _unshare(CLONE_NEWIPC | CLONE_NEWUTS)                         # SysV shared memory dies with the job
+        except OSError as exc:
+            plan.notes.append(f"the host's IPC namespace is shared ({exc.strerror})")
         _build_mounts(plan)
         work = Path("/tmp")
         try:
@@ -259,6 +271,21 @@ def _isolate_child(plan, namespaces):
     return work
 
 
+def _close_inherited(keep):
+    """Close every descriptor but ``keep``: the grader's pipes (multiprocessing's forkserver and resource
+    tracker among them) must not reach the learner's code."""
+    try:
+        open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        open_fds = range(3, 1024)
+    for fd in open_fds:
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 def _wait(pid):
     while True:
         try:
@@ -270,6 +297,15 @@ def _wait(pid):
 def _run_isolated(fn, plan, notes_fd):
     """In the child ``run`` forked: new PID (and user) namespace, then pid 1 runs ``fn``; exit with its code."""
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    for directory in plan.cgroups:                     # before anything else: all that follows is counted there
+        try:
+            Path(directory, "cgroup.procs").write_text(str(os.getpid()))
+        except OSError as exc:
+            plan.notes.append(f"could not join the control group {Path(directory).name} ({exc.strerror})")
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 10)         # the grader's own loop comes first: timeouts stay on time
+    except (OSError, AttributeError):
+        pass
     namespaces = False
     if _libc is not None:
         uid, gid = os.getuid(), os.getgid()
@@ -296,10 +332,14 @@ def _run_isolated(fn, plan, notes_fd):
         traceback.print_exc()
         sys.stderr.flush()
         os._exit(SETUP_FAILED)
+    _close_inherited([0, 1, 2, notes_fd, *plan.keep_fds])
     os.write(notes_fd, json.dumps(plan.notes).encode())
     os.close(notes_fd)                                           # nothing of fn's can write there
     if plan.notes:
-        print("sandbox: " + "; ".join(plan.notes), file=sys.stderr, flush=True)
+        try:
+            os.write(2, ("sandbox: " + "; ".join(plan.notes) + "\n").encode())
+        except OSError:
+            pass
     code = 1
     try:
         fn(work)
@@ -309,17 +349,19 @@ def _run_isolated(fn, plan, notes_fd):
     except BaseException:
         traceback.print_exc()
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):                        # a stream on a descriptor closed above
+                pass
         os._exit(code)
 
 
-def run(fn, plan):
-    """Call ``fn(work_dir_inside)`` in a sandboxed child process; return its exit code.
+def start(fn, plan):
+    """Start ``fn(work_dir_inside)`` in a sandboxed child process; return its pid once the sandbox is built.
 
-    The code is 128 + N when the child died of signal N, ``SETUP_FAILED`` when the sandbox could
-    not be built (the reason is on stderr; ``fn`` never ran). What isolation was skipped is added
-    to ``plan.notes``. The calling process is left as it was (its namespaces, limits and user).
+    What isolation was skipped is in ``plan.notes`` by then. ``fn`` inherits the descriptors in
+    ``plan.keep_fds`` and 0, 1, 2; every other one is closed. ``wait(pid)`` gives its exit code.
     """
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -332,12 +374,44 @@ def run(fn, plan):
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as notes:
         received = notes.read()
-    code = _wait(pid)
     try:
         plan.notes[:] = json.loads(received) if received else plan.notes
     except ValueError:
         pass
+    return pid
+
+
+def wait(pid):
+    """The exit code of a child from ``start``: 128 + N when it died of signal N, ``SETUP_FAILED`` when the
+    sandbox could not be built (the reason is on stderr; ``fn`` never ran)."""
+    code = _wait(pid)
     return code if code >= 0 else 128 - code
+
+
+def poll(pid, seconds):
+    """The exit code of a child from ``start`` (as ``wait``) if it ends within ``seconds``, else None."""
+    import time
+
+    end = time.monotonic() + seconds
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except InterruptedError:
+            continue
+        if done:
+            code = os.waitstatus_to_exitcode(status)
+            return code if code >= 0 else 128 - code
+        if time.monotonic() >= end:
+            return None
+        time.sleep(0.02)
+
+
+def run(fn, plan):
+    """Call ``fn(work_dir_inside)`` in a sandboxed child process; return its exit code (see ``wait``).
+
+    The calling process is left as it was (its namespaces, limits and user).
+    """
+    return wait(start(fn, plan))
 
 
 def probe():

@@ -8,6 +8,7 @@ per question as FULL (the question's points), ZERO, PARTIAL (more than 0, less t
 (less than full).
 """
 import ast
+import hashlib
 import inspect
 import json
 import os
@@ -35,6 +36,11 @@ CALLS_TORCH = {  # torch.softmax is what exercise 1 asks for, but allowed in the
                "    return torch.nn.functional.scaled_dot_product_attention(query, key, value), w", ZERO),
     "fixed_attention_weights": ("    return torch.softmax(query @ key.transpose(-2, -1) / query.shape[-1] ** 0.5, "
                                 "dim=-1)", FULL),
+}
+CALLS_ALIAS = {  # the same references under other names: caught at the operator level
+    "softmax_with_temperature": "    return torch._softmax(attn_scores / temperature, -1, False)",
+    "attend": ("    w = torch.ops.aten._softmax(query @ key.transpose(-2, -1) / query.shape[-1] ** 0.5, -1, False)\n"
+               "    return torch.ops.aten._scaled_dot_product_attention_math(query, key, value)[0], w"),
 }
 # Names chosen to attack the outputs: a spreadsheet formula, and forged lines and escape sequences in the log.
 FORMULA_NAME = '=HYPERLINK("evil.example","grades")+1.ipynb'
@@ -156,6 +162,11 @@ def build(dest, stem, submissions_dir=None, out_dir=None, port=9, token="x", hos
             header(a) + CALLS_TORCH[n][0] if n in CALLS_TORCH else a for a, n in zip(answers, names)]),
             "answers that call PyTorch's softmax / SDPA", **{q: CALLS_TORCH[n][1] for (q, _), n in zip(qs, names)
                                                             if n in CALLS_TORCH})
+    if set(CALLS_ALIAS) & set(names):
+        add("calls_aliases.ipynb", assign.fill_answers(lesson, [
+            header(a) + CALLS_ALIAS[n] if n in CALLS_ALIAS else a for a, n in zip(answers, names)]),
+            "answers that call torch._softmax and aten's SDPA kernels", **{q: ZERO for (q, _), n in zip(qs, names)
+                                                                           if n in CALLS_ALIAS})
     add("infinite_loop.ipynb", _with_cell(solution, "while True:\n    pass", after_imports),
         "an infinite loop at top level", status="timeout after ...")
     add("sys_exit.ipynb", _with_cell(solution, "import sys\nsys.exit('leaving early')", after_imports),
@@ -185,6 +196,25 @@ def build(dest, stem, submissions_dir=None, out_dir=None, port=9, token="x", hos
         at = next(i for i, c in enumerate(solution.cells) if c.source.startswith(f"def {names[0]}(")) + 1
         add("network.ipynb", _with_cell(solution, _NETWORK.format(port=port, name=names[0]), at),
             "opens network connections (a success would cost it question 1)")
+    # Cheats from inside the notebook's own process: none of them reaches the process that scores it.
+    end = len(lesson.cells)
+    after_q1 = next(i for i, c in enumerate(lesson.cells) if c.source.startswith(f"def {names[0]}(")) + 1
+    add("patches_the_checks.ipynb", _with_cell(lesson, _PATCH_CHECKS, after_imports),
+        "unanswered; patches the checks, torch.allclose, otter's test runner, sys.modules and __import__",
+        **{q: ZERO for q, _ in qs})
+    add("tensor_subclass.ipynb", _with_cell(lesson, _LIAR.format(names=names[:1]), after_q1),
+        "answers with a tensor subclass whose __torch_function__ makes allclose and equal true",
+        **{q: ZERO for q, _ in qs})
+    add("forges_a_result.ipynb", _with_cell(lesson, _FORGE.format(questions=[q for q, _ in qs]), end),
+        "unanswered; writes a forged result of 300 points to every inherited descriptor and exits",
+        **{q: ZERO for q, _ in qs})
+    add("signals_the_grader.ipynb", _with_cell(solution, _SIGNAL, end),
+        "the solution, then bytes to every inherited descriptor and a forged resource-tracker message")
+    add("sysv_ipc.ipynb", _with_cell(solution, _SYSV.format(key=sysv_key(token)), end),
+        "the solution, then a SysV shared-memory segment meant to outlive grading")
+    at = next(i for i, c in enumerate(solution.cells) if c.source.startswith(f"def {names[0]}(")) + 1
+    add("leaks_environment.ipynb", _with_cell(solution, _LEAK.format(name=names[0]), at),
+        "the grader's environment in an exception message (q1 raises)", **{qs[0][0]: ZERO})
     (dest / f"{stem}_malformed.ipynb").write_text(nbformat.writes(solution)[:500])
     expected[f"{stem}_malformed.ipynb"] = Expected("unreadable notebook: invalid JSON ...",
                                                    {q: ZERO for q, _ in qs}, stem, "truncated JSON")
@@ -224,6 +254,11 @@ def build(dest, stem, submissions_dir=None, out_dir=None, port=9, token="x", hos
     add(f"twin_{stem}.ipynb", lesson, "same name as the previous but for case: untouched",
         **{q: ZERO for q, _ in qs})
     return expected
+
+
+def sysv_key(token):
+    """The SysV IPC key the sysv_ipc notebook uses for a corpus built with ``token``."""
+    return int(hashlib.sha256(token.encode()).hexdigest()[:7], 16)
 
 
 def names(stem):
@@ -322,3 +357,67 @@ except Exception:
 print("reached:", reached)
 if reached:
     del {name}'''
+
+
+_PATCH_CHECKS = """import builtins, sys
+import torch
+import otter.execute
+import otter.test_files.exception_test as exception_test
+from otter.test_files.abstract_test import TestCaseResult
+import attn_course.checks as checks
+for name in dir(checks):
+    if name.startswith("check_"):
+        setattr(checks, name, lambda *args, **kwargs: None)
+torch.allclose = lambda *args, **kwargs: True
+torch.equal = lambda *args, **kwargs: True
+def all_passed(self, env):
+    self.test_case_results = [TestCaseResult(test_case=tc, message="ok", passed=True) for tc in self.test_cases]
+exception_test.ExceptionTestFile.run = all_passed
+otter.execute.Checker.check = classmethod(lambda cls, *args, **kwargs: None)
+sys.modules["attn_course.checks.core"] = checks
+real_import = builtins.__import__
+builtins.__import__ = lambda name, *args, **kwargs: checks if "checks" in name else real_import(name, *args, **kwargs)
+print("patched")"""
+
+_LIAR = """import torch
+class Liar(torch.Tensor):
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in (torch.allclose, torch.equal, torch.Tensor.allclose, torch.Tensor.equal):
+            return True
+        return super().__torch_function__(func, types, args, kwargs or {{}})
+def _liar(*args, **kwargs):
+    first = next(a for a in args if isinstance(a, torch.Tensor))
+    return torch.zeros_like(first).as_subclass(Liar)
+for _name in {names!r}:
+    globals()[_name] = _liar"""
+
+_FORGE = """import json, os
+forged = {{"questions": {{q: {{"score": 300, "possible": 3, "tests": []}} for q in {questions!r}}},
+          "catastrophic": None, "cell_errors": [], "output_bytes": 0, "output_head": "", "notes": []}}
+data = json.dumps(forged).encode()
+for fd in range(3, 1024):
+    try:
+        os.write(fd, len(data).to_bytes(8, "big") + data)
+    except OSError:
+        pass
+os._exit(0)"""
+
+_SIGNAL = """import os
+for fd in range(3, 1024):
+    try:
+        if os.readlink(f"/proc/self/fd/{{fd}}").startswith("socket:"):
+            continue                                 # its own channel to the grader: only itself to harm
+        os.write(fd, b"\\x00" * 8 + b"UNREGISTER:/dev/shm/attn-course-victim:shared_memory\\n")
+    except OSError:
+        pass
+print("signalled")"""
+
+_SYSV = """import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+segment = libc.shmget({key}, 4096, 0o1000 | 0o666)   # IPC_CREAT
+print("segment", segment)"""
+
+_LEAK = """import os
+def {name}(*args, **kwargs):
+    raise RuntimeError("environment: " + repr(dict(os.environ)))"""
