@@ -593,3 +593,68 @@ def test_tests_modified_on_disk_are_noticed(tmp_path):
     assert grader._tests_intact(tmp_path, {"q1.py": b"original"})
     (tests / "q1.py").write_bytes(b"def test(): pass")
     assert not grader._tests_intact(tmp_path, {"q1.py": b"original"})
+
+
+def test_a_lost_forkserver_grades_again_instead_of_scoring_zero(tmp_path, monkeypatch):
+    """A grader fault (its forkserver killed while jobs run) costs time, never a student's marks."""
+    import multiprocessing.forkserver
+    import signal
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    notebook = (ROOT / "solutions" / f"{LESSON}.ipynb").read_bytes()
+    for name in ("a", "b", "c"):
+        (subs / f"{name}_{LESSON}.ipynb").write_bytes(notebook)
+    finish, killed = grader._finish, []
+
+    def kill_the_forkserver_once(*args, **kwargs):
+        if not killed:
+            killed.append(multiprocessing.forkserver._forkserver._forkserver_pid)
+            os.kill(killed[0], signal.SIGKILL)
+        return finish(*args, **kwargs)
+    monkeypatch.setattr(grader, "_finish", kill_the_forkserver_once)
+    assert grader.grade(subs, tmp_path / "out", timeout=120, jobs=2, progress=False) == 0
+    with open(tmp_path / "out" / "grades.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert killed and [(r["status"], r["total"], r["max"]) for r in rows] == [("ok", "8", "8")] * 3
+    assert "was lost" in (tmp_path / "out" / "grading.log").read_text()
+
+
+def test_a_job_control_group_counts_all_its_processes_together(tmp_path):
+    """Three processes of 150 MiB each, in a job of 256 MiB: the group stops them, whatever setsid() they call."""
+    import time
+
+    from attn_course.grading import cgroups
+
+    group, why = cgroups.JobGroup.create(f"attn-course-test-{os.getpid()}", 256 << 20, 64)
+    if group is None:
+        pytest.skip(why)
+    read_fd, write_fd = os.pipe()
+    plan = sandbox.Plan(work_dir=tmp_path, cgroups=[str(d) for d in group.directories], keep_fds=[write_fd],
+                        limits=sandbox.Limits(cpu_seconds=60, memory_bytes=2 << 30))
+
+    def probe(inside):
+        children = []
+        for _ in range(3):
+            pid = os.fork()
+            if pid == 0:
+                os.setsid()
+                blob = b"x" * (150 << 20)                                  # touched: really held
+                time.sleep(60 + len(blob) * 0)
+                os._exit(0)
+            children.append(pid)
+        time.sleep(3)
+        ended = [pid for pid in children if os.waitpid(pid, os.WNOHANG)[0]]
+        os.write(write_fd, json.dumps({"ended": len(ended), "members": len(group.members())}).encode())
+
+    try:
+        sandbox.run(probe, plan)
+        os.close(write_fd)
+        seen = json.loads(os.read(read_fd, 1000))
+        assert seen["ended"] >= 1 and seen["members"] >= 1     # at most one 150 MiB child fits beside the rest
+        peak = group.peak_memory()
+        assert peak is None or peak <= 256 << 20
+    finally:
+        group.remove()
+        os.close(read_fd)
+    assert not group.members() and not any(d.exists() for d in group.directories)

@@ -39,6 +39,7 @@ from .core import (
     KINDS,
     CheckFailure,
     call_learner,
+    call_learner_grad,
     expect_rows_sum_to_one,
     expect_tensor,
     forbids,
@@ -56,7 +57,7 @@ from .translation import check_additive_attention, check_seq2seq_forward
 from .vision import check_attention_map, check_spatial_attention_pool
 
 __all__ = [
-    "KINDS", "CheckFailure", "call_learner", "expect_rows_sum_to_one", "expect_tensor", "forbids", "format_shape",
+    "KINDS", "CheckFailure", "call_learner", "call_learner_grad", "expect_rows_sum_to_one", "expect_tensor", "forbids", "format_shape",
     "random_tensor",
     # lessons 01-08
     "check_pad_batch", "check_embedding_lookup", "check_token_embedding", "check_scaled_dot_product_attention",

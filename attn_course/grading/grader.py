@@ -178,9 +178,16 @@ def _start(ctx, sub, work, zip_path, uid, limits, hide, keep, timeout, group):
     spec = {"work_dir": str(work), "notebook_name": f"{sub.lesson}.ipynb", "lesson": sub.lesson, "uid": uid,
             "hide": hide, "keep": keep, "limits": vars(limits), "timeout": timeout,
             "cgroups": [str(d) for d in group.directories] if group else []}
-    process = ctx.Process(target=job.main, args=(spec,), name=f"grade {sub.name}")
-    process.start()
-    return process
+    for attempt in range(3):
+        process = ctx.Process(target=job.main, args=(spec,), name=f"grade {sub.name}")
+        try:
+            process.start()
+            return process
+        except (EOFError, ConnectionError, BrokenPipeError) as exc:  # the forkserver died: multiprocessing starts
+            LOG.info("%s: the grading server was lost (%s); starting it again", printable(sub.name),
+                     type(exc).__name__)                             # a new one once it has reaped the old
+            time.sleep(0.5 * (attempt + 1))
+    raise RuntimeError("the grading server could not be started")
 
 
 def run_jobs(subs, zips, out_dir, submissions_dir, timeout, jobs, limits, bar=None):
@@ -212,8 +219,9 @@ def run_jobs(subs, zips, out_dir, submissions_dir, timeout, jobs, limits, bar=No
                     LOG.info("sandbox: %s", why)
                 try:
                     process = _start(ctx, sub, work, zips[sub.lesson], uid, limits, hide, keep, timeout, group)
-                except OSError as exc:                                    # the file went away meanwhile
-                    sub.status = f"could not read the submission ({exc.strerror})"
+                except (OSError, RuntimeError) as exc:                   # the file went away meanwhile
+                    sub.status = (f"could not read the submission ({exc.strerror})" if isinstance(exc, OSError)
+                                  else f"grading error: {exc}")
                     LOG.info("%s: %s", printable(sub.name), sub.status)
                     if group:
                         group.remove()
@@ -243,6 +251,15 @@ def run_jobs(subs, zips, out_dir, submissions_dir, timeout, jobs, limits, bar=No
                 if group:
                     sub.peak_memory = group.peak_memory()
                     group.remove()                                       # and anything else it started
+                del running[sentinel]
+                slots.append(slot)
+                if not timed_out and not (work / "exit.json").is_file() and sub.attempts < 1:
+                    sub.attempts += 1                                    # the job was lost, not ended: a grader
+                    LOG.info("%s: its grading process was lost (exit code %s); graded again", printable(sub.name),
+                             process.exitcode)                           # fault, never the student's 0
+                    shutil.rmtree(work, ignore_errors=True)
+                    pending.insert(0, sub)
+                    continue
                 try:
                     _finish(sub, work, process.exitcode, timed_out, timeout, expected[sub.lesson],
                             points[sub.lesson])
@@ -250,8 +267,6 @@ def run_jobs(subs, zips, out_dir, submissions_dir, timeout, jobs, limits, bar=No
                     sub.status, sub.result = "grading error (see grading.log)", None
                     LOG.exception("%s: its result could not be read", printable(sub.name))
                 shutil.rmtree(work, ignore_errors=True)
-                del running[sentinel]
-                slots.append(slot)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix_str(printable(sub.name[:30]))

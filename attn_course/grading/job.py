@@ -331,8 +331,7 @@ def main(spec):
         tests = _load_tests(work)
     except Exception as exc:                            # a notebook nbformat cannot read: nothing of it ran
         (work / "unrunnable.txt").write_text(f"{type(exc).__name__}: {exc}"[:1000], encoding="utf-8")
-        sys.stdout.flush()
-        os._exit(1)
+        _exit(work, 1)
     ours, theirs = socket.socketpair()
     plan = sandbox.Plan(work_dir=work, hide=spec["hide"], keep=spec["keep"], readonly=readonly, uid=spec["uid"],
                         copy=["autograder", "home", "tmp"], limits=sandbox.Limits(**spec["limits"]),
@@ -350,13 +349,19 @@ def main(spec):
             sandbox.kill_tree(child)
             sandbox.wait(child)
             (work / "unanswered.txt").write_text(str(exc)[:300], encoding="utf-8")
-        sys.stdout.flush()
-        os._exit(code if code is not None else TIMED_OUT if "time limit" in str(exc) else NO_ANSWER)
+        _exit(work, code if code is not None else TIMED_OUT if "time limit" in str(exc) else NO_ANSWER)
     result["notes"] = list(plan.notes)
     connection.close()
     sandbox.kill_tree(child)                            # the learner's side has nothing left to do
     sandbox.wait(child)
     with open(work / "result.json", "w", encoding="utf-8") as f:
         json.dump(result, f)
+    _exit(work, 0)
+
+
+def _exit(work, code):
+    """End the job with ``code``, written to ``exit.json`` first: the grader tells a job that ended from one
+    whose process was lost (a crashed forkserver reports 255 for every child it had)."""
+    (work / "exit.json").write_text(json.dumps({"code": code}))
     sys.stdout.flush()
-    os._exit(0)
+    os._exit(code)

@@ -42,6 +42,7 @@ class Submission:
     feedback: str = ""          # file name under feedback/, unique even where case is ignored
     result: dict = None         # the job's result.json
     seconds: float = 0.0
+    attempts: int = 0           # times its job was lost and started again (at most once)
     peak_memory: int = None     # bytes, the job's control group at its fullest (None: not measured)
     notes: list = field(default_factory=list)
 
