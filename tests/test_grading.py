@@ -72,6 +72,8 @@ def corpus(tmp_path_factory):
     listener = _Listener()
     expected = grading_corpus.build(submissions, LESSON, out_dir=out, port=listener.port, token=token,
                                     hostile=ISOLATED)
+    victim = Path(grading_corpus.shm_victim(token))
+    victim.write_text("a host file the grader's helpers must never delete")
     before = _sha256s(submissions)
     run = _grade(submissions, out, "--timeout", str(TIMEOUT), "--jobs", "2", secret=token)
     in_csv = {report.csv_cell(name): name for name in expected}                 # names as neutralised there
@@ -79,7 +81,9 @@ def corpus(tmp_path_factory):
         reader = csv.DictReader(f)
         header, rows = reader.fieldnames, {in_csv.get(r["submission"], r["submission"]): r for r in reader}
     listener.sock.close()
-    return dict(base=base, submissions=submissions, out=out, token=token, expected=expected, before=before,
+    victim_kept = victim.is_file()
+    victim.unlink(missing_ok=True)
+    return dict(victim_kept=victim_kept, base=base, submissions=submissions, out=out, token=token, expected=expected, before=before,
                 after=_sha256s(submissions), run=run, header=header, rows=rows, listener=listener,
                 points=report.question_points(assign.autograder(LESSON)))
 
@@ -121,6 +125,10 @@ def test_nothing_escaped(corpus):
     leftovers = [p for folder in (corpus["submissions"], corpus["out"], ROOT, ROOT / "attn_course", Path("/tmp"),
                                   Path("/var/tmp"), corpus["base"]) for p in folder.glob(f"*pwned*{token}*")]
     assert not leftovers
+
+
+def test_no_host_file_in_dev_shm_was_deleted(corpus):
+    assert corpus["victim_kept"]
 
 
 def test_no_ipc_object_outlives_grading(corpus):

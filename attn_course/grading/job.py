@@ -1,20 +1,24 @@
-"""One submission, graded with otter-grader's own machinery inside ``attn_course.grading.sandbox``.
+"""One submission, graded with otter-grader's own machinery, the notebook in a sandbox and the tests outside it.
 
-``main(spec)`` runs in a process forked from the grading server (``attn_course.grading.preload``). It lays out the
-folder ``otter run`` would (``autograder/source`` from the lesson's autograder zip,
-``autograder/submission`` with the notebook and a copy of the tests), then, in the sandbox, calls
-otter's ``PythonRunner.run``: otter's ``GradingPreprocessor`` adds its grading cells, the notebook
-executes, and otter's ``Checker`` runs every test, public and hidden, with its points. One thing
-differs from ``otter run``: the cells execute in this process, in an IPython shell, instead of a
-Jupyter kernel started per submission (three times faster here; the learner's code shares the
-process with the tests either way). Figures are not rendered (plain-text display only).
+``main(spec)`` runs in a process forked from the grading server (``attn_course.grading.preload``): the
+*grader side*. It lays out the folder ``otter run`` would (``autograder/source`` from the lesson's
+autograder zip, ``autograder/submission`` with the notebook and a copy of the tests), reads otter's
+test files, and starts the *learner side* in ``attn_course.grading.sandbox``:
 
-It writes ``result.json`` in the work folder, through a file descriptor opened before the sandbox
-(inside, the work folder is a copy that vanishes with it): per question the score, the points
-possible and each test case (name, hidden, points, passed, message); the cells that raised; the
-notebook's output size. Its own stdout and stderr go to ``output.log`` there. A notebook that cannot
-be laid out or parsed (before anything of it runs) leaves ``unrunnable.txt`` there instead, with the
-reason, and the job exits with code 1.
+- the learner side executes the notebook as otter's runner prepares it (otter's
+  ``GradingPreprocessor``: its grading-mode cell, seeds, ignored cells), in an IPython shell in that
+  process rather than a Jupyter kernel per submission (three times faster here); figures are not
+  rendered. It then serves the notebook's variables (``checks.remote.serve``);
+- the grader side runs every test file, public and hidden, with otter's ``TestFile.run`` and points,
+  against those variables seen through the socket (``checks.remote.Environment``): the checks
+  compare plain data with the references in this process, which the notebook cannot reach.
+
+It writes ``result.json`` in the work folder itself: per question the score, the points possible and
+each test case (name, hidden, points, passed, message); the cells that raised; the notebook's output
+size. Its own stdout and stderr, and the notebook's, go to ``output.log`` there; ``exit.json`` holds
+its exit code (a job whose process was lost leaves none). A notebook that cannot be laid out or
+parsed (before anything of it runs) leaves ``unrunnable.txt`` instead, with the reason, and the job
+exits with code 1; one that broke its channel to the tests leaves ``unanswered.txt`` (``NO_ANSWER``).
 """
 import io
 import json
@@ -176,8 +180,10 @@ def _environment(work):
 def _record_checks(snapshots):
     """Make otter's ``Checker.check`` remember the notebook's variables for each question instead of testing.
 
-    The tests run on the grader's side against those variables, as otter would have run them at that
-    point of the notebook; the last check of a question counts, as in otter.
+    The tests run on the grader's side against those variables: the names as they were bound when
+    the notebook checked that question, as otter would have run them at that point (an object they
+    name may have changed since); the last check of a question counts, as in otter. Questions never
+    checked in the notebook see the variables at its end.
     """
     from otter.execute import Checker
     from otter.test_files import create_test_file

@@ -208,7 +208,9 @@ def build(dest, stem, submissions_dir=None, out_dir=None, port=9, token="x", hos
     add("forges_a_result.ipynb", _with_cell(lesson, _FORGE.format(questions=[q for q, _ in qs]), end),
         "unanswered; writes a forged result of 300 points to every inherited descriptor and exits",
         **{q: ZERO for q, _ in qs})
-    add("signals_the_grader.ipynb", _with_cell(solution, _SIGNAL, end),
+    add("crowds_the_cpu.ipynb", _with_cell(solution, _SPIN, after_imports),
+        "the solution, after starting 50 processes that leave its session and spin for 8 s")
+    add("signals_the_grader.ipynb", _with_cell(solution, _SIGNAL.format(victim=shm_victim(token).removeprefix("/dev/shm")), end),
         "the solution, then bytes to every inherited descriptor and a forged resource-tracker message")
     add("sysv_ipc.ipynb", _with_cell(solution, _SYSV.format(key=sysv_key(token)), end),
         "the solution, then a SysV shared-memory segment meant to outlive grading")
@@ -254,6 +256,11 @@ def build(dest, stem, submissions_dir=None, out_dir=None, port=9, token="x", hos
     add(f"twin_{stem}.ipynb", lesson, "same name as the previous but for case: untouched",
         **{q: ZERO for q, _ in qs})
     return expected
+
+
+def shm_victim(token):
+    """A host file in /dev/shm that the signals_the_grader notebook asks the resource tracker to delete."""
+    return f"/dev/shm/attn-course-victim-{token}"
 
 
 def sysv_key(token):
@@ -408,10 +415,19 @@ for fd in range(3, 1024):
     try:
         if os.readlink(f"/proc/self/fd/{{fd}}").startswith("socket:"):
             continue                                 # its own channel to the grader: only itself to harm
-        os.write(fd, b"\\x00" * 8 + b"UNREGISTER:/dev/shm/attn-course-victim:shared_memory\\n")
+        os.write(fd, b"\\x00" * 8 + b"REGISTER:{victim}:shared_memory\\n")
     except OSError:
         pass
 print("signalled")"""
+
+_SPIN = """import os, time
+for _ in range(50):
+    if os.fork() == 0:
+        os.setsid()
+        end = time.time() + 8
+        while time.time() < end:
+            pass
+        os._exit(0)"""
 
 _SYSV = """import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
