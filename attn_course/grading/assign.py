@@ -18,8 +18,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -81,7 +79,7 @@ def build(py_path, lessons_dir, dist_dir):
 
     Raises:
         SystemExit: the student notebook would give an answer away (see ``normalize``).
-        subprocess.CalledProcessError: ``otter assign`` failed (its stderr is attached).
+        RuntimeError: ``otter assign`` failed (its output is in the message).
     """
     import jupytext
     import nbformat
@@ -93,8 +91,7 @@ def build(py_path, lessons_dir, dist_dir):
         src = Path(tmp) / f"{stem}.ipynb"  # the name matters: the student's otter.Notebook("<stem>.ipynb")
         jupytext.write(jupytext.read(py_path), src)
         out = Path(tmp) / "out"
-        subprocess.run([sys.executable, "-m", "otter", "assign", "--no-run-tests", "--no-pdfs",
-                        str(src), str(out)], check=True, capture_output=True, text=True, cwd=tmp)
+        _otter_assign(src, out, tmp)
         nb = normalize(nbformat.read(out / "student" / f"{stem}.ipynb", as_version=4), stem, source_text)
         if lessons_dir is not None:
             Path(lessons_dir).mkdir(parents=True, exist_ok=True)
@@ -107,6 +104,25 @@ def build(py_path, lessons_dir, dist_dir):
             shutil.copy(zips[-1], partial)
             os.replace(partial, target)
             Path(f"{target}.sha256").write_text(source_digest(py_path) + "\n")
+
+
+def _otter_assign(src, out, cwd):
+    """``otter assign --no-run-tests --no-pdfs src out`` run in ``cwd``, in this process.
+
+    Importing otter costs seconds; a build of every lesson imports it once instead of once per lesson.
+    Raises ``RuntimeError`` with otter's output when it fails.
+    """
+    import contextlib
+    import io
+
+    from otter.assign import main as assign
+
+    captured = io.StringIO()
+    try:
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            assign(str(src), str(out), no_pdfs=True, no_run_tests=True)
+    except Exception as exc:
+        raise RuntimeError(f"otter assign failed on {Path(src).name}: {exc}\n{captured.getvalue()[-2000:]}") from exc
 
 
 def sources(root=ROOT):
@@ -152,7 +168,7 @@ def autograder(stem, root=ROOT):
 
     Raises:
         FileNotFoundError: neither the zip nor ``solutions/<stem>.py`` exists.
-        SystemExit, subprocess.CalledProcessError: as ``build``.
+        SystemExit, RuntimeError: as ``build``.
     """
     root = Path(root)
     zip_path, source = root / "dist" / f"{stem}-autograder.zip", root / "solutions" / f"{stem}.py"
