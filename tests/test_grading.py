@@ -199,6 +199,7 @@ def test_every_feedback_file_is_written_and_small(corpus):
     assert "\x1b" not in text and "# ctrl\\x0a00:00:00 forged" in text
 
 
+@pytest.mark.grading_run
 def test_empty_folder_writes_a_header_and_exits_1(tmp_path):
     (tmp_path / "empty").mkdir()
     run = _grade(tmp_path / "empty", tmp_path / "out", timeout=120)
@@ -207,6 +208,7 @@ def test_empty_folder_writes_a_header_and_exits_1(tmp_path):
     assert (tmp_path / "out" / "grades.csv").read_text().splitlines() == ["submission,lesson,total,max,status"]
 
 
+@pytest.mark.grading_run
 def test_empty_folder_with_a_lesson_has_its_question_columns(tmp_path):
     (tmp_path / "empty").mkdir()
     assert grader.grade(tmp_path / "empty", tmp_path / "out", lesson="3", progress=False) == 1
@@ -214,6 +216,7 @@ def test_empty_folder_with_a_lesson_has_its_question_columns(tmp_path):
     assert header == "submission,lesson,q1_softmax_with_temperature,q2_attend,q3_bug_hunt,total,max,status"
 
 
+@pytest.mark.grading_run
 def test_bad_arguments_exit_2(tmp_path, capsys):
     assert _grade(tmp_path / "missing", tmp_path / "out", timeout=120).returncode == 2
     (tmp_path / "subs").mkdir()
@@ -221,6 +224,7 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
     assert "known lessons" in capsys.readouterr().out
 
 
+@pytest.mark.grading_run
 def test_every_lesson_solution_gets_full_marks(tmp_path):
     """Each lesson's solution, graded together (columns lesson:question): the tripwire spares real answers."""
     stems = [p.stem for p in assign.sources() if (ROOT / "lessons" / f"{p.stem}.ipynb").exists()]
@@ -603,6 +607,7 @@ def test_tests_modified_on_disk_are_noticed(tmp_path):
     assert not grader._tests_intact(tmp_path, {"q1.py": b"original"})
 
 
+@pytest.mark.grading_run
 def test_a_lost_forkserver_grades_again_instead_of_scoring_zero(tmp_path, monkeypatch):
     """A grader fault (its forkserver killed while jobs run) costs time, never a student's marks."""
     import multiprocessing.forkserver
