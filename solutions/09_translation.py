@@ -245,7 +245,7 @@ print("src", tuple(sample["src"].shape), "-> logits", tuple(logits.shape), " att
 # takes about 30 s (with attention) and 20 s (without) on one CPU thread; the cell asserts that both
 # together stay under 90 s of CPU time (the wall clock runs longer when other programs share the CPU).
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 wall, cpu = time.perf_counter(), time.process_time()
 attn_model = new_model(attention=True)
@@ -259,7 +259,7 @@ assert cpu < 90, f"both trainings should take under 90 s of CPU time; took {cpu:
 print(f"final loss (mean of the last 50 steps): with attention {sum(attn_losses[-50:]) / 50:.4f}, "
       f"without {sum(plain_losses[-50:]) / 50:.4f}")
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 fig, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")
 ax.plot(attn_losses, label="with attention", alpha=0.8)
@@ -281,7 +281,7 @@ plt.show()
 # broken: it should be nearly perfect on short numbers. What we expect to see is the bottleneck:
 # its accuracy falls as the numbers get longer, while attention's does not.
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 results = {}
 for name, model in [("with attention", attn_model), ("without attention", plain_model)]:
@@ -296,7 +296,7 @@ assert attn_test_acc >= 0.95, f"attention should reach 95 % exact match; got {at
 assert min(results["without attention"][3], results["without attention"][4]) >= 0.9, "the baseline should learn short numbers"
 assert results["with attention"][9] - results["without attention"][9] >= 0.3, "expected the bottleneck on 9-digit numbers"
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 lengths = {d: sum(len(en) for n, en, _ in data["test"] if len(str(n)) == d) / 200 for d in range(3, 10)}
 fig, ax = plt.subplots(figsize=(7, 3.4), layout="constrained")
@@ -330,7 +330,7 @@ plt.show()
 # %%
 print(inspect.getsource(translation.Decoder.forward).split('"""')[2])
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 examples = [data["test"][i] for i in (0, 250, 700, 1100, 1399)]
 hyps = {name: translation.translate_batch(m, examples, src_vocab, tgt_vocab, device=device)
@@ -351,7 +351,7 @@ for k, (n, english, french) in enumerate(examples):
 # translation is right: the rare mistakes sit on rare shapes, such as an empty group of thousands.
 # A model's attention is a hint about what it uses, not a proof (lesson 06).
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 chosen = [21_071, 1_000_001, 280_000_201, 997_080_021]
 train_numbers = {n for n, _, _ in data["train"]}
@@ -375,7 +375,7 @@ plt.show()
 # models and `num2words`' answer; the picture is the attention model's alignment. Try long numbers,
 # numbers with many zeros (1,000,001), and the French traps: 71, 80, 81, 91, 200, 201, 80,000.
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output", "otter_ignore"]
 explorer = TranslationExplorer(attn_model, src_vocab, tgt_vocab, number=71_080_091, baseline=plain_model,
                                device=device)
 explorer
@@ -383,7 +383,7 @@ explorer
 # %% [markdown]
 # The same from code (what typing does):
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 for number in ["1000001", "999,999,999", "twelve"]:
     explorer.set(number)
@@ -397,7 +397,7 @@ explorer.set(71_080_091)
 # `Seq2Seq_v2`: the same class, its docstring word for word the reference's; it runs, and every
 # shape is right. Give it the trained attention model's weights and look at its attention.
 
-# %%
+# %% tags=["otter_ignore"]
 from attn_course.broken import Seq2Seq_v2
 
 print(Seq2Seq_v2.__doc__.splitlines()[0])
@@ -415,7 +415,7 @@ with torch.no_grad():
 # nine": every word occurs three times, once for the millions, once for the thousands, once for the
 # units. Compare the weights each model gives the three copies of "hundred", at every step:
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 english = number_words.pair(909_909_909)[1]
 copies = [j for j, word in enumerate(english) if word == "hundred"]                  # positions 1, 6, 11
@@ -452,7 +452,7 @@ print(f"Seq2Seq_v2 with the trained weights: exact match {acc_bad:.3f} (the refe
 # `tgt_in`, greedy with `tgt_in=None` (the decoder handles both). `model` is a `Seq2Seq`: use
 # `model.encoder` and `model.decoder`.
 
-# %%
+# %% tags=["otter_ignore"]
 print(inspect.getsource(Seq2Seq_v2.forward))
 
 # %% [raw]

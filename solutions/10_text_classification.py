@@ -214,7 +214,7 @@ test_q1_hidden(attention_pooling)
 # states of real tokens (the backward GRU reads each review reversed, padding still at the end).
 # The vocabulary: the tokens seen at least twice in the training set; rarer ones become `<unk>`.
 
-# %%
+# %% tags=["otter_ignore"]
 vocab = classification.build_vocab(train_texts, min_count=2)
 splits = {name: (*classification.encode(texts, vocab), torch.tensor(labels)) for name, (texts, labels) in parts.items()}
 print(f"vocabulary V = {len(vocab)};", {name: tuple(s[0].shape) for name, s in splits.items()})
@@ -237,7 +237,7 @@ print("ids", tuple(some_ids.shape), "-> logits", tuple(logits.shape), "+ attn_we
 # synchronisation). We assert the CPU time of training, which does not depend on how busy the
 # machine is, against the 90-second budget.
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output", "otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 torch.set_num_threads(1)
 models, histories, seconds = {}, {}, {}
@@ -257,7 +257,7 @@ model = models["attention"]
 # %% [markdown]
 # Now the test set, seen once, against the baselines.
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output", "otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 test_acc = {pooling: classification.accuracy(m, *splits["test"]) for pooling, m in models.items()}
 print(f"majority class                 {majority_acc:.3f}")
@@ -280,7 +280,7 @@ assert seconds["attention"][1] < 90, f"training took {seconds['attention'][1]:.0
 # Each token of a test review on an orange background as dark as its weight (relative to the
 # review's largest weight). Hover a token in the widget below to read its weight.
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output", "otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 test_ids, test_mask, test_y = splits["test"]
 probs, weights = classification.predict(model, test_ids, test_mask)                    # (N, 2), (N, S)
@@ -308,7 +308,7 @@ plt.show()
 # If attention picked "the" word, the largest weight of a review would be near 1. If it were
 # indifferent, every weight would be $1/n$ for a review of $n$ tokens.
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output", "otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 w_max = weights.max(1).values                                               # (N,) largest weight per review
 uniform = 1 / lengths.double()
@@ -345,7 +345,7 @@ print(f"median largest weight {w_max.median():.3f}; median 1/n {uniform.median()
 # and measure how much the probability of the predicted class drops. We also delete **every**
 # token in turn (leave-one-out) to find the token whose deletion moves the prediction most.
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output", "otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 erasure = classification.erasure_experiment(model, test_ids, test_mask, seed=0)
 drop_top, drop_random = erasure["drop_top"], erasure["drop_random"]
@@ -363,7 +363,7 @@ print(f"top-attention token is the most influential token in {erasure['top_is_mo
 print(f"Spearman correlation of attention weights with leave-one-out influence: median {rho.median():.2f}")
 assert ratio > 1.2, "deleting the top-attention token should matter more than deleting a random one"
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output", "otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 3.6), layout="constrained")
 bins = torch.linspace(-0.3, 0.8, 45).numpy()
@@ -398,7 +398,7 @@ plt.show()
 # highest-weighted token and see how much the prediction moves. Words the model has never seen
 # are marked "?" (they are `<unk>`).
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output", "otter_ignore"]
 examples = [(test_texts[i], test_labels[i]) for i in shown]
 explorer = ReviewExplorer(model, vocab, examples)
 explorer
@@ -406,7 +406,7 @@ explorer
 # %% [markdown]
 # The same moves, made by code:
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output", "otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 for text in ["A moving, funny and beautifully acted film.", "A dull, lifeless and predictable film.",
              "Not bad at all.", "Not good at all."]:
@@ -425,7 +425,7 @@ assert explorer.text().startswith("P(fresh) = ")
 # batched with. Put it in the trained model and classify the same short review twice — alone, and
 # with 20 `<pad>` tokens appended, as happens in a batch with a longer review.
 
-# %%
+# %% tags=["otter_ignore"]
 from attn_course.broken import attention_pooling_v2
 
 print(attention_pooling_v2.__doc__.splitlines()[0])
@@ -433,7 +433,7 @@ review = "A gem."
 alone = torch.tensor([vocab.encode(data.tokenize(review))])                  # (1, 3)
 padded = torch.cat([alone, torch.zeros(1, 20, dtype=torch.long)], dim=1)     # (1, 23): 20 <pad> appended
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output", "otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 for name, pooling in [("reference", classification.attention_pooling), ("attention_pooling_v2", attention_pooling_v2)]:
     model.attention.pooling = pooling
@@ -448,7 +448,7 @@ model.attention.pooling = classification.attention_pooling                      
 # The same symptom without a model, on the small batch of section 3: the weights of each review,
 # `<pad>` included.
 
-# %%
+# %% tags=["otter_ignore"]
 _, suspect_weights = attention_pooling_v2(attn_scores, value, key_padding_mask)
 print("reference weight on <pad> per review:", attn_weights.masked_fill(~key_padding_mask, 0).sum(1))
 print("suspect   weight on <pad> per review:", suspect_weights.masked_fill(~key_padding_mask, 0).sum(1))
@@ -468,7 +468,7 @@ print("suspect   weight on <pad> per review:", suspect_weights.masked_fill(~key_
 # Write `fixed_attention_pooling(attn_scores, value, key_padding_mask)`: the suspect's code with
 # the bug removed. Its source is below; do not change the caller's `attn_scores` in place.
 
-# %%
+# %% tags=["otter_ignore"]
 print(inspect.getsource(attention_pooling_v2))
 
 # %% [raw]

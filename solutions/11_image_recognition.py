@@ -199,7 +199,7 @@ test_q1_hidden(spatial_attention_pool)
 #
 # Both models train for 10 epochs (a progress bar each; about 10 s each on one CPU core).
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 models = {}
 for pooling in ("average", "attention"):
@@ -231,7 +231,7 @@ assert accuracy["CNN + attention pooling"] >= accuracy["CNN + average pooling"] 
 # over the 16 × 16 digit (bright = more weight). Average pooling would paint every cell the same
 # 1/64.
 
-# %%
+# %% tags=["otter_ignore"]
 attn_maps = vision.attention_map(maps["attention"], 8, 8)         # (359, 64) -> (359, 8, 8)
 fig, axes = plt.subplots(2, 10, figsize=(12, 2.8), layout="constrained")
 for j, ax in enumerate(axes.flat):
@@ -246,7 +246,7 @@ plt.show()
 # share on ink, on average over the test images, i.e. it prefers the strokes to the background by a
 # clear margin (we measured about 1.7–2×; 1.5× leaves room for other machines).
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 on_ink, ink_share = vision.attention_on_ink(maps["attention"], test_x, 8, 8)    # (359,), (359,)
 uniform_on_ink, _ = vision.attention_on_ink(maps["average"], test_x, 8, 8)
@@ -318,7 +318,7 @@ picker.pick(1, 3)
 # 2. Try it on a map you can check by hand: the numbers 0..5 in a 2 × 3 grid.
 # 3. Read its source (`inspect.getsource`) and find the change.
 
-# %%
+# %% tags=["otter_ignore"]
 import inspect
 
 from attn_course.broken import attention_map_v2
@@ -350,7 +350,7 @@ print("attention_map_v2:\n", attention_map_v2(counting, 2, 3)[0])
 # Write `fixed_attention_map(attn_weights, height, width)`, returning the `(B, height, width)`
 # map with `map[b, h, w] = attn_weights[b, h * width + w]`.
 
-# %%
+# %% tags=["otter_ignore"]
 print(inspect.getsource(attention_map_v2))
 
 # %% [raw]

@@ -206,7 +206,7 @@ test_q1_hidden(soft_attention)
 # 3. for at least **90 %** of the (image, word) pairs, the largest attention weight of word *i*
 #    lies over digit *i* (chance: one third).
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 captioners, results = {}, {}
 for attention in (True, False):
@@ -246,7 +246,7 @@ assert on_digit.float().mean() >= 0.90, on_digit.float().mean()
 # (coloured = more weight, see-through = little). The first three words each look at their own digit; `<eos>` has
 # nothing in particular to look at.
 
-# %%
+# %% tags=["otter_ignore"]
 fig, axes = plt.subplots(4, 4, figsize=(10, 3.6), layout="constrained")
 for i in range(4):                                                  # one column per test image
     for t, ax in enumerate(axes[:, i]):                             # one row per generated word
@@ -258,7 +258,7 @@ plt.show()
 # (`explorer.text()` shows the truth): did the decoder look at the right digit and misread it, or
 # look at the wrong place?
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output", "otter_ignore"]
 explorer = CaptionExplorer(test_x, words, attn, test_y)
 explorer
 
@@ -266,7 +266,7 @@ explorer
 # The mistakes, from Python: for each wrong caption, the word that is wrong and whether its
 # attention peaked over the right digit.
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 wrong = (words[:, :3] != test_y).any(1).nonzero().flatten()
 print(f"{len(wrong)} wrong captions out of {len(test_y)}")

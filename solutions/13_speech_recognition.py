@@ -233,7 +233,7 @@ def new_model(pooling, seed=0):
 
 print("parameters:", sum(p.numel() for p in new_model("attention").parameters()))
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 models, losses, accuracy = {}, {}, {}
 for pooling in ("attention", "mean"):
@@ -256,7 +256,7 @@ for name, acc in [("attention pooling", accuracy["attention"]), ("mean pooling",
 # than 1 point. The gap to mean pooling is small: this is a clean task, and mean pooling over a
 # convolutional encoder is a strong baseline. Attention's clearer gain is in *what it shows*.
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 assert accuracy["attention"] >= 0.92, f"attention pooling reached only {accuracy['attention']:.3f}"
 assert accuracy["attention"] >= nn_accuracy + 0.05, "attention should beat the nearest neighbour clearly"
@@ -274,7 +274,7 @@ plt.show()
 # Each encoder state covers 20 ms. Below, the attention weights of test clips (voices never heard
 # in training) under their spectrograms; the green band marks the voiced frames.
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 model = models["attention"]
 predictions, weights = speech.predict(model, test_clips, device=device)
@@ -291,7 +291,7 @@ plt.show()
 # the attention mass on voiced frames, $\sum_{s \text{ voiced}} \alpha_s$, against the share of
 # voiced frames (what uniform weights, i.e. mean pooling, would put there).
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 mass = speech.mass_on_voiced(weights, voiced)                                  # (N,), one number per clip
 share = torch.tensor([v[::2].float().mean().item() for v in voiced])          # what uniform weights would give
@@ -313,14 +313,14 @@ assert (mass > share).float().mean() >= 0.9, "attention should weigh voiced fram
 # **Try it.** The voices here were never heard in training. Try a whispered voice (`+whisper`)
 # and a croaky one (`+croak`). Where does the model look when it is wrong?
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output", "otter_ignore"]
 explorer = SpeechExplorer(model, test_clips, device=device)
 explorer
 
 # %% [markdown]
 # The same moves, made by code (the numbers depend on the trained model):
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 for voice in sorted(test_voices)[:3]:
     explorer.set(voice=voice, digit=7)
@@ -337,7 +337,7 @@ for voice in sorted(test_voices)[:3]:
 # so that the clip gets padded.
 # A correct model must give the same answer both times.
 
-# %%
+# %% tags=["otter_ignore"]
 from attn_course.broken import subsample_padding_mask_v2
 
 long_recording = spoken_digits.clips(test_idx[:1], seed=2, min_silence=140, max_silence=140).frames[0]  # (T, F)
@@ -362,7 +362,7 @@ def alone_and_batched(subsample):
         on_padding.append(attn_weights[0, (len(f) + 1) // 2:].sum())                         # beyond the clip's end
     return alone, torch.stack(batched), torch.stack(on_padding)
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 model.eval()
 labels = test_clips.labels
@@ -394,7 +394,7 @@ plt.show()
 # 2. Which input frame is each encoder frame centred on? (`Conv1d(kernel_size=5, stride=2, padding=2)`.)
 # 3. Read the source.
 
-# %%
+# %% tags=["otter_ignore"]
 demo_mask = torch.arange(9) >= torch.tensor([9, 5])[:, None]                   # (B=2, S=9), True = padding
 print("input mask:      ", demo_mask.int().tolist())
 print("reference:       ", speech.subsample_padding_mask(demo_mask, 2).int().tolist())

@@ -281,7 +281,7 @@ print("sentence weights sum to 1 per article; padding words and sentences get we
 # Numbers that depend on training are in cells marked `# NBVAL_IGNORE_OUTPUT` and checked with
 # asserts instead: on another machine the last digits differ.
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 losses = summarization.train(model, train_ids, train_mask, train_labels, epochs=2, batch_size=32, lr=5e-3)
 print("mean training loss per epoch:", [round(x, 3) for x in losses])
@@ -298,7 +298,7 @@ assert losses[-1] < losses[0] < 2.5, "the loss should fall below that of a unifo
 # spread between seeds and for the last digits that differ between machines, and still says "better
 # than the lead".
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 test_weights, test_word_weights = summarization.predict(model, test_ids, test_mask)   # (370, N), (370, N, T)
 table = summarization.baseline_table(test_articles, test_weights)
@@ -327,14 +327,14 @@ assert table["model top-1"]["r1"] >= table["Lead-1"]["r1"] + 1, "the model shoul
 # the top-weighted sentence have a higher ROUGE-1 against the reference than a randomly drawn other
 # sentence?
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 k = test_articles.index(example)
 display(HTML(highlight_article_html(example, test_weights[k], test_word_weights[k])))
 fig = weights_figure(example, test_weights[k], summarization.oracle_index(example))
 display(Image(figure_png(fig)))
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 rng = random.Random(0)
 wins, ties, lead_wins = 0, 0, 0
@@ -364,7 +364,7 @@ assert share > 0.6, "the top-weighted sentence should beat a random sentence on 
 # **Try it.** Pick test articles. Where does the model leave the lead, and is it right to? Compare
 # the extracted summary's ROUGE with Lead-1's, and the black-edged bar (the oracle) with the tallest.
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output", "otter_ignore"]
 explorer = SummaryExplorer(test_articles, test_weights, test_word_weights,
                                  index=test_articles.index(example))
 explorer
@@ -372,7 +372,7 @@ explorer
 # %% [markdown]
 # The same moves, made by code: the first test article where the model does *not* pick the lead.
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 away = next(i for i, w in enumerate(test_weights) if w.argmax().item() != 0)
 explorer.picker.value = away                                   # what choosing it in the dropdown does
@@ -391,7 +391,7 @@ from attn_course.broken import word_attention_v2
 
 print(word_attention_v2.__doc__.splitlines()[0])
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 model.word_pool = word_attention_v2
 suspect_weights, suspect_word_weights = summarization.predict(model, test_ids, test_mask)
@@ -408,7 +408,7 @@ assert suspect["model top-1"]["r1"] < table["model top-1"]["r1"]
 # (nearly) every article, because the sentence vectors it reads have changed under it. No error, no NaN. Look at
 # the word weights themselves, on two short made-up sentences, where every number can be checked by hand.
 
-# %%
+# %% tags=["otter_ignore"]
 scores = torch.tensor([[[2.0, 0.0, 0.0], [1.0, 1.0, 0.0]]])              # (B=1, N=2, T=3) word scores
 h_words = torch.eye(3).expand(1, 2, 3, 3)                                # (1, 2, 3, D=3): word t -> unit vector t
 mask = torch.tensor([[[False, False, False], [False, False, True]]])   # the second sentence has 2 words

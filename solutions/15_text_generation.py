@@ -182,7 +182,7 @@ plt.show()
 # over all 16 × 64 predictions. AdamW with a short warm-up and a cosine decay; 800 steps, about
 # 40 s of one idle CPU core (the whole notebook needs about 70 s of CPU time; on a busy machine, more).
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 import time
 
@@ -197,7 +197,7 @@ print(f"validation: {val_bpc:.3f} bits per character  (bigram {baselines['bigram
       f"trigram {baselines['trigram']:.3f})")
 assert val_bpc <= 3.1, f"validation bpc {val_bpc:.3f} should be <= 3.1, clearly below the bigram's"
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 smooth = torch.tensor(losses).div(math.log(2)).unfold(0, 25, 1).mean(-1)          # bits, moving mean of 25
 fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
@@ -217,7 +217,7 @@ plt.show()
 # context: a speaker's name in capitals, a line break after a verse, a word started 10 characters
 # ago. From here on we sample on the CPU, so that a seed always gives the same text.
 
-# %%
+# %% tags=["otter_ignore"]
 model = model.cpu().eval()
 
 # %% [markdown]
@@ -324,7 +324,7 @@ for ch in ["q", "t"]:
 # `sample_next` keeps every logit tied with the k-th largest (its docstring says so). Now the trained model, from one prompt at three temperatures
 # (`generation.generate` calls `generation.sample_next` once per character):
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 prompt = "HAMLET\nTo be, or not to be"
 for temperature in [0.3, 0.8, 1.5]:
@@ -341,14 +341,14 @@ for temperature in [0.3, 0.8, 1.5]:
 # temperature, change the seed. The picture shows where the **last generated character** looked:
 # its attention weights over the context, one row per head of the last block.
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["nbval-ignore-output", "otter_ignore"]
 explorer = GenerationExplorer(model, vocab, prompt="HAMLET\n", temperature=0.8, length=160, seed=0)
 explorer
 
 # %% [markdown]
 # The widget is plain Python underneath; setting its controls is what moving them does:
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 for temperature in [0.2, 1.0]:
     explorer.slider.value = temperature
@@ -366,7 +366,7 @@ print(explorer.text())
 # can rebuild bigram statistics, and it is the first step of an "induction head" (Olsson et al.
 # 2022). The baseline is the same model untrained, whose rows are nearly uniform over the past.
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 windows = val_ids[: 64 * block_size].view(64, block_size)                # (64, L) validation windows
 torch.manual_seed(0)
@@ -407,7 +407,7 @@ plt.show()
 # trains without an error. Its training loss is *wonderful*. We train it exactly like ours, but for
 # only 150 steps, and compare.
 
-# %%
+# %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 from attn_course.broken import CharTransformer_v2
 
@@ -435,7 +435,7 @@ assert suspect_bpc < 1.5 < val_bpc, "the suspect's validation bpc should look to
 # 2. Run `generation.causality_probe(suspect, ids, position, V)` for a few positions.
 # 3. Read `inspect.getsource(CharTransformer_v2.forward)` next to `CharTransformer.forward`.
 
-# %%
+# %% tags=["otter_ignore"]
 ids = torch.tensor([vocab.encode("To be, or not to be")])
 with torch.no_grad():
     _, suspect_attn = suspect(ids, need_weights=True)
@@ -464,7 +464,7 @@ for position in [1, 5, 12]:
 # with a causal `attn_mask` (True = may attend), `model.norm`, `model.lm_head`. The check runs the
 # causality probe on it, then compares with the reference.
 
-# %%
+# %% tags=["otter_ignore"]
 print(inspect.getsource(CharTransformer_v2.forward))
 
 # %% [raw]

@@ -6,6 +6,7 @@ these tests guard what nbval cannot see: a solutions notebook that was never exe
 drift from their sources, a solution that reaches the student notebook, a lesson missing a part.
 """
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import build_lessons  # noqa: E402
 
 SOURCES = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.py"))
 LESSON_PARTS = ["Learning goals", "Summary", "Next", "References", "Bug hunt", "Exercise",
-                "# BEGIN QUESTION", 'tags=["nbval-ignore-output"]']
+                "# BEGIN QUESTION", '"nbval-ignore-output"']
 
 
 def test_there_are_lessons():
@@ -54,6 +55,7 @@ def test_lesson_has_every_part(source):
     text = source.read_text()
     missing = [part for part in LESSON_PARTS if part not in text]
     assert not missing, f"{source.name} lacks: {missing}"
+    assert re.search(r'^# %% tags=\[[^\]]*"nbval-ignore-output"', text, re.M), f"{source.name}: no widget cell"
     assert text.count("# BEGIN QUESTION") == text.count("# BEGIN SOLUTION NO PROMPT") >= 1
 
 
