@@ -193,12 +193,12 @@ def build(dest, stem, submissions_dir=None, out_dir=None, port=9, token="x", hos
             "deletes and writes files outside its folder")
         add("reads_answer_key.ipynb", _with_cell(lesson, _CHEAT.format(repo=str(ROOT), stem=stem), after_imports),
             "reads the answer key and rewrites the hidden tests", **{q: ZERO for q, _ in qs})
-        at = next(i for i, c in enumerate(solution.cells) if c.source.startswith(f"def {names[0]}(")) + 1
+        at = next(i for i, c in enumerate(solution.cells) if f"def {names[0]}(" in c.source) + 1
         add("network.ipynb", _with_cell(solution, _NETWORK.format(port=port, name=names[0]), at),
             "opens network connections (a success would cost it question 1)")
     # Cheats from inside the notebook's own process: none of them reaches the process that scores it.
     end = len(lesson.cells)
-    after_q1 = next(i for i, c in enumerate(lesson.cells) if c.source.startswith(f"def {names[0]}(")) + 1
+    after_q1 = next(i for i, c in enumerate(lesson.cells) if f"def {names[0]}(" in c.source) + 1
     add("patches_the_checks.ipynb", _with_cell(lesson, _PATCH_CHECKS, after_imports),
         "unanswered; patches the checks, torch.allclose, otter's test runner, sys.modules and __import__",
         **{q: ZERO for q, _ in qs})
@@ -214,7 +214,7 @@ def build(dest, stem, submissions_dir=None, out_dir=None, port=9, token="x", hos
         "the solution, then bytes to every inherited descriptor and a forged resource-tracker message")
     add("sysv_ipc.ipynb", _with_cell(solution, _SYSV.format(key=sysv_key(token)), end),
         "the solution, then a SysV shared-memory segment meant to outlive grading")
-    at = next(i for i, c in enumerate(solution.cells) if c.source.startswith(f"def {names[0]}(")) + 1
+    at = next(i for i, c in enumerate(solution.cells) if f"def {names[0]}(" in c.source) + 1
     add("leaks_environment.ipynb", _with_cell(solution, _LEAK.format(name=names[0]), at),
         "the grader's environment in an exception message (q1 raises)", **{qs[0][0]: ZERO})
     (dest / f"{stem}_malformed.ipynb").write_text(nbformat.writes(solution)[:500])
