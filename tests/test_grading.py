@@ -31,7 +31,7 @@ from attn_course.grading import assign, grader, report, sandbox, submissions
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSON = "03_softmax_and_context"
-TIMEOUT = 60  # seconds per submission: a lesson 03 notebook takes 5-20 s on 2 busy cores
+TIMEOUT = 30  # seconds per submission: a lesson 03 notebook takes 2-10 s graded on 2 busy cores
 ISOLATED = sandbox.isolated()
 HOSTILE = ("escape_files.ipynb", "reads_answer_key.ipynb", "network.ipynb")
 
