@@ -209,7 +209,7 @@ def build(dest, stem, submissions_dir=None, out_dir=None, port=9, token="x", hos
         "unanswered; writes a forged result of 300 points to every inherited descriptor and exits",
         **{q: ZERO for q, _ in qs})
     add("crowds_the_cpu.ipynb", _with_cell(solution, _SPIN, after_imports),
-        "the solution, after starting 50 processes that leave its session and spin for 8 s")
+        "the solution, after 20 processes that leave its session and spin for 3 s beside its classmates")
     add("signals_the_grader.ipynb", _with_cell(solution, _SIGNAL.format(victim=shm_victim(token).removeprefix("/dev/shm")), end),
         "the solution, then bytes to every inherited descriptor and a forged resource-tracker message")
     add("sysv_ipc.ipynb", _with_cell(solution, _SYSV.format(key=sysv_key(token)), end),
@@ -421,13 +421,15 @@ for fd in range(3, 1024):
 print("signalled")"""
 
 _SPIN = """import os, time
-for _ in range(50):
+for _ in range(20):
     if os.fork() == 0:
         os.setsid()
-        end = time.time() + 8
+        end = time.time() + 3
         while time.time() < end:
             pass
-        os._exit(0)"""
+        os._exit(0)
+for _ in range(20):
+    os.wait()                                # its own work waits: only its classmates must not"""
 
 _SYSV = """import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
