@@ -103,7 +103,13 @@ def _describe(obj):
 
 
 def encode(obj, handles, depth=0):
-    """``obj`` as JSON-ready plain data; objects that are not plain data are kept in ``handles`` (id -> object)."""
+    """``obj`` as JSON-ready plain data; objects that are not plain data are kept in ``handles`` (id -> object).
+
+    Tensors (any dtype of ``_DTYPES``, any device, any layout) become ``{"tensor": {dtype, shape,
+    requires_grad, data}}`` with the raw bytes of a contiguous CPU copy in base64; tuples and lists
+    keep their kind; non-finite floats are spelled out. Raises ``ValueError`` for an answer nested
+    deeper than ``MAX_DEPTH`` or with more than ``MAX_ITEMS`` items in one list.
+    """
     if depth > MAX_DEPTH:
         raise ValueError(f"an answer nested more than {MAX_DEPTH} deep")
     if obj is None or isinstance(obj, (bool, int, float, str)) and type(obj) in (bool, int, float, str):
@@ -163,7 +169,11 @@ def _tensor(spec):
 
 
 def decode(data, connection=None, depth=0):
-    """The value ``encode`` wrote: tensors as exact ``torch.Tensor``, handles as ``Remote``. Raises ``Malformed``."""
+    """The value ``encode`` wrote: tensors as exact ``torch.Tensor``, handles as ``Remote``.
+
+    Strict: only the forms ``encode`` writes are accepted, a tensor's byte count must equal its shape
+    times its dtype's size, and its dtype must be one of ``_DTYPES``. Raises ``Malformed`` otherwise.
+    """
     if depth > MAX_DEPTH + 1:
         raise Malformed("nested too deep")
     if data is None or type(data) in (bool, int, float, str):
