@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from . import remote, tripwire
+from . import remote
 from .remote import type_name
 
 KINDS = ("type", "shape", "dtype", "finite", "normalisation", "scale", "mask", "causality", "values", "error",
@@ -62,51 +62,13 @@ def _refuse_reference(hit, fn, case):
                                         f"yourself; a call to it scores no points when graded.") from None
 
 
-def _pick(value, path):
-    for i in path:
-        value = value[i]
-    return value
-
-
-def _call_here(fn, args, wrt, pick, weight):
-    """``fn(*args)`` in this process; with ``wrt``, also the gradients ``call_learner_grad`` describes."""
-    args, leaves = list(args), []
-    for w in wrt:
-        if isinstance(w, int):
-            args[w] = args[w].detach().clone().requires_grad_(True)
-            leaves.append(args[w])
-        else:
-            leaves.append(getattr(fn, w))
-    watch = tripwire.watch(_forbidden.get())  # idle unless the classroom grader armed it
-    try:
-        with watch:
-            result = fn(*args)
-    except Exception as exc:
-        try:
-            exc.hit = watch.hit
-        except AttributeError:
-            pass
-        raise
-    grads = [None] * len(leaves)
-    try:
-        y = _pick(result, pick)
-    except Exception:                                        # not the tuple the check expects: no gradient
-        y = None
-    if leaves and isinstance(y, torch.Tensor) and y.requires_grad:
-        loss = (y * weight).sum() if weight is not None else y.sum()
-        wanted = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor) and leaf.requires_grad]
-        for i, g in zip(wanted, torch.autograd.grad(loss, [leaves[i] for i in wanted], allow_unused=True)):
-            grads[i] = g
-    return {"result": result, "hit": watch.hit, "grads": grads}
-
-
 def _call(fn, args, case, wrt=(), pick=(), weight=None):
     name = getattr(fn, "__name__", "your function")
     try:
         if isinstance(fn, remote.Remote):                    # graded: the function lives in the notebook's process
             answer = fn.call(args, rules=_forbidden.get(), wrt=wrt, pick=pick, weight=weight)
         else:
-            answer = _call_here(fn, args, wrt, pick, weight)
+            answer = remote.call_traced(fn, args, rules=_forbidden.get(), wrt=wrt, pick=pick, weight=weight)
     except remote.Unanswered as exc:
         raise CheckFailure("error", f"{case}: {name} gave no answer: {exc}") from None
     except NotImplementedError as exc:

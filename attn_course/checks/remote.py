@@ -349,12 +349,6 @@ class Environment:
             return default
         return value
 
-    def __getitem__(self, name):
-        return self.get(name)
-
-    def __contains__(self, name):
-        return self.get(name, KeyError) is not KeyError
-
 
 # -- the learner side: answer requests ----------------------------------------------------------------------
 
@@ -367,10 +361,47 @@ class _Unpickler(pickle.Unpickler):
         return self.handles[pid[1]]
 
 
-def _pick(value, path):
-    for i in path:
-        value = value[i]
-    return value
+def call_traced(target, args, kwargs=None, rules=(), wrt=(), pick=(), weight=None):
+    """``target(*args, **kwargs)`` under the tripwire; with ``wrt``, also gradients: what both sides call.
+
+    Returns ``{"result", "hit", "grads"}``: ``hit`` the label of the first forbidden call (see
+    ``tripwire.watch``), ``grads`` one tensor per ``wrt`` entry (an argument position, passed as a
+    fresh leaf, or an attribute name of ``target``) of ``sum(result[pick] * weight)``, None where the
+    result is not differentiable in it. An exception of ``target`` propagates with ``hit`` set on it.
+    """
+    from . import tripwire
+
+    args, leaves = list(args), []
+    for w in wrt:
+        if isinstance(w, int):
+            args[w] = torch.Tensor.detach(args[w]).clone().requires_grad_(True)
+            leaves.append(args[w])
+        else:
+            leaves.append(getattr(target, w))
+    watch = tripwire.watch(rules)
+    try:
+        with torch.set_grad_enabled(torch.is_grad_enabled() or bool(leaves)), watch:
+            result = target(*args, **(kwargs or {}))
+    except Exception as exc:
+        try:
+            exc.hit = watch.hit
+        except AttributeError:
+            pass
+        raise
+    grads = [None] * len(leaves)
+    try:
+        y = result
+        for i in pick:
+            y = y[i]
+    except Exception:                                        # not the tuple the check expects: no gradient
+        y = None
+    if isinstance(y, torch.Tensor) and y.requires_grad:
+        loss = (y * weight).sum() if weight is not None else y.sum()
+        wanted = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor) and leaf.requires_grad]
+        found = torch.autograd.grad(loss, [leaves[i] for i in wanted], allow_unused=True) if wanted else []
+        for i, g in zip(wanted, found):
+            grads[i] = g
+    return {"result": result, "hit": watch.hit, "grads": grads}
 
 
 def _error(exc, hit=None):
@@ -382,8 +413,6 @@ def _error(exc, hit=None):
 
 
 def _answer(request, handles, snapshots, rule_book):
-    from . import tripwire
-
     op, key, payload, rng_state, grad_enabled = request
     if op == "lookup":
         env = snapshots.get(payload["question"], snapshots.get(None, {}))
@@ -396,37 +425,16 @@ def _answer(request, handles, snapshots, rule_book):
     if op != "call":
         raise ValueError(f"unknown request {op!r}")
     torch.set_rng_state(rng_state)
-    args, kwargs = list(payload["args"]), payload["kwargs"]
-    leaves = []
-    for w in payload["wrt"]:
-        if isinstance(w, int):
-            args[w] = torch.Tensor.detach(args[w]).clone().requires_grad_(True)
-            leaves.append(args[w])
-        else:
-            leaves.append(getattr(target, w))
     rules = [rule for label in payload["rules"] for rule in rule_book.get(label, [])]
-    watch = tripwire.watch(rules)
     try:
-        with torch.set_grad_enabled(grad_enabled or bool(leaves)), watch:
-            result = target(*args, **kwargs)
+        with torch.set_grad_enabled(grad_enabled):
+            done = call_traced(target, payload["args"], payload["kwargs"], rules, payload["wrt"], payload["pick"],
+                               payload["weight"])
     except Exception as exc:                                    # the learner's function raised: that is the answer
-        return _error(exc, watch.hit)
-    answer = {"hit": watch.hit}
-    if leaves:
-        grads = [None] * len(leaves)
-        try:
-            y = _pick(result, payload["pick"])
-        except Exception:                                       # not the tuple the check expects: no gradient
-            y = None
-        if isinstance(y, torch.Tensor) and y.requires_grad:
-            loss = (y * payload["weight"]).sum() if payload["weight"] is not None else y.sum()
-            wanted = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor) and leaf.requires_grad]
-            found = torch.autograd.grad(loss, [leaves[i] for i in wanted], allow_unused=True) if wanted else []
-            for i, g in zip(wanted, found):
-                grads[i] = g
-        answer["grads"] = [None if g is None else encode(g, {}) for g in grads]
-    answer["result"] = encode(result, handles)
-    answer["rng"] = encode(torch.get_rng_state(), {})
+        return _error(exc, getattr(exc, "hit", None))
+    answer = {"hit": done["hit"], "result": encode(done["result"], handles), "rng": encode(torch.get_rng_state(), {})}
+    if payload["wrt"]:
+        answer["grads"] = [None if g is None else encode(g, {}) for g in done["grads"]]
     return answer
 
 

@@ -69,16 +69,16 @@ def _shell_class():
 
 
 class InProcessExecutor:
-    """Stands in for nbconvert's ``ExecutePreprocessor`` inside otter's ``grade_notebook``.
+    """Executes a notebook's code cells in this process, as nbconvert's ``ExecutePreprocessor`` would in a kernel.
 
     Runs each code cell with ``InteractiveShell.run_cell`` and goes on after an error (otter grades
     with ``allow_errors``). Records which cells raised, and the printed output (capped).
     """
 
-    def __init__(self, config=None, **kwargs):
+    def __init__(self):
         self.cell_errors, self.output = [], CappedText()
 
-    def preprocess(self, nb, resources=None):
+    def preprocess(self, nb):
         self.shell = shell = _shell_class().instance(colors="NoColor", history_length=0)
         shell.history_manager.enabled = False
         shell.display_formatter.active_types = ["text/plain"]  # no PNG rendering
@@ -97,24 +97,15 @@ class InProcessExecutor:
                                              "error": f"{type(error).__name__}: {str(error)[:300]}"})
         finally:
             sys.stdout, sys.stderr = saved
-        return nb, resources
+        return nb
 
 
-def _quiet_otter(executor_holder):
-    """Point otter's grade_notebook at the in-process executor; drop its kernel log forwarding.
-
-    otter forwards a kernel's log records over TCP to a server in the grading process; in one
-    process that server would receive its own records again, endlessly.
-    """
-    import nbconvert.preprocessors
+def _quiet_otter():
+    """Drop otter's kernel log forwarding: otter sends a kernel's log records over TCP to a server in the
+    grading process; in one process that server would receive its own records again, endlessly."""
     import otter.execute
     import otter.logging
 
-    def make_executor(*args, **kwargs):
-        executor_holder.append(InProcessExecutor(*args, **kwargs))
-        return executor_holder[-1]
-
-    nbconvert.preprocessors.ExecutePreprocessor = make_executor
     otter.logging.send_logs = lambda *args, **kwargs: None
     otter.logging.set_level = lambda *args, **kwargs: None
     otter.execute.start_server = lambda: (("127.0.0.1", 9), lambda: None)
@@ -233,7 +224,7 @@ def _learner_side(work, notebook_name, sock_fd):
     c.GradingPreprocessor.logging_server_port = 9
     nb, _ = GradingPreprocessor(config=c).preprocess(nb)
     nb.cells.pop()                                      # otter's export cell: the tests run on the grader's side
-    _quiet_otter([])
+    _quiet_otter()
     snapshots = {}
     _record_checks(snapshots)
     executor = InProcessExecutor()
