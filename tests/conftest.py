@@ -1,4 +1,8 @@
-"""Shared pytest hooks: mark the tests that grade notebooks; print the mutation-suite table at the end."""
+"""Shared pytest hooks: train each application model once per run; mark the tests that grade notebooks;
+print the mutation-suite table at the end."""
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -6,6 +10,24 @@ import pytest
 
 TABLE = Path(__file__).resolve().parents[1] / "test-artifacts" / "mutation_suite.md"
 _START = time.time()
+
+
+def pytest_configure(config):
+    """One training cache for the whole run (``attn_course.training.replayable``): the first notebook to
+    train a model (the solution under strict nbval, the lesson, or the browser test's kernel) trains it,
+    and every later run of the same training, in any worker or kernel, replays it. Set
+    ``ATTN_COURSE_TRAINING_CACHE=`` (empty) to train every time."""
+    if hasattr(config, "workerinput") or "ATTN_COURSE_TRAINING_CACHE" in os.environ:
+        return                                                   # xdist workers inherit the controller's
+    config._training_cache = tempfile.mkdtemp(prefix="attn-course-training-")
+    os.environ["ATTN_COURSE_TRAINING_CACHE"] = config._training_cache
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, "_training_cache", None)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
+        os.environ.pop("ATTN_COURSE_TRAINING_CACHE", None)
 
 
 def pytest_terminal_summary(terminalreporter):

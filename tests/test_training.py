@@ -178,3 +178,77 @@ def test_shuffled_batches_cover_every_example_once_per_epoch_in_a_seeded_new_ord
     before = torch.random.get_rng_state()
     training.shuffled_batches(10, 4)(0)
     assert torch.equal(before, torch.random.get_rng_state())                   # the global RNG is untouched
+
+
+# ---------------------------------------------------------------- replayable: train once per test run
+
+CALLS = []
+
+
+@training.replayable
+def _train(model, x, y, epochs=2, lr=0.1, progress=False):
+    """A training function as the applications write one: dropout draws from the global RNG."""
+    CALLS.append(1)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    return fit(model, training.shuffled_batches(len(y), 4), _loss_fn(model, x, y), opt, epochs,
+               progress=progress).step_loss
+
+
+def _run(**changes):
+    """Train a fresh model; return (weights, result, RNG state after, training flags) and whether it trained."""
+    before = len(CALLS)
+    model = changes.pop("model", None) or _model()
+    x, y = changes.pop("data", None) or _data()
+    torch.manual_seed(changes.pop("rng_seed", 5))
+    result = _train(model, x, y, **changes)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    return (weights, result, torch.get_rng_state(), [m.training for m in model.modules()]), len(CALLS) > before
+
+
+def _same(a, b):
+    (wa, ra, ga, ta), (wb, rb, gb, tb) = a, b
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa) and ra == rb \
+        and torch.equal(ga, gb) and ta == tb
+
+
+def test_replayable_trains_once_and_replays_weights_result_rng_and_modes(monkeypatch, tmp_path):
+    monkeypatch.setenv(training.CACHE_ENV, str(tmp_path))
+    first, trained = _run()
+    assert trained and list(tmp_path.glob("*.pt"))
+    again, trained_again = _run()
+    assert not trained_again                                       # replayed from the saved run
+    assert _same(first, again)
+    monkeypatch.delenv(training.CACHE_ENV)
+    real, trained = _run()                                         # the reference: a real second training
+    assert trained and _same(first, real)
+
+
+@pytest.mark.parametrize("change", ["lr", "epochs", "data", "weights", "rng"])
+def test_any_change_to_what_decides_the_result_trains_again(monkeypatch, tmp_path, change):
+    monkeypatch.setenv(training.CACHE_ENV, str(tmp_path))
+    _run()
+    x, y = _data()
+    model = _model()
+    with torch.no_grad():
+        model[0].bias[0] += 1e-6
+    changed = {"lr": {"lr": 0.1 + 1e-9}, "epochs": {"epochs": 3},
+               "data": {"data": (torch.cat([x[:1] + 1e-6, x[1:]]), y)}, "weights": {"model": model},
+               "rng": {"rng_seed": 6}}[change]
+    _, trained = _run(**changed)
+    assert trained
+
+
+def test_models_from_outside_the_package_and_runs_without_the_variable_always_train(monkeypatch, tmp_path):
+    class Outside(nn.Module):                                      # its code is not in the key: never replayed
+        def __init__(self):
+            super().__init__()
+            self.body = _model()
+
+        def forward(self, x):
+            return self.body(x)
+
+    monkeypatch.setenv(training.CACHE_ENV, str(tmp_path))
+    assert all(_run(model=Outside())[1] for _ in range(2))
+    assert not list(tmp_path.iterdir())
+    monkeypatch.delenv(training.CACHE_ENV)
+    assert all(_run()[1] for _ in range(2))

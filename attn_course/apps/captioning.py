@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from ..data.images import DIGIT_WORDS
 from ..pooling import attention_pool
 from ..scoring import additive_scores
-from ..training import fit, shuffled_batches
+from ..training import fit, replayable, shuffled_batches
 
 WORDS = DIGIT_WORDS + ["<eos>", "<bos>"]     # ids 0..9 are the digits, 10 = <eos>, 11 = <bos>
 EOS, BOS = 10, 11
@@ -148,6 +148,7 @@ def targets(labels):
     return torch.cat([labels, torch.full_like(labels[:, :1], EOS)], 1)
 
 
+@replayable
 def train_captioner(model, images, labels, epochs=6, batch_size=64, lr=5e-3, seed=0, progress=True):
     """Teacher forcing, cross-entropy over every word, Adam with a one-cycle schedule (Smith & Topin 2017),
     mini-batches shuffled each epoch by ``torch.Generator().manual_seed(seed)``; a tqdm bar.

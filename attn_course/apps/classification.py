@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from ..data import Vocab, pad_batch, tokenize
 from ..pooling import attention_pool
-from ..training import fit
+from ..training import fit, replayable
 
 
 def attention_pooling(attn_scores, value, key_padding_mask=None):
@@ -214,6 +214,7 @@ def length_batches(lengths, batch_size, generator, pool=32):
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
+@replayable
 def train_classifier(model, train, valid, epochs=4, batch_size=64, lr=3e-3, seed=0, progress=True):
     """Train with AdamW and cross-entropy; keep the weights of the epoch with the best validation accuracy.
 

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..attention import causal_mask
-from ..training import fit
+from ..training import fit, replayable
 from ..transformer import LearnedPositionalEncoding, SinusoidalPositionalEncoding, TransformerBlock
 
 LOG2 = math.log(2.0)
@@ -124,6 +124,7 @@ def lm_loss(logits, targets):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))   # (B*L, V), (B*L,)
 
 
+@replayable
 def train_char_model(model, train_ids, steps=600, block_size=64, batch_size=32, lr=3e-3, seed=0, progress=True):
     """Train ``model`` on random windows of ``train_ids`` with AdamW; returns the training loss per step.
 

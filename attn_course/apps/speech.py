@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..pooling import attention_pool, mean_pool
-from ..training import fit, shuffled_batches
+from ..training import fit, replayable, shuffled_batches
 
 
 def pad_frames(frames, pad_value=0.0):
@@ -169,6 +169,7 @@ def band_stats(frames):
     return stacked.mean(0), stacked.std(0)
 
 
+@replayable
 def train_classifier(model, clips, epochs=12, batch_size=32, lr=3e-3, seed=0, progress=True):
     """Adam on mini-batches of ``clips`` (a ``spoken_digits.Clips``) shuffled each epoch; a tqdm bar.
 

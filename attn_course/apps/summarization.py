@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from .. import data as course_data
 from ..data import news
 from ..pooling import attention_pool
-from ..training import fit, shuffled_batches
+from ..training import fit, replayable, shuffled_batches
 
 MAX_SENTENCES, MAX_WORDS = 20, 32
 
@@ -260,6 +260,7 @@ class HierarchicalSummarizer(nn.Module):
 
 # ---------------------------------------------------------------- training and evaluation
 
+@replayable
 def train(model, ids, key_padding_mask, labels, epochs=4, batch_size=32, lr=5e-3, seed=0, progress=True):
     """Train with cross-entropy on the sentence scores (= -log sentence_weights[label]); AdamW on batches
     shuffled each epoch, gradients clipped to norm 1.

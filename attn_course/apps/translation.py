@@ -19,7 +19,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from ..data import Vocab, pad_batch
 from ..pooling import AdditiveAttention, attention_pool
 from ..scoring import additive_scores
-from ..training import fit
+from ..training import fit, replayable
 
 BOS, EOS = "<bos>", "<eos>"
 
@@ -242,6 +242,7 @@ def exact_match(model, pairs, src_vocab, tgt_vocab, device="cpu"):
     return sum(hits) / len(hits), {d: sum(h) / len(h) for d, h in sorted(by_digits.items())}
 
 
+@replayable
 def train(model, batch_data, steps, batch_size=128, lr=3e-3, seed=0, progress=True, desc="training"):
     """Adam on random mini-batches with teacher forcing, gradients clipped to norm 1; returns the loss of
     every step (a list).

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..training import fit, shuffled_batches
+from ..training import fit, replayable, shuffled_batches
 
 
 def spatial_attention_pool(features, query):
@@ -130,6 +130,7 @@ class DigitCNN(nn.Module):
         return self.classifier(pooled), attn_weights                      # (B, 10), (B, S)
 
 
+@replayable
 def train_classifier(model, images, labels, epochs=8, batch_size=64, lr=1e-2, seed=0, progress=True):
     """Adam with a one-cycle learning rate (Smith & Topin 2017), mini-batches shuffled each epoch by
     ``torch.Generator().manual_seed(seed)``; a tqdm bar. Returns the loss per step (list of float)."""
