@@ -623,14 +623,15 @@ def test_a_lost_forkserver_grades_again_instead_of_scoring_zero(tmp_path, monkey
     notebook = (ROOT / "solutions" / f"{LESSON}.ipynb").read_bytes()
     for name in ("a", "b", "c"):
         (subs / f"{name}_{LESSON}.ipynb").write_bytes(notebook)
-    finish, killed = grader._finish, []
+    start, killed = grader._start, []
 
     def kill_the_forkserver_once(*args, **kwargs):
-        if not killed:
+        process = start(*args, **kwargs)
+        if not killed:                       # the first job has just started: it is surely still running
             killed.append(multiprocessing.forkserver._forkserver._forkserver_pid)
             os.kill(killed[0], signal.SIGKILL)
-        return finish(*args, **kwargs)
-    monkeypatch.setattr(grader, "_finish", kill_the_forkserver_once)
+        return process
+    monkeypatch.setattr(grader, "_start", kill_the_forkserver_once)
     assert grader.grade(subs, tmp_path / "out", timeout=120, jobs=2, progress=False) == 0
     with open(tmp_path / "out" / "grades.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
