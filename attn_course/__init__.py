@@ -30,3 +30,7 @@ __all__ = [
 from .self_cross import CrossAttention, SelfAttention, cross_attention, self_attention  # noqa: E402
 
 __all__ += ["CrossAttention", "SelfAttention", "cross_attention", "self_attention"]
+
+from .gqa import GroupedQueryAttention, repeat_kv  # noqa: E402
+
+__all__ += ["GroupedQueryAttention", "repeat_kv"]

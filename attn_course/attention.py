@@ -157,12 +157,21 @@ def weighted_sum(attn_weights, value):
     return attn_weights @ value  # (..., L, S) @ (..., S, Dv) -> (..., L, Dv)
 
 
+def _broadcast(*shapes):
+    """``torch.broadcast_shapes(*shapes)``, or None where the shapes do not broadcast."""
+    try:
+        return torch.broadcast_shapes(*shapes)
+    except RuntimeError:
+        return None
+
+
 def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
     """The attention weights inside SDPA: ``softmax(query key^T * scale + mask)`` over the key axis.
 
-    Arguments as in ``scaled_dot_product_attention``; returns ``attn_weights (..., L, S)``.
+    Arguments and shape rule as in ``scaled_dot_product_attention``; returns ``attn_weights (..., L, S)``,
+    ``...`` the broadcast batch dims of ``query`` and ``key``.
     """
-    validate_query_key(query, key, same_dim=True)
+    validate_query_key(query, key, same_dim=True, broadcast=True)
     L, S = query.shape[-2], key.shape[-2]
     if is_causal and attn_mask is not None:
         raise ValueError("pass either attn_mask or is_causal=True, not both (as in PyTorch's SDPA)")
@@ -170,42 +179,79 @@ def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
         attn_mask = causal_mask(L, S, device=query.device)
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     attn_scores = query @ key.transpose(-2, -1) * scale  # (..., L, D) @ (..., D, S) -> (..., L, S)
+    if attn_mask is not None and _broadcast(attn_mask.shape, attn_scores.shape) != attn_scores.shape:
+        raise ValueError(f"attn_mask must broadcast to the attention weights (..., L, S) = "
+                         f"{tuple(attn_scores.shape)}; got {tuple(attn_mask.shape)}")
     return masked_softmax(attn_scores, attn_mask)
 
 
+def validate_query_key_value(query, key, value, enable_gqa=False):
+    """Raise ValueError, naming the three shapes, unless query (..., L, D), key (..., S, D) and value
+    (..., S, Dv) follow the shape rule of ``scaled_dot_product_attention`` (with ``enable_gqa``, its head rule)."""
+    qkv, rank = (query, key, value), 3 if enable_gqa else 2
+    got = "query {}, key {}, value {}".format(*(tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                                                for t in qkv))
+    if not all(isinstance(t, torch.Tensor) and t.dim() >= rank for t in qkv):
+        problem = (f"query (..., L, D), key (..., S, D) and value (..., S, Dv) must be tensors of at least {rank} "
+                   f"dims" + (" (with enable_gqa=True, dim -3 is the head axis)" if enable_gqa else ""))
+    elif query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
+        problem = "query and key must share D (dim -1); key and value must share S (dim -2)"
+    elif enable_gqa and any(t.shape[-3] == 0 or query.shape[-3] % t.shape[-3] for t in qkv[1:]):
+        problem = "enable_gqa=True needs the query heads Hq (dim -3) to be a multiple of the key and the value heads"
+    elif _broadcast(*[t.shape[:-3] + query.shape[-3:-2] if enable_gqa else t.shape[:-2] for t in qkv]) is None:
+        problem = ("the batch dims of query, key and value (all but the last two" + ("; the key/value heads count as "
+                   "Hq" if enable_gqa else "") + ") must broadcast: aligned from the right, each size equal or 1")
+    else:
+        return
+    raise ValueError(f"{problem}; got {got}")
+
+
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
-                                 scale=None):
+                                 scale=None, enable_gqa=False):
     """Scaled dot-product attention: ``softmax(Q K^T / sqrt(d_k) + mask) V``.
 
+    **Shape rule** (PyTorch's): all dims of ``query``, ``key``, ``value`` but the last two are batch dims
+    that broadcast together (aligned from the right, each size equal or 1 or missing), e.g. query
+    (H, L, D) or (B, 1, L, D) with key (B, H, S, D) and value (S, Dv). ``enable_gqa=True`` makes dim -3
+    the head axis: key/value head g serves query heads ``g*r .. g*r+r-1``, ``r = Hq / Hkv``
+    (``repeat_interleave`` on dim -3, as ``attn_course.gqa.repeat_kv``), before the dims broadcast.
+
     Args:
-        query: (..., L, D) float tensor.
-        key: (..., S, D) float tensor, same batch dims as ``query``.
-        value: (..., S, Dv) float tensor.
+        query: (..., L, D) float tensor; with ``enable_gqa``, (..., Hq, L, D).
+        key: (..., S, D) float tensor; with ``enable_gqa``, (..., Hkv, S, D), Hkv dividing Hq.
+        value: (..., S, Dv) float tensor; with ``enable_gqa``, (..., Hv, S, Dv), Hv dividing Hq.
         attn_mask: None, a bool tensor broadcastable to (..., L, S) with **True = may attend**, or a
             float tensor added to the scores.
         dropout_p: probability of zeroing an attention weight (survivors scaled by 1 / (1 - p)).
         is_causal: apply ``causal_mask(L, S)``; not together with ``attn_mask``.
         scale: score multiplier; ``None`` means ``1 / sqrt(D)``.
+        enable_gqa: grouped-query attention (Ainslie et al. 2023), see the shape rule.
 
     Returns:
-        attn_output: (..., L, Dv). A query with no allowed key gets zeros.
+        attn_output: (..., L, Dv), ``...`` the broadcast batch dims. A query with no allowed key gets zeros.
 
     Raises:
-        ValueError: ranks < 2, batch dims or D that differ, S that differs between key and value,
+        ValueError: ranks < 2 (< 3 with ``enable_gqa``), batch dims that do not broadcast, D or S that
+            differ, Hq not a multiple of Hkv, an ``attn_mask`` that does not broadcast to (..., L, S),
             ``attn_mask`` together with ``is_causal``, or ``dropout_p`` outside [0, 1).
 
     References: Vaswani et al. 2017, section 3.2.1, eq. 1. Numerically equal to
-    ``torch.nn.functional.scaled_dot_product_attention`` (tests/test_attention.py).
+    ``torch.nn.functional.scaled_dot_product_attention``, broadcasting and ``enable_gqa`` included
+    (tests/test_attention.py).
 
     >>> q = k = v = torch.ones(1, 2, 4)
     >>> scaled_dot_product_attention(q, k, v, is_causal=True).shape
     torch.Size([1, 2, 4])
+    >>> scaled_dot_product_attention(torch.ones(8, 2, 4), k, v, enable_gqa=True).shape  # Hq=8, Hkv=1
+    torch.Size([8, 2, 4])
     """
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must lie in [0, 1); got {dropout_p}")
-    if value.dim() < 2 or key.shape[:-1] != value.shape[:-1]:
-        raise ValueError(f"key (..., S, D) and value (..., S, Dv) must share batch dims and S; got "
-                         f"key {tuple(key.shape)} and value {tuple(value.shape)}")
+    validate_query_key_value(query, key, value, enable_gqa)
+    if enable_gqa:
+        Hq = query.shape[-3]
+        key = key.repeat_interleave(Hq // key.shape[-3], dim=-3)        # (..., Hkv, S, D) -> (..., Hq, S, D)
+        value = value.repeat_interleave(Hq // value.shape[-3], dim=-3)  # (..., Hkv, S, Dv) -> (..., Hq, S, Dv)
     attn_weights = attention_weights(query, key, attn_mask, is_causal, scale)  # (..., L, S)
     if dropout_p > 0.0:  # inverted dropout (Srivastava et al. 2014): E[attn_weights] is unchanged
         keep = torch.rand_like(attn_weights) >= dropout_p                    # (..., L, S), True w.p. 1 - p

@@ -24,9 +24,10 @@ from torch import nn
 METHODS = ("dot", "scaled_dot", "general", "concat", "additive")
 
 
-def validate_query_key(query, key, same_dim):
+def validate_query_key(query, key, same_dim, broadcast=False):
     """Raise ValueError unless query (..., L, Dq) and key (..., S, Dk) are tensors with the same batch dims
-    (and Dq == Dk when ``same_dim``)."""
+    (and Dq == Dk when ``same_dim``). With ``broadcast=True`` the batch dims need only broadcast
+    against each other (PyTorch's rule: aligned from the right, each pair equal or one of them 1)."""
     for name, t in (("query", query), ("key", key)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor of shape (..., length, dim); "
@@ -34,7 +35,15 @@ def validate_query_key(query, key, same_dim):
         if t.dim() < 2:
             raise ValueError(f"{name} must have shape (..., length, dim) with at least 2 dims; "
                              f"got shape {tuple(t.shape)}")
-    if query.shape[:-2] != key.shape[:-2]:
+    if broadcast:
+        try:
+            torch.broadcast_shapes(query.shape[:-2], key.shape[:-2])
+        except RuntimeError:
+            raise ValueError(f"the batch dims of query and key must broadcast (aligned from the right, each pair "
+                             f"equal or one of them 1); got query {tuple(query.shape)} (batch "
+                             f"{tuple(query.shape[:-2])}) and key {tuple(key.shape)} (batch "
+                             f"{tuple(key.shape[:-2])})") from None
+    elif query.shape[:-2] != key.shape[:-2]:
         raise ValueError(f"query and key must share their batch dims; got query {tuple(query.shape)} "
                          f"(batch {tuple(query.shape[:-2])}) and key {tuple(key.shape)} "
                          f"(batch {tuple(key.shape[:-2])})")

@@ -441,6 +441,131 @@ def test_sdpa_attn_mask_with_is_causal_raises():
                                      attn_mask=causal_mask(3), is_causal=True)
 
 
+# ----------------------------------------------------------------- SDPA: batch dims that broadcast, enable_gqa
+BROADCAST = [  # (query, key, value) shapes that PyTorch's SDPA accepts; L=3, S=5, D=6, Dv=4
+    pytest.param((4, 3, 6), (2, 4, 5, 6), (2, 4, 5, 4), id="q(H)-kv(B,H)"),
+    pytest.param((2, 1, 3, 6), (2, 4, 5, 6), (2, 4, 5, 4), id="q(B,1)-kv(B,H)"),
+    pytest.param((3, 6), (2, 5, 6), (2, 5, 4), id="q-unbatched"),
+    pytest.param((2, 3, 6), (5, 6), (5, 4), id="kv-unbatched"),
+    pytest.param((2, 4, 3, 6), (2, 4, 5, 6), (5, 4), id="v-unbatched"),
+    pytest.param((2, 4, 3, 6), (2, 1, 5, 6), (2, 4, 5, 4), id="k(B,1)-v(B,H)"),
+    pytest.param((2, 4, 3, 6), (1, 4, 5, 6), (2, 1, 5, 4), id="k(1,H)-v(B,1)"),
+    pytest.param((3, 3, 6), (2, 1, 5, 6), (1, 3, 5, 4), id="all-three"),
+]
+GQA = [  # (query, key, value) shapes with enable_gqa=True: dim -3 is the head axis
+    pytest.param((2, 8, 3, 6), (2, 2, 5, 6), (2, 2, 5, 4), id="Hq8-Hkv2"),
+    pytest.param((2, 4, 3, 6), (2, 1, 5, 6), (2, 1, 5, 4), id="Hq4-Hkv1"),
+    pytest.param((2, 4, 3, 6), (2, 4, 5, 6), (2, 4, 5, 4), id="Hq4-Hkv4"),
+    pytest.param((8, 3, 6), (2, 5, 6), (2, 5, 4), id="unbatched-Hq8-Hkv2"),
+    pytest.param((2, 8, 3, 6), (2, 2, 5, 6), (2, 4, 5, 4), id="Hk2-Hv4"),
+    pytest.param((1, 8, 3, 6), (3, 2, 5, 6), (3, 2, 5, 4), id="batch-broadcast-Hq8-Hkv2"),
+]
+
+
+def sdpa_inputs(g, q_shape, k_shape, v_shape, mask, dtype, device, out_batch):
+    """query, key, value drawn with the given shapes, and the mask keyword: bool over the output's
+    batch dims, float (L, S) broadcast over them, or is_causal."""
+    query, key, value = (draw(g, *shape, dtype=dtype, device=device) for shape in (q_shape, k_shape, v_shape))
+    L, S = q_shape[-2], k_shape[-2]
+    kwargs = {}
+    if mask == "bool":
+        kwargs["attn_mask"] = random_bool_mask(g, (*out_batch, L, S)).to(device)
+    elif mask == "float":
+        kwargs["attn_mask"] = random_float_mask(g, (L, S), dtype).to(device)
+    elif mask == "causal":
+        kwargs["is_causal"] = True
+    return query, key, value, kwargs
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mask", ["none", "bool", "float", "causal"])
+@pytest.mark.parametrize("q_shape, k_shape, v_shape", BROADCAST)
+def test_sdpa_broadcasts_batch_dims_like_torch(q_shape, k_shape, v_shape, mask, dtype, device):
+    g = torch.Generator().manual_seed(31)
+    out_batch = torch.broadcast_shapes(q_shape[:-2], k_shape[:-2], v_shape[:-2])
+    query, key, value, kwargs = sdpa_inputs(g, q_shape, k_shape, v_shape, mask, dtype, device, out_batch)
+    expected = F.scaled_dot_product_attention(query, key, value, **kwargs)
+    attn_output = scaled_dot_product_attention(query, key, value, **kwargs)
+    assert attn_output.shape == expected.shape == (*out_batch, 3, 4)
+    torch.testing.assert_close(attn_output, expected, **tol(dtype, device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mask", ["none", "bool", "float", "causal"])
+@pytest.mark.parametrize("q_shape, k_shape, v_shape", GQA)
+def test_sdpa_enable_gqa_like_torch(q_shape, k_shape, v_shape, mask, dtype, device):
+    g = torch.Generator().manual_seed(32)
+    out_batch = torch.broadcast_shapes(q_shape[:-2], k_shape[:-3] + q_shape[-3:-2], v_shape[:-3] + q_shape[-3:-2])
+    query, key, value, kwargs = sdpa_inputs(g, q_shape, k_shape, v_shape, mask, dtype, device, out_batch)
+    expected = F.scaled_dot_product_attention(query, key, value, enable_gqa=True, **kwargs)
+    attn_output = scaled_dot_product_attention(query, key, value, enable_gqa=True, **kwargs)
+    assert attn_output.shape == expected.shape == (*out_batch, 3, 4)
+    torch.testing.assert_close(attn_output, expected, **tol(dtype, device))
+
+
+@pytest.mark.parametrize("mask", ["bool", "causal"])
+@pytest.mark.parametrize("q_shape, k_shape, v_shape, enable_gqa",
+                         [(*p.values, False) for p in BROADCAST] + [(*p.values, True) for p in GQA],
+                         ids=[p.id for p in BROADCAST] + [f"gqa-{p.id}" for p in GQA])
+def test_sdpa_broadcast_and_gqa_gradients_like_torch(q_shape, k_shape, v_shape, enable_gqa, mask):
+    # d(sum(out * w))/d(query, key, value): a broadcast or repeated input collects the gradient of every copy.
+    g = torch.Generator().manual_seed(33)
+    ours = [t.requires_grad_() for t in (draw(g, *shape, dtype=F64) for shape in (q_shape, k_shape, v_shape))]
+    theirs = [t.detach().clone().requires_grad_() for t in ours]
+    L, S = q_shape[-2], k_shape[-2]
+    kwargs = {"is_causal": True} if mask == "causal" else {"attn_mask": random_bool_mask(g, (L, S))}
+    expected = F.scaled_dot_product_attention(*theirs, enable_gqa=enable_gqa, **kwargs)
+    weight = draw(g, *expected.shape, dtype=F64)
+    (expected * weight).sum().backward()
+    (scaled_dot_product_attention(*ours, enable_gqa=enable_gqa, **kwargs) * weight).sum().backward()
+    for name, mine, reference in zip(("query", "key", "value"), ours, theirs):
+        assert mine.grad.shape == mine.shape, name
+        torch.testing.assert_close(mine.grad, reference.grad, **tol(F64), msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_sdpa_enable_gqa_worked_example():
+    # Hq=4 query heads, Hkv=2 key/value heads: query heads 0, 1 read head 0 and heads 2, 3 read head 1.
+    # Each key/value head g holds the value g + 1 at every key, so query head h returns h // 2 + 1.
+    query, key = torch.zeros(1, 4, 2, 3, dtype=F64), torch.zeros(1, 2, 5, 3, dtype=F64)
+    value = torch.tensor([1.0, 2.0], dtype=F64).view(1, 2, 1, 1).expand(1, 2, 5, 1)
+    attn_output = scaled_dot_product_attention(query, key, value, enable_gqa=True)  # (1, 4, 2, 1)
+    assert attn_output.flatten().tolist() == [1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize("query_shape, key_shape, value_shape, enable_gqa, fragments", [
+    ((2, 4, 3, 6), (2, 2, 5, 6), (2, 2, 5, 4), False, ["broadcast", "(2, 4, 3, 6)", "(2, 2, 5, 6)"]),
+    ((2, 8, 3, 6), (2, 3, 5, 6), (2, 3, 5, 4), True, ["multiple", "(2, 8, 3, 6)", "(2, 3, 5, 6)"]),
+    ((2, 8, 3, 6), (2, 2, 5, 6), (2, 3, 5, 4), True, ["multiple", "(2, 3, 5, 4)"]),
+    ((2, 2, 3, 6), (2, 8, 5, 6), (2, 8, 5, 4), True, ["multiple", "(2, 2, 3, 6)", "(2, 8, 5, 6)"]),
+    ((3, 6), (5, 6), (5, 4), True, ["at least 3 dims", "enable_gqa", "(3, 6)"]),
+    ((2, 8, 3, 6), (3, 2, 5, 6), (3, 2, 5, 4), True, ["broadcast", "(2, 8, 3, 6)", "(3, 2, 5, 6)"]),
+    ((2, 3, 6), (2, 5, 6), (3, 5, 4), False, ["broadcast", "(3, 5, 4)"]),
+], ids=["heads-no-gqa", "Hq-not-multiple-of-Hk", "Hq-not-multiple-of-Hv", "Hkv>Hq", "gqa-rank-2",
+        "gqa-batch", "value-batch"])
+def test_sdpa_rejects_what_torch_rejects_with_value_errors(query_shape, key_shape, value_shape, enable_gqa, fragments):
+    query, key, value = torch.ones(query_shape), torch.ones(key_shape), torch.ones(value_shape)
+    with pytest.raises((RuntimeError, IndexError)):
+        F.scaled_dot_product_attention(query, key, value, enable_gqa=enable_gqa)
+    with pytest.raises(ValueError) as info:
+        scaled_dot_product_attention(query, key, value, enable_gqa=enable_gqa)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("mask_shape", [(2, 3, 5), (3, 4), (2, 1, 1, 5)], ids=["adds-a-dim", "wrong-S", "rank-4"])
+def test_sdpa_attn_mask_must_broadcast_to_the_weights(mask_shape):
+    # PyTorch broadcasts the mask to the weights (..., L, S), never the weights to the mask.
+    query, key, value = torch.ones(3, 6), torch.ones(5, 6), torch.ones(5, 4)
+    attn_mask = torch.ones(mask_shape, dtype=torch.bool)
+    with pytest.raises(RuntimeError):
+        F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask)
+    with pytest.raises(ValueError) as info:
+        scaled_dot_product_attention(query, key, value, attn_mask=attn_mask)
+    assert "(3, 5)" in str(info.value) and str(mask_shape) in str(info.value)
+
+
 # ----------------------------------------------------------------- multi-head attention vs PyTorch
 E, H = 12, 3
 

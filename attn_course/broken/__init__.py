@@ -14,6 +14,7 @@ from .block_v2 import (
 )
 from .classification_v2 import attention_pooling_v2
 from .generation_v2 import CharTransformer_v2
+from .gqa_v2 import repeat_kv_v2
 from .hard_v2 import hard_attention_v2
 from .heads_v2 import merge_heads_v2, multi_head_attention_v2, split_heads_v2
 from .self_v2 import cross_attention_v2
@@ -60,4 +61,5 @@ __all__ = [
     "word_attention_v2",
     "attention_map_v2",
     "soft_attention_v2",
+    "repeat_kv_v2",
 ]

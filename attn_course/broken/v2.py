@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .. import attention, data, scoring
-from ..attention import attention_weights, causal_mask, masked_softmax
+from ..attention import attention_weights, causal_mask, masked_softmax, validate_query_key_value
 from ..scoring import validate_query_key
 
 d_k = 64  # the head size of the examples in the lessons
@@ -87,12 +87,14 @@ def attention_weights_v3(query, key, attn_mask=None, is_causal=False, scale=None
 
 
 def scaled_dot_product_attention_v2(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
-                                    scale=None):
+                                    scale=None, enable_gqa=False):
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must lie in [0, 1); got {dropout_p}")
-    if value.dim() < 2 or key.shape[:-1] != value.shape[:-1]:
-        raise ValueError(f"key (..., S, D) and value (..., S, Dv) must share batch dims and S; got "
-                         f"key {tuple(key.shape)} and value {tuple(value.shape)}")
+    validate_query_key_value(query, key, value, enable_gqa)
+    if enable_gqa:
+        Hq = query.shape[-3]
+        key = key.repeat_interleave(Hq // key.shape[-3], dim=-3)        # (..., Hkv, S, D) -> (..., Hq, S, D)
+        value = value.repeat_interleave(Hq // value.shape[-3], dim=-3)  # (..., Hkv, S, Dv) -> (..., Hq, S, Dv)
     attn_weights = attention_weights(query, key, attn_mask, is_causal, scale)  # (..., L, S)
     if dropout_p > 0.0:  # inverted dropout (Srivastava et al. 2014): E[attn_weights] is unchanged
         keep = torch.rand_like(attn_weights) >= dropout_p                    # (..., L, S), True w.p. 1 - p

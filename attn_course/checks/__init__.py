@@ -47,6 +47,7 @@ from .core import (
     random_tensor,
 )
 from .generation import check_lm_forward, check_sample_next
+from .gqa import check_repeat_kv
 from .hard import check_gumbel_softmax_st, check_hard_attention, check_hard_attention_argmax
 from .heads import check_merge_heads, check_multi_head_attention, check_split_heads
 from .self_cross import check_cross_attention, check_self_attention
@@ -70,4 +71,6 @@ __all__ = [
     "check_additive_attention", "check_seq2seq_forward", "check_attention_pooling", "check_spatial_attention_pool",
     "check_attention_map", "check_soft_attention", "check_query_attention_pool", "check_subsample_padding_mask",
     "check_rouge_1_f1", "check_word_attention", "check_sample_next", "check_lm_forward",
+    # lesson 16
+    "check_repeat_kv",
 ]
