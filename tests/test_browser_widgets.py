@@ -1,4 +1,4 @@
-"""The widgets of lessons 02, 04-09 and 11-15 work in a real JupyterLab, driven by a real Chromium.
+"""The widgets of lessons 02, 04-09 and 11-16 work in a real JupyterLab, driven by a real Chromium.
 
 One JupyterLab (started with ``attn_course.lab.lab_command``, as ``make lab`` does, with the user's
 own Jupyter configuration shut out) serves copies of the lessons; one Chromium drives it. For each
@@ -8,7 +8,8 @@ widget (the first one it shows) as a learner would and check that
 * the readout changes, and says what the control now says (the tau / sample number / query token /
   layer and head / padding length and causal switch / d_k and scaling switch / suspect and head_dim
   that was picked; the typed number in words (09), the query patch (11), the test image (12), the
-  voice and the digit (13), the article's title (14), the temperature and the typed prompt (15));
+  voice and the digit (13), the article's title (14), the temperature and the typed prompt (15), the
+  tile being read and the causal switch (16));
 * the chart is redrawn: its pixels differ from before, and it is not blank (many colours, not one).
 
 Every lookup is scoped to the widget's own VBox (the one holding the control), so a lesson that shows
@@ -60,6 +61,7 @@ LESSONS = [
     "13_speech_recognition",
     "14_summarization",
     "15_text_generation",
+    "16_attention_at_scale",
 ]
 RUN_ALL_TIMEOUT_S = 300   # a lesson on a loaded 2-core machine
 CHANGE_TIMEOUT_MS = 60_000  # one widget callback: a few matplotlib figures, on a busy kernel
@@ -384,6 +386,20 @@ def generation_explorer(page, name):
     w.shoot()
 
 
+def tiling_explorer(page, name):
+    box = page.locator(".widget-vbox:has(.tiling-step-slider)").first
+    w = WidgetCheck(name, box, "tiling-readout", "tiling-chart")
+    old, new = slider_step(page, box.locator(".tiling-step-slider"), int)
+    text = w.changed(f"tiles read {old} -> {new}")
+    assert re.search(rf"^step {new} of \d+: query block \d+", text, re.M), text
+    on = checkbox_click(box, "tiling-causal-toggle")
+    text = w.changed("clicking 'causal'")
+    assert f"(causal: {'on' if on else 'off'})" in text, text
+    tiles, skipped = map(int, re.search(r"= (\d+) tiles, (\d+) skipped", text).groups())
+    assert (skipped > 0) == on and skipped < tiles, text
+    w.shoot()
+
+
 INTERACTIONS = {
     "02_queries_keys_scores": scale_explorer,
     "04_soft_and_hard_attention": gumbel_explorer,
@@ -397,6 +413,7 @@ INTERACTIONS = {
     "13_speech_recognition": speech_explorer,
     "14_summarization": summary_explorer,
     "15_text_generation": generation_explorer,
+    "16_attention_at_scale": tiling_explorer,
 }
 
 

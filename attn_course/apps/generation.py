@@ -4,10 +4,12 @@
 character embedding + positional encoding -> N pre-LN ``TransformerBlock`` s with a causal mask ->
 LayerNorm -> a linear layer to one logit per character. Trained with next-character cross-entropy
 (``train_char_model``), measured in bits per character against n-gram baselines (``ngram_bpc``),
-sampled with a softmax temperature and top-k (``sample_next``, ``generate``), and probed for
-causality (``causality_probe``), and read per head (``attention_by_offset``). The checks of the
-lesson's exercises are in ``attn_course.checks.generation``; its sampling widget in
-``attn_course.widgets.generation``.
+sampled with a softmax temperature and top-k (``sample_next``, ``generate``), probed for causality
+(``causality_probe``), and read per head (``attention_by_offset``). The checks of the lesson's
+exercises are in ``attn_course.checks.generation``; its sampling widget in
+``attn_course.widgets.generation``. Lesson 16 decodes it incrementally with a KV cache
+(``new_cache``, ``decode_step``, ``generate(use_cache=True)``, ``decoding_speed``; the cache itself
+is ``attn_course.kv_cache``).
 
 Shape legend: B batch, L sequence length (context), E d_model (= H*D), H heads, D head_dim, V vocabulary.
 
@@ -21,12 +23,14 @@ Shakespeare); Holtzman et al. 2020 (top-k and temperature sampling); Shannon 195
 and bits per character).
 """
 import math
+import time
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..attention import causal_mask
+from ..kv_cache import KVCache, cached_self_attention
 from ..training import fit, replayable
 from ..transformer import LearnedPositionalEncoding, SinusoidalPositionalEncoding, TransformerBlock
 
@@ -235,26 +239,137 @@ def sample_next(logits, temperature=1.0, top_k=None, generator=None):
 
 
 @torch.no_grad()
-def generate(model, ids, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+def generate(model, ids, max_new_tokens, temperature=1.0, top_k=None, generator=None, use_cache=False):
     """Extend ``ids`` by ``max_new_tokens`` sampled characters, one at a time (autoregressive decoding).
 
     At each step the model reads the last ``model.max_len`` ids, and ``sample_next`` draws the next id
-    from the logits of the last position.
+    from the logits of the last position. With ``use_cache=True`` (a ``CharTransformer``) the first step
+    reads the prompt into a KV cache and every later step reads only the id sampled last
+    (``decode_step``): the same logits up to float rounding, so the same ids with the same ``generator``.
 
     Args:
         model: a ``CharTransformer`` (or any module mapping (B, L) ids to (B, L, V) logits with ``max_len``).
         ids: (B, L0) int64 prompt ids. generator: a seeded ``torch.Generator`` for reproducible text.
+        use_cache: decode with a KV cache (needs ``L0 + max_new_tokens - 1 <= model.max_len``).
 
     Returns:
         (B, L0 + max_new_tokens) int64 ids: the prompt followed by the sampled characters.
+
+    Raises:
+        ValueError: ``use_cache`` and ``L0 + max_new_tokens - 1 > model.max_len``. Without a cache the
+            window slides on past ``max_len``; a cache cannot slide: each move puts every id at a new
+            position, so every cached key and value would change (and learned positions stop at max_len).
     """
     model.eval()
+    cache, new_ids = None, ids
+    if use_cache and max_new_tokens > 0:
+        needed = ids.shape[1] + max_new_tokens - 1                            # positions the model reads
+        if needed > model.max_len:
+            raise ValueError(f"generate(use_cache=True) reads prompt + max_new_tokens - 1 = {needed} positions, "
+                             f"more than max_len={model.max_len}; shorten it or use use_cache=False (a sliding window)")
+        cache = new_cache(model, ids.shape[0], max_len=needed)
     for _ in range(max_new_tokens):
-        context = ids[:, -model.max_len:]                                     # (B, <= max_len)
-        logits = model(context)[:, -1]                                        # (B, L, V) -> (B, V)
+        if cache is not None:
+            logits = decode_step(model, new_ids, cache)[:, -1]                # (B, L_new, V) -> (B, V)
+        else:
+            context = ids[:, -model.max_len:]                                 # (B, <= max_len)
+            logits = model(context)[:, -1]                                    # (B, L, V) -> (B, V)
         next_id = sample_next(logits, temperature, top_k, generator)          # (B,)
-        ids = torch.cat([ids, next_id[:, None]], dim=1)                       # (B, L) -> (B, L + 1)
+        new_ids = next_id[:, None]                                            # (B,) -> (B, 1)
+        ids = torch.cat([ids, new_ids], dim=1)                                # (B, L) -> (B, L + 1)
     return ids
+
+
+def new_cache(model, batch_size, max_len=None, dtype=None):
+    """An empty ``KVCache`` for ``model`` (a ``CharTransformer``): one layer per block, H_kv = H.
+
+    ``max_len`` defaults to ``model.max_len``; ``dtype`` and the device to the model's parameters'.
+    """
+    attn, param = model.blocks[0].self_attn, next(model.parameters())
+    return KVCache(len(model.blocks), batch_size, attn.num_heads, attn.head_dim, max_len or model.max_len,
+                   dtype=dtype or param.dtype, device=param.device)
+
+
+def cached_block(block, x, cache, layer):
+    """``TransformerBlock.forward`` of the new positions x (B, L_new, E) -> (B, L_new, E), attending over the
+    cached past (``cached_self_attention``) with the block's own weights, pre-LN or post-LN."""
+    if block.norm_first:
+        x = x + block.dropout(cached_self_attention(block.self_attn, block.norm1(x), cache, layer))
+        return x + block.dropout(block.feed_forward(block.norm2(x)))
+    x = block.norm1(x + block.dropout(cached_self_attention(block.self_attn, x, cache, layer)))
+    return block.norm2(x + block.dropout(block.feed_forward(x)))
+
+
+def decode_step(model, ids_new, cache):
+    """Logits of the new ids at positions ``cache.length ..``, reading the past from ``cache``: one decoding step.
+
+    ``decode_step(model, ids[:, :P], cache)`` then ``decode_step(model, ids[:, P:P+1], cache)`` ... give
+    the logits of ``model(ids)`` position by position (equal up to float rounding, tests/test_kv_cache.py).
+    The first call (the prompt, "prefill") may pass many ids, the next ones one id each; each call appends
+    the new keys and values of every block and advances the cache by L_new.
+
+    Args:
+        model: a ``CharTransformer`` in eval mode. ids_new: (B, L_new) int64, the ids the cache has not seen.
+        cache: a ``KVCache`` from ``new_cache(model, B)``.
+
+    Returns:
+        logits (B, L_new, V).
+
+    Raises:
+        ValueError: ``ids_new`` not 2-D, or ``cache.length + L_new`` > ``model.max_len`` or the cache's max_len.
+
+    References: Pope et al. 2022, "Efficiently Scaling Transformer Inference".
+
+    >>> model = CharTransformer(vocab_size=10, d_model=16, num_heads=2, num_layers=1, max_len=8).eval()
+    >>> cache = new_cache(model, batch_size=1)
+    >>> decode_step(model, torch.tensor([[1, 2, 3]]), cache).shape, cache.length
+    (torch.Size([1, 3, 10]), 3)
+    """
+    if ids_new.dim() != 2 or cache.length + ids_new.shape[1] > model.max_len:
+        raise ValueError(f"ids_new must have shape (B, L_new) with cache.length + L_new <= max_len={model.max_len}; "
+                         f"got {tuple(ids_new.shape)} after {cache.length} cached positions")
+    past, L_new = cache.length, ids_new.shape[1]
+    x = model.embedding(ids_new)                                              # (B, L_new) -> (B, L_new, E)
+    pe = model.positional(x.new_zeros(1, past + L_new, x.shape[-1]))          # both encodings add PE: zeros + PE = PE
+    x = x + pe[:, past:]                                                      # (B, L_new, E) + PE[past : past + L_new]
+    for layer, block in enumerate(model.blocks):
+        x = cached_block(block, x, cache, layer)                              # (B, L_new, E)
+    cache.advance(L_new)
+    return model.lm_head(model.norm(x))                                       # (B, L_new, E) -> (B, L_new, V)
+
+
+def decoding_speed(model, lengths=(128, 512), new_tokens=None, batch_size=1):
+    """Tokens per second of greedy generation (top_k=1), without and with the KV cache (wall clock).
+
+    For each n, the prompt holds ``n - k + 1`` ids (zeros) and ``k = new_tokens`` (default n) are
+    generated, so the last step reads n positions: the default times a whole generation from a one-id
+    prompt; a small k times the steps at context about n (what a long generation slows down to), the
+    cache's time including the prompt's prefill. One short generation each way warms up first.
+
+    Returns:
+        a list of dicts, one per n: ``{"tokens": n, "new_tokens": k, "no_cache": tokens/s, "cache":
+        tokens/s, "speedup": their ratio, "same_ids": whether both generated the same ids}``.
+
+    Raises:
+        ValueError: n > ``model.max_len``, or k outside 1..n.
+    """
+    for n in lengths:
+        if n > model.max_len or not 1 <= (n if new_tokens is None else new_tokens) <= n:
+            raise ValueError(f"need new_tokens in 1..n and n <= max_len={model.max_len}; got n={n}, "
+                             f"new_tokens={new_tokens}")
+    rows, device = [], next(model.parameters()).device
+    for use_cache in (False, True):                                           # warm up: first calls allocate
+        generate(model, torch.zeros(batch_size, 1, dtype=torch.long, device=device), 2, top_k=1, use_cache=use_cache)
+    for n in lengths:
+        k = n if new_tokens is None else new_tokens
+        prompt, ids, seconds = torch.zeros(batch_size, n - k + 1, dtype=torch.long, device=device), {}, {}
+        for use_cache in (False, True):
+            start = time.perf_counter()
+            ids[use_cache] = generate(model, prompt, k, top_k=1, use_cache=use_cache)
+            seconds[use_cache] = time.perf_counter() - start
+        rows.append({"tokens": n, "new_tokens": k, "no_cache": k / seconds[False], "cache": k / seconds[True],
+                     "speedup": seconds[False] / seconds[True], "same_ids": torch.equal(ids[False], ids[True])})
+    return rows
 
 
 @torch.no_grad()

@@ -13,10 +13,12 @@ from .block_v2 import (
     masked_softmax_v4,
 )
 from .classification_v2 import attention_pooling_v2
+from .flash_v2 import online_softmax_update_v2
 from .generation_v2 import CharTransformer_v2
 from .gqa_v2 import repeat_kv_v2
 from .hard_v2 import hard_attention_v2
 from .heads_v2 import merge_heads_v2, multi_head_attention_v2, split_heads_v2
+from .kv_cache_v2 import cached_attention_v2
 from .self_v2 import cross_attention_v2
 from .speech_v2 import query_attention_pool_v2, subsample_padding_mask_v2
 from .summarization_v2 import word_attention_v2
@@ -61,5 +63,7 @@ __all__ = [
     "word_attention_v2",
     "attention_map_v2",
     "soft_attention_v2",
+    "online_softmax_update_v2",
+    "cached_attention_v2",
     "repeat_kv_v2",
 ]

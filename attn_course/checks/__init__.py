@@ -46,10 +46,12 @@ from .core import (
     format_shape,
     random_tensor,
 )
+from .flash import check_online_softmax_update
 from .generation import check_lm_forward, check_sample_next
 from .gqa import check_repeat_kv
 from .hard import check_gumbel_softmax_st, check_hard_attention, check_hard_attention_argmax
 from .heads import check_merge_heads, check_multi_head_attention, check_split_heads
+from .kv_cache import check_cached_attention
 from .self_cross import check_cross_attention, check_self_attention
 from .speech import check_query_attention_pool, check_subsample_padding_mask
 from .summarization import check_rouge_1_f1, check_word_attention
@@ -72,5 +74,5 @@ __all__ = [
     "check_attention_map", "check_soft_attention", "check_query_attention_pool", "check_subsample_padding_mask",
     "check_rouge_1_f1", "check_word_attention", "check_sample_next", "check_lm_forward",
     # lesson 16
-    "check_repeat_kv",
+    "check_online_softmax_update", "check_cached_attention", "check_repeat_kv",
 ]

@@ -11,6 +11,7 @@ from .bug_hunt import SuspectExplorer
 from .captioning import CaptionExplorer
 from .classification import ReviewExplorer
 from .embedding import PaddingExplorer
+from .flash import TilingExplorer
 from .generation import GenerationExplorer
 from .hard import GumbelExplorer
 from .heads import HeadPicker, QueryPicker
@@ -24,4 +25,4 @@ from .vision import PatchPicker
 
 __all__ = ["CaptionExplorer", "GenerationExplorer", "GumbelExplorer", "HeadPicker", "MaskExplorer", "PaddingExplorer",
            "Panel", "PatchPicker", "QueryPicker", "ReviewExplorer", "ScaleExplorer", "SpeechExplorer", "SummaryExplorer",
-           "SuspectExplorer", "TemperatureExplorer", "TranslationExplorer"]
+           "SuspectExplorer", "TemperatureExplorer", "TilingExplorer", "TranslationExplorer"]
