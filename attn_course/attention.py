@@ -253,7 +253,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         key = key.repeat_interleave(Hq // key.shape[-3], dim=-3)        # (..., Hkv, S, D) -> (..., Hq, S, D)
         value = value.repeat_interleave(Hq // value.shape[-3], dim=-3)  # (..., Hkv, S, Dv) -> (..., Hq, S, Dv)
     attn_weights = attention_weights(query, key, attn_mask, is_causal, scale)  # (..., L, S)
-    if dropout_p > 0.0:  # inverted dropout (Srivastava et al. 2014): E[attn_weights] is unchanged
+    if dropout_p > 0.0:  # inverted dropout (F.dropout's scaling at training time): E[attn_weights] is unchanged
         keep = torch.rand_like(attn_weights) >= dropout_p                    # (..., L, S), True w.p. 1 - p
         attn_weights = attn_weights * keep / (1.0 - dropout_p)
     return attn_weights @ value  # (..., L, S) @ (..., S, Dv) -> (..., L, Dv)

@@ -171,9 +171,11 @@ def gumbel_softmax_st(logits, tau=1.0, hard=True, generator=None):
 def reinforce_loss(attn_scores, index, reward, baseline=None):
     """REINFORCE surrogate loss for positions drawn from ``softmax(attn_scores)``.
 
-    ``loss = -mean((reward - baseline) * log softmax(attn_scores)[index])``. Its gradient is an
-    unbiased estimate of ``-d E[reward] / d attn_scores``: minimising it makes positions that earned
-    more than the baseline more likely. ``reward`` and ``baseline`` get no gradient.
+    ``loss = -mean((reward - baseline) * log softmax(attn_scores)[index])``. Its gradient estimates
+    ``-d E[reward] / d attn_scores``: minimising it makes positions that earned more than the baseline
+    more likely. ``reward`` and ``baseline`` get no gradient. With a baseline that does not depend on
+    the pick (a float, a learned value) the estimate is unbiased; the default batch mean includes each
+    sample's own reward, which scales the estimate by ``1 - 1/N`` for N picks (slightly biased).
 
     Args:
         attn_scores: float tensor (..., S), the scores the positions were drawn from.

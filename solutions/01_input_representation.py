@@ -174,8 +174,8 @@ explorer.set(max_len=explorer.max_len.max)           # back to no truncation
 # %% [markdown]
 # ### Exercise 1 — pad a batch
 #
-# Write `pad_batch(sequences, pad_id)` for a list of B lists of token ids (lengths may differ; an
-# empty list is allowed). Return the tuple `(ids, key_padding_mask)`:
+# Write `pad_batch(sequences, pad_id)` for a list of B lists of token ids (lengths may differ, and a
+# sentence may be an empty list: its row is then all padding). Return the tuple `(ids, key_padding_mask)`:
 # - `ids`: `(B, T)` int64, T the longest length, each sentence on the left and `pad_id` after it;
 # - `key_padding_mask`: `(B, T)` bool, **True at the padded positions**, False at the real tokens.
 #

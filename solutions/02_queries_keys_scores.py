@@ -490,8 +490,9 @@ explorer.slider.value, explorer.checkbox.value = 64, False
 # ## 5. Bug hunt
 #
 # A colleague's model trains, but its attention never seems to settle on anything. Their scoring
-# function is `scaled_dot_scores_v2(query, key)`. Its docstring is word for word the reference's;
-# every shape is right and it raises no error.
+# function is `scaled_dot_scores_v2(query, key)`. Its docstring (`help(scaled_dot_scores_v2)`; the
+# source printed below leaves it out) is word for word the reference's; every shape is right and it
+# raises no error.
 #
 # 1. Compare it with the reference `ac.scaled_dot_scores` on random unit-variance queries and keys
 #    of growing $d_k$: the std of the scores, and the entropy of their softmax.

@@ -328,8 +328,9 @@ print(f"entropy after 'sat': {ac.entropy(next_word[0, 2]).item():.2f} nats; "
 # %% [markdown]
 # ## 5. Bug hunt
 #
-# A colleague wrote `attention_weights_v2(query, key)`. Its docstring is word for word the
-# reference's. Every shape is right and it runs without an error. Something is wrong.
+# A colleague wrote `attention_weights_v2(query, key)`. Its docstring (`help(attention_weights_v2)`;
+# the source printed below leaves it out) is word for word the reference's. Every shape is right and
+# it runs without an error. Something is wrong.
 #
 # 1. Run it on our sentence and look at the picture and the row sums.
 # 2. Compare with the reference `ac.attention_weights`.

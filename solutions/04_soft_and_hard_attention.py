@@ -70,11 +70,13 @@ g = ac.seed_everything(0)  # a seeded CPU generator: the same numbers on every d
 #
 # The simplest attention has no query at all. A learned **score vector** $w$ rates each position's
 # features $x_j$; a softmax turns the scores into weights; the weighted sum is one vector for the
-# whole sequence (Xu et al. 2015, §4.2, "deterministic soft attention"; Yang et al. 2016, eqs. 5–7):
+# whole sequence (Yang et al. 2016, eqs. 5–7; the name "soft attention" is Xu et al. 2015's, §4.2):
 #
 # $$e_j = w \cdot x_j, \qquad \alpha_j = \frac{\exp(e_j)}{\sum_{j'} \exp(e_{j'})}, \qquad c = \sum_{j=1}^{S} \alpha_j x_j .$$
 #
-# $w$ plays a query that is the same for every input: "what does this model look for?". The package
+# $w$ plays a query that is the same for every input: "what does this model look for?". Xu et al.'s
+# soft attention scores each image position against the caption decoder's current state instead, so
+# its query changes with every word (lesson 12 builds it); here the query is fixed. The package
 # has it as `hard.SoftAttentionPooling(d_model)`: an `nn.Linear(d_model, 1, bias=False)` (a bias
 # would add the same number to every score and cancel in the softmax).
 
@@ -274,8 +276,10 @@ for mode in ("argmax", "sample"):
 #
 # $$\nabla_e\, \mathbb{E}_{j \sim \alpha}[R(j)] = \mathbb{E}_{j \sim \alpha}\big[(R(j) - b)\, \nabla_e \log \alpha_j\big].$$
 #
-# The baseline $b$ (e.g. the batch's mean reward) changes nothing on average but makes the estimate
-# less noisy. `hard.reinforce_loss(attn_scores, index, reward, baseline)` is the surrogate loss
+# A baseline $b$ that does not depend on the pick changes nothing on average but makes the estimate
+# less noisy. The batch's mean reward, used below, is the usual cheap choice; strictly it includes the
+# sample's own reward, which biases the estimate by a factor $1 - 1/N$ for a batch of $N$ (negligible
+# at 4000 picks; the leave-one-out mean removes it). `hard.reinforce_loss(attn_scores, index, reward, baseline)` is the surrogate loss
 # $-\mathrm{mean}((R - b) \log \alpha_j)$ whose gradient is that estimate. A check on our sentence:
 # reward 1 for picking "sat", 0 otherwise. The exact gradient of $\mathbb{E}[R] = \alpha_{sat}$ is
 # $\alpha_{sat}(\mathrm{onehot}_{sat} - \alpha)$; REINFORCE estimates it from 4000 picks.

@@ -337,12 +337,16 @@ plt.show()
 # Rows are French positions, columns English ones: the matrix is $8 \times 7$, not square. Every
 # row still sums to 1, over the **source** positions. The weights are untrained, so the pattern is
 # chance: both copies of "le" look hardest at "cat", and "tapis" hardly more at "mat" than at
-# anything else. Lesson 08 trains a small translator, and its cross-attention becomes the
-# alignment between the two sentences. The `QueryPicker` works here too:
+# anything else. Lesson 09 trains a small translator (a GRU encoder-decoder with additive attention),
+# and its attention over the source becomes the alignment between the two sentences. The
+# `QueryPicker` works here too, one French query at a time:
 
 # %%
 fr_picker = QueryPicker(cross_weights[0], fr_tokens, en_tokens, query=1, title="cross-attention")
 print(fr_picker.text())
+
+# %% tags=["nbval-ignore-output"]
+fr_picker
 
 # %% [markdown]
 # `ac.CrossAttention(d_model, head_dim)` is the module form: its `q_proj` reads the decoder states,
@@ -456,9 +460,9 @@ assert costs[-1][2] > costs[0][2]
 # ## 7. Bug hunt
 #
 # A colleague wrote the decoder side of a translator with `cross_attention_v2(decoder_states,
-# encoder_states, w_query, w_key, w_value)`. Its docstring is word for word the reference's. It
-# runs without an error on our sentence pair. Yet the translator built on it writes fluent French
-# that has little to do with the English it was given.
+# encoder_states, w_query, w_key, w_value)`. Its docstring (`help(cross_attention_v2)`) is word for
+# word the reference's. It runs without an error on our sentence pair. Yet the translator built on it
+# writes fluent French that has little to do with the English it was given.
 #
 # 1. Run it on our pair and compare the shapes with the reference `ac.cross_attention`.
 # 2. Give it a *different* English sentence and see whether its output changes.

@@ -587,8 +587,8 @@ plt.show()
 # ## 8. Bug hunt
 #
 # The course started from a seed notebook whose `TextTransformer` used the positional encoding
-# `SinusoidalPositionalEncoding_v2` below. Its docstring is word for word the reference's, it runs,
-# and every shape is right. Train the same model with it.
+# `SinusoidalPositionalEncoding_v2` below. Its docstring (`help(SinusoidalPositionalEncoding_v2)`) is
+# word for word the reference's, it runs, and every shape is right. Train the same model with it.
 
 # %%
 from attn_course.broken import SinusoidalPositionalEncoding_v2
@@ -710,8 +710,9 @@ test_q3_hidden(FixedSinusoidalPositionalEncoding)
 #   position $l$ really gets row $l$: one broadcast position leaves the model at chance on any task
 #   where order matters.
 #
-# **Next:** lesson 08 puts the pieces to work on applications: translation with alignment heatmaps,
-# text classification with token weights, and more.
+# **Next:** lesson 08 lines up every bug of lessons 01-07 against the check that catches it; then
+# lessons 09-15 put the pieces to work on applications: translation with alignment heatmaps, text
+# classification with token weights, and more.
 #
 # **References.** Vaswani et al. (2017), *Attention Is All You Need*, sections 3.1–3.5 and eq. 2.
 # He et al. (2016), *Deep Residual Learning for Image Recognition*. Ba, Kiros & Hinton (2016),

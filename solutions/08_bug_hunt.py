@@ -152,9 +152,12 @@ explorer.dropdown.value = "attention_weights_v2"                               #
 # %% [markdown]
 # ## 3. Case 1 — a dropout that does not keep its average
 #
-# Dropout on the attention weights (Vaswani et al. 2017, section 5.4) zeroes each weight with
-# probability $p$ during training. To keep the expected output unchanged, the survivors are
-# multiplied by $1/(1-p)$ ("inverted dropout", Srivastava et al. 2014):
+# Dropout on the attention weights zeroes each weight with probability $p$ during training. (It is not
+# in the paper's text: Vaswani et al. 2017, §5.4, drop each sub-layer's output and the embeddings; the
+# attention dropout comes from their tensor2tensor code and BERT's `attention_probs_dropout_prob`,
+# Devlin et al. 2019.) To keep the expected output unchanged, the survivors are multiplied by $1/(1-p)$
+# during training: "inverted dropout", what `torch.nn.functional.dropout` does. Srivastava et al. (2014)
+# scaled the other way, multiplying the weights by $1-p$ at test time; the expectation is the same.
 #
 # $$\tilde a_{ij} = a_{ij}\,\frac{m_{ij}}{1-p},\quad m_{ij}\sim\mathrm{Bernoulli}(1-p)
 # \qquad\Rightarrow\qquad \mathbb{E}[\tilde a_{ij}] = a_{ij}.$$
@@ -558,6 +561,7 @@ for name, fn in [("reference", ac.softmax_with_temperature), ("suspect", broken.
 # attends to the wrong tensor is the first bug to hunt.
 #
 # **References.** Vaswani et al. (2017), *Attention Is All You Need*, sections 3.2.1, 3.2.3 (masking),
-# 3.4 and 5.4 (dropout). Srivastava et al. (2014), *Dropout: A Simple Way to Prevent Neural Networks
-# from Overfitting*. Bahdanau, Cho & Bengio (2015), appendix A.1.2. PyTorch documentation of
+# 3.4 and 5.4 (residual and embedding dropout). Devlin et al. (2019), *BERT* (attention dropout,
+# `attention_probs_dropout_prob`). Srivastava et al. (2014), *Dropout: A Simple Way to Prevent Neural
+# Networks from Overfitting* (scaling at test time). Bahdanau, Cho & Bengio (2015), appendix A.1.2. PyTorch documentation of
 # `torch.nn.Embedding` (`padding_idx`) and `torch.nn.functional.scaled_dot_product_attention`.

@@ -93,3 +93,61 @@ def test_notebooks_are_valid_json_with_a_python_kernel():
     for nb_path in list((ROOT / "solutions").glob("*.ipynb")) + list((ROOT / "lessons").glob("*.ipynb")):
         nb = json.loads(nb_path.read_text())
         assert nb["metadata"]["kernelspec"]["name"] == "python3", nb_path
+
+
+# What each lesson is about: words that name it and no other lesson. A sentence that refers to
+# "lesson NN" and speaks only of another lesson's subject points at the wrong lesson (lessons move).
+SUBJECTS = {
+    "01": ["embedding", "padding", "token id", "pad_batch"],
+    "02": ["scores", "scoring", "queries, keys", "queries and keys", "bmm", "d_k"],
+    "03": ["softmax", "temperature", "weighted sum", "output layer", "context vector", "one query"],
+    "04": ["hard attention", "gumbel", "reinforce", "argmax"],
+    "05": ["self-attention", "cross-attention", "permutation"],
+    "06": ["multi-head", "minilm", "split_heads"],
+    "07": ["mask", "true = padding", "transformer block", "positional", "layernorm", "feed-forward", "residual"],
+    "08": ["bug", "catalogue", "broken", "suspect"],
+    "09": ["application", "translat", "alignment", "number word"],
+    "10": ["application", "classif", "review", "sentiment"],
+    "11": ["application", "image recognition", "digit", "cnn", "feature map", "photo"],
+    "12": ["application", "caption"],
+    "13": ["application", "speech", "spoken", "voice"],
+    "14": ["application", "summar", "rouge", "news"],
+    "15": ["application", "generat", "language model", "hamlet"],
+    "16": ["flashattention", "online softmax", "kv cache", "grouped-query"],
+}
+REFERENCE = re.compile(r"\b[Ll]esson (\d\d)(?![–-]\d)\b")
+
+
+def wrong_cross_references(text):
+    """Each "lesson NN" whose clause names another lesson's subject and none of NN's. The clause is what
+    follows, up to the next punctuation; for "... (lesson NN)" it is what precedes the parenthesis."""
+    found = []
+    for match in REFERENCE.finditer(text):
+        number, after = match.group(1), text[match.end():]
+        if after.startswith(")") and text[:match.start()].rstrip().endswith("("):
+            before = text[:match.start()].rstrip()[:-1]
+            clause = re.split(r"[.;:!?(),|]", before[-80:])[-1]
+        else:
+            clause = re.split(r"[.;:!?)|]", after[:160])[0]
+        clause = clause.lower()
+        own = any(word in clause for word in SUBJECTS.get(number, []))
+        others = sorted(n for n, words in SUBJECTS.items() if n != number and any(w in clause for w in words))
+        if others and not own:
+            found.append(f"lesson {number}: '{clause.strip()[:90]}' (speaks of lesson {', '.join(others)})")
+    return found
+
+
+def test_cross_reference_check_catches_a_wrong_lesson_number():
+    assert wrong_cross_references("Lesson 08 trains a small translator.")              # 08 is the bug hunt
+    assert wrong_cross_references("each token id gets its embedding (lesson 03), then scores.")
+    assert not wrong_cross_references("Lesson 09 trains a small translator.")
+    assert not wrong_cross_references("lesson 07 adds masks and positions.")
+    assert not wrong_cross_references("each token id gets its embedding (lesson 01), then scores.")
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_every_lesson_reference_names_the_right_lesson(source):
+    assert set(SUBJECTS) >= {p.stem[:2] for p in SOURCES}, "a new lesson needs its subject words in SUBJECTS"
+    text = " ".join(line.lstrip("# ") for line in source.read_text().splitlines())
+    wrong = wrong_cross_references(text)
+    assert not wrong, f"{source.name}: references to a lesson about something else:\n" + "\n".join(wrong)

@@ -176,7 +176,7 @@ def check_scaled_dot_product_attention(fn, thorough=False, seed=10):
     Without dropout: equal to ``torch.nn.functional.scaled_dot_product_attention`` (no mask, a bool
     mask, ``is_causal``). With dropout: with ``value`` the identity, the output is the dropped weights;
     each entry must be 0 or the weight times 1 / (1 - p) (kind ``scale`` otherwise), about a fraction p
-    zeroed, and the mean over many draws equal to the weights (Srivastava et al. 2014).
+    zeroed, and the mean over many draws equal to the weights (inverted dropout, as ``torch.nn.functional.dropout``).
     """
     g = torch.Generator().manual_seed(seed)
     for case, batch, L, S, D, Dv, scale, dtype in attention_cases(thorough, seed):
