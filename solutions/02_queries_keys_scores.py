@@ -235,8 +235,9 @@ plt.show()
 # - **Every row of the concat panel is the same.** Whatever the query, concat ranks the keys the
 #   same way. Why? $w^\top [q_i ; k_j] + b = w_q^\top q_i + w_k^\top k_j + b$: the query's term
 #   $w_q^\top q_i$ is the same for every key $j$, and softmax ignores anything added to a whole row.
-#   The query is never asked. The tanh of the additive rule mixes $q_i$ and $k_j$ before the sum and
-#   fixes exactly that.
+#   The query is never asked. The additive rule applies its tanh *before* the sum over its $A$
+#   features, so a query term and a key term no longer separate: in principle that fixes it. Its
+#   panel, untrained, looks almost as striped; the numbers below say why.
 
 # %%
 w_concat = rules["concat"].linear.weight[0]                     # (Dq + Dk,) = [w_q ; w_k]
@@ -251,6 +252,39 @@ print("concat scores = query term + key term + b: checked")
 for m in ("concat", "additive"):
     spread = (rule_weights[m] - rule_weights[m][0]).abs().max().item()   # largest gap to row 0
     print(f"{m:>8}: largest difference between two rows of attn_weights = {spread:.3f}")
+
+# %% [markdown]
+# How much of a score matrix depends on the query and the key *together*? Remove from the scores
+# $(L, S)$ everything a row term plus a column term can explain (the row means and the column means);
+# what is left is the **interaction**. For concat it is exactly zero. For additive, look at the tanh's
+# inputs $z = W_q q_i + W_k k_j$: where $|z| < 1$, $\tanh z$ stays within 24 % of $z$, nearly a
+# straight line, and a straight line is the concat rule again.
+
+# %%
+def interaction_share(attn_scores):
+    """Share of the variance of (L, S) scores that no row term + column term explains."""
+    rest = attn_scores - attn_scores.mean(1, keepdim=True) - attn_scores.mean(0, keepdim=True) + attn_scores.mean()
+    return (rest.var() / attn_scores.var()).item()
+
+additive = rules["additive"]
+with torch.no_grad():
+    z = (query[0] @ additive.w_query.weight.T)[:, None] + (key[0] @ additive.w_key.weight.T)[None]  # (14, 14, A)
+    print(f"additive, untrained: tanh inputs z with |z| < 1: {(z.abs() < 1).float().mean().item():.0%}")
+    print(f"  concat             : interaction share of the scores {interaction_share(rule_scores['concat']):.3f}")
+    for factor in (1, 4):
+        s_f = ac.additive_scores(query, key, additive.w_query.weight * factor, additive.w_key.weight * factor,
+                                 additive.v.weight[0])[0]                    # (14, 14)
+        w_f = torch.softmax(s_f, dim=-1)
+        print(f"  additive, W_q, W_k x{factor}: interaction share {interaction_share(s_f):.3f}; "
+              f"largest difference between two rows of attn_weights {(w_f - w_f[0]).abs().max().item():.3f}")
+
+# %% [markdown]
+# Untrained, 81 % of the tanh's inputs lie where it is nearly linear, so the additive rule is close to
+# a concat rule: only 3.3 % of its score variance is interaction, and its rows differ by 0.015 at most.
+# With $W_q$ and $W_k$ four times larger the inputs reach the bend of the tanh: the interaction grows
+# to 21 % and the rows to 0.047 apart. Training moves the weights there when the task needs it
+# (lesson 09 trains an additive attention that aligns words); the tanh makes it *possible*, and the
+# concat rule can never do it, whatever its weights.
 
 # %% [markdown]
 # One more connection. The transformer scores with a dot product of *projected* vectors:
@@ -541,6 +575,8 @@ plt.show()
 # `inspect.getsource(scaled_dot_scores_v2)` shows where to start.
 
 # %%
+from attn_course.scoring import validate_query_key                      # the helpers it calls: the code you copy from below runs here as printed
+
 print(inspect.getsource(scaled_dot_scores_v2))
 
 # %% [raw]
@@ -608,7 +644,8 @@ except checks.CheckFailure as failure:
 # - Queries, keys and values are three linear maps of the input, `(B, T, E) -> (B, T, D)`:
 #   a query asks, keys are matched against it, values are what comes back.
 # - A scoring rule gives `attn_scores (B, L, S)`. Concat + linear ignores the query (its term cancels
-#   in the softmax); additive adds a tanh and works; dot, scaled dot and general are products.
+#   in the softmax); additive's tanh lets query and key interact once its inputs leave tanh's nearly
+#   linear range (3 % interaction untrained, 21 % with 4x weights); dot, scaled dot and general are products.
 #   The transformer's dot product of projections is a general rule of rank D on the inputs.
 # - For unit-variance entries, $q \cdot k$ has std $\sqrt{d_k}$. Unscaled, softmax saturates as
 #   $d_k$ grows: largest weight → 1, entropy → 0, Jacobian → 0, learning stalls. Dividing by

@@ -355,10 +355,14 @@ plt.show()
 #
 # ### Exercise 3 — fix it
 #
-# Write `fixed_attention_weights(query, key)`, returning `attn_weights (..., L, S)`: the same code
-# with the bug removed. `inspect.getsource(attention_weights_v2)` shows where to start.
+# Write `fixed_attention_weights(query, key, attn_mask=None, is_causal=False, scale=None)`, returning
+# `attn_weights (..., L, S)`: the same code with the bug removed. `inspect.getsource(attention_weights_v2)`
+# shows where to start; the cell imports the helpers it calls, so you may copy it as it is.
 
 # %%
+from attn_course.attention import causal_mask, masked_softmax            # the helpers it calls: the code you copy from below runs here as printed
+from attn_course.scoring import validate_query_key
+
 print(inspect.getsource(attention_weights_v2))
 
 # %% [raw]
@@ -370,14 +374,21 @@ print(inspect.getsource(attention_weights_v2))
 # # BEGIN SOLUTION
 
 # %%
-def fixed_attention_weights(query, key):
-    """attn_weights (..., L, S) = softmax(query key^T / sqrt(d_k)) over the key axis."""
+def fixed_attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
+    """attn_weights (..., L, S) = softmax(query key^T * scale + mask) over the key axis."""
     """ # BEGIN PROMPT
     raise NotImplementedError("Exercise 3: fix attention_weights_v2")
     """ # END PROMPT
     # BEGIN SOLUTION NO PROMPT
-    attn_scores = query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1])   # (..., L, S)
-    return torch.softmax(attn_scores, dim=-1)                                  # over keys, not queries
+    validate_query_key(query, key, same_dim=True)
+    L, S = query.shape[-2], key.shape[-2]
+    if is_causal and attn_mask is not None:
+        raise ValueError("pass either attn_mask or is_causal=True, not both (as in PyTorch's SDPA)")
+    if is_causal:
+        attn_mask = causal_mask(L, S, device=query.device)
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    attn_scores = query @ key.transpose(-2, -1) * scale  # (..., L, D) @ (..., D, S) -> (..., L, S)
+    return masked_softmax(attn_scores, attn_mask, dim=-1)   # over the keys (dim=-1), not the queries
     # END SOLUTION
 
 

@@ -613,6 +613,9 @@ plt.show()
 # shows where to start.
 
 # %%
+from attn_course.hard import MODES                                      # the helpers it calls: the code you copy from below runs here as printed
+from attn_course.pooling import validate_scores_value
+
 print(inspect.getsource(hard_attention_v2))
 
 # %% [raw]

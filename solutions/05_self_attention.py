@@ -504,6 +504,9 @@ for name, fn, before in [("reference", ac.cross_attention, good_context),
 # `ac.attention_weights`. You may drop the first line, `validate_inputs(...)`, which only checks shapes.
 
 # %%
+from attn_course.attention import attention_weights, key_padding_to_attn_mask   # the helpers it calls: the code you copy from below runs here as printed
+from attn_course.self_cross import validate_inputs
+
 print(inspect.getsource(cross_attention_v2))
 
 # %% [raw]

@@ -97,12 +97,36 @@ print("head 0 (features 0-3 of every token):\n", split[0, 0])
 print("head 1 (features 4-7 of every token):\n", split[0, 1])
 merged = split.transpose(1, 2).reshape(B, L, E)          # (B, H, L, D) -> (B, L, H, D) -> (B, L, E)
 print("merge gives x back:", torch.equal(merged, x))
-print("split is contiguous in memory:", split.is_contiguous(), " (so merge uses reshape, not view)")
 
 # %% [markdown]
 # `view(B, L, H, D)` cuts each token's 8 features into 2 groups of 4 — it moves no number.
 # `transpose(1, 2)` then swaps the token and head axes, so that `split[b, h]` is an ordinary
 # `(L, D)` matrix: head $h$'s features of every token. Every head sees **all** tokens.
+#
+# `transpose` moves no number either: it swaps two **strides** (how far to step in memory along each
+# axis), so the elements are no longer stored in the order the new shape reads them. The merge meets
+# exactly this: the heads' output `attn_weights @ v` is `(B, H, L, D)`, and after `.transpose(1, 2)`
+# it is `(B, L, H, D)` in a non-contiguous layout. `view` can only reinterpret memory that is in
+# order, so there it refuses:
+
+# %%
+context = split.contiguous()                             # stands for attn_weights @ v: (B, H, L, D), contiguous
+swapped = context.transpose(1, 2)                        # (B, L, H, D): the same memory, strides swapped
+print("context strides", context.stride(), "contiguous:", context.is_contiguous())
+print("swapped strides", swapped.stride(), "contiguous:", swapped.is_contiguous())
+try:
+    swapped.view(B, L, E)
+except RuntimeError as err:
+    print("swapped.view(B, L, E) raises RuntimeError:", str(err).split(".")[0])
+by_copy = swapped.contiguous().view(B, L, E)             # copy into the new order, then view
+by_reshape = swapped.reshape(B, L, E)                    # a view when it can be one, a copy when it must
+print("contiguous().view equals reshape:", torch.equal(by_copy, by_reshape), "; both give x back:",
+      torch.equal(by_reshape, x))
+
+# %% [markdown]
+# That is the `.contiguous()` in the third article's `transpose(1, 2).contiguous().view(...)`: it copies
+# the numbers into the transposed order so that `view` may follow. `reshape` does both in one call, and
+# the course's `merge_heads` uses it.
 #
 # What if we skip the transpose and ask `view` for the final shape `(B, H, L, D)` directly? The shape
 # is right, and `view` only ever reads the numbers in memory order:
@@ -662,6 +686,8 @@ plt.show()
 
 # %%
 import inspect
+
+from attn_course.attention import key_padding_to_attn_mask, masked_softmax   # the helpers it calls: the code you copy from below runs here as printed
 
 print(inspect.getsource(multi_head_attention_v2))
 

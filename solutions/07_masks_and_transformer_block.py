@@ -636,6 +636,8 @@ for name, positional in [("reference", "sinusoidal"), ("suspect", SinusoidalPosi
 # `x (B, L, E) -> x + PE[:L]`, keeping `x`'s dtype. The source of the suspect is below.
 
 # %%
+from attn_course.transformer import sinusoidal_positional_encoding, validate_positions   # the helpers it calls: the code you copy from below runs here as printed
+
 print(inspect.getsource(SinusoidalPositionalEncoding_v2))
 
 # %% [raw]

@@ -399,6 +399,8 @@ demo_mask = torch.arange(9) >= torch.tensor([9, 5])[:, None]                   #
 print("input mask:      ", demo_mask.int().tolist())
 print("reference:       ", speech.subsample_padding_mask(demo_mask, 2).int().tolist())
 print("_v2:             ", subsample_padding_mask_v2(demo_mask, 2).int().tolist())
+import math                                                             # the helpers it calls: the code you copy from below runs here as printed
+
 print(inspect.getsource(subsample_padding_mask_v2))
 
 # %% [markdown]

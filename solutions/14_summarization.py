@@ -436,6 +436,8 @@ for name, fn in (("reference", summarization.word_attention), ("suspect", word_a
 # weighted sum). The suspect's source:
 
 # %%
+from attn_course.pooling import attention_pool                          # the helpers it calls: the code you copy from below runs here as printed
+
 print(inspect.getsource(word_attention_v2))
 
 # %% [raw]

@@ -5,9 +5,13 @@ these tests guard what nbval cannot see: a solutions notebook that was never exe
 (both pass strict nbval, since cells with no execution count are not compared), lessons/ that
 drift from their sources, a solution that reaches the student notebook, a lesson missing a part.
 """
+import ast
+import builtins
+import inspect
 import json
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 import jupytext
@@ -151,3 +155,100 @@ def test_every_lesson_reference_names_the_right_lesson(source):
     text = " ".join(line.lstrip("# ") for line in source.read_text().splitlines())
     wrong = wrong_cross_references(text)
     assert not wrong, f"{source.name}: references to a lesson about something else:\n" + "\n".join(wrong)
+
+
+# ---------------------------------------------------------------- "fix it": the printed source runs as copied
+
+PRINTED_SOURCE = re.compile(r"print\(inspect\.getsource\((\w+)\)\)")
+
+
+def _free_names(source):
+    """Names a function's or class's source reads but neither defines nor gets from builtins."""
+    tree = ast.parse(textwrap.dedent(source))
+    loaded, bound = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+    return loaded - bound - set(dir(builtins))
+
+
+def _notebook_names(cells):
+    """(names bound at the top level of these cells, the functions still raising NotImplementedError)."""
+    names, stubs = set(), set()
+    for source in cells:
+        try:
+            tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names.add(node.name)
+                (stubs.add if "NotImplementedError" in ast.unparse(node) else stubs.discard)(node.name)
+                continue
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.alias):
+                    names.add((sub.asname or sub.name).split(".")[0])
+                elif isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                    names.add(sub.id)
+    return names, stubs
+
+
+def _parameters(node):
+    """A def's parameter names; a class's ``__init__`` and ``forward`` parameters."""
+    if isinstance(node, ast.ClassDef):
+        return {f.name: [a.arg for a in f.args.args] for f in node.body
+                if isinstance(f, ast.FunctionDef) and f.name in ("__init__", "forward")}
+    return [a.arg for a in node.args.args]
+
+
+def printed_source_problems(cells, broken):
+    """For each cell that prints a broken implementation's source: the names that source needs and the
+    notebook lacks (or has only as an unfinished exercise), and a fix-it stub after it whose parameters differ."""
+    problems = []
+    for i, source in enumerate(cells):
+        for name in PRINTED_SOURCE.findall(source):
+            obj = getattr(broken, name, None)
+            if obj is None:
+                continue
+            printed = inspect.getsource(obj)
+            names, stubs = _notebook_names(cells[:i + 1])
+            missing = sorted(n for n in _free_names(printed) if n not in names or n in stubs)
+            if missing:
+                problems.append(f"{name}: its printed source needs {missing}, which the notebook does not define "
+                                f"(or defines only as an unfinished exercise) before it")
+            later = [n for cell in cells[i + 1:] for n in ast.parse(cell).body
+                     if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and "NotImplementedError" in ast.unparse(n)]
+            want = _parameters(ast.parse(textwrap.dedent(printed)).body[0])
+            if later and _parameters(later[0]) != want:
+                problems.append(f"{name}: the exercise {later[0].name} takes {_parameters(later[0])}, the printed "
+                                f"source {want}")
+    return problems
+
+
+def test_printed_source_check_catches_a_missing_helper_and_another_signature():
+    import attn_course.broken as broken
+    cells = ["import inspect\nfrom attn_course.broken import scaled_dot_scores_v2",
+             "print(inspect.getsource(scaled_dot_scores_v2))",
+             "def fixed(query, key):\n    raise NotImplementedError"]
+    problems = printed_source_problems(cells, broken)
+    assert len(problems) == 2 and "validate_query_key" in problems[0] and "['query', 'key']" in problems[1]
+    cells[1] = "from attn_course.scoring import validate_query_key\n" + cells[1]
+    cells[2] = "def fixed(query, key, scale=None):\n    raise NotImplementedError"
+    assert printed_source_problems(cells, broken) == []
+    cells[0] += "\ndef validate_query_key(query, key, same_dim):\n    raise NotImplementedError"   # an unfinished exercise
+    cells[1] = cells[1].split("\n", 1)[1]
+    assert "validate_query_key" in printed_source_problems(cells, broken)[0]
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_fix_it_source_runs_as_printed_in_the_student_notebook(source):
+    """What a bug hunt prints for the learner to copy needs nothing the student notebook lacks."""
+    import attn_course.broken as broken
+    lesson = ROOT / "lessons" / f"{source.stem}.ipynb"
+    cells = [c.source for c in nbformat.read(lesson, as_version=4).cells if c.cell_type == "code"]
+    problems = printed_source_problems(cells, broken)
+    assert not problems, f"lessons/{lesson.name}:\n" + "\n".join(problems)

@@ -5,7 +5,7 @@ import torch
 
 from .. import heads
 from ..attention import key_padding_to_attn_mask, masked_softmax
-from ..heads import merge_heads, split_heads, validate_split
+from ..heads import validate_split
 
 
 def split_heads_v2(x, num_heads):
@@ -27,15 +27,15 @@ def multi_head_attention_v2(query, key, value, q_proj, k_proj, v_proj, out_proj,
     if key_padding_mask is not None and tuple(key_padding_mask.shape) != tuple(key.shape[:2]):
         raise ValueError(f"key_padding_mask must be bool (B, S) = {tuple(key.shape[:2])}, True = padding; "
                          f"got {tuple(key_padding_mask.shape)}")
-    q = split_heads(q_proj(query), num_heads)                         # (B, L, E) -> (B, H, L, D)
-    k = split_heads(k_proj(key), num_heads)                           # (B, S, E) -> (B, H, S, D)
-    v = split_heads(v_proj(value), num_heads)                         # (B, S, E) -> (B, H, S, D)
+    q = heads.split_heads(q_proj(query), num_heads)                   # (B, L, E) -> (B, H, L, D)
+    k = heads.split_heads(k_proj(key), num_heads)                     # (B, S, E) -> (B, H, S, D)
+    v = heads.split_heads(v_proj(value), num_heads)                   # (B, S, E) -> (B, H, S, D)
     attn_scores = q @ k.transpose(-2, -1) / math.sqrt(query.shape[-1])  # (B, H, L, D) @ (B, H, D, S) -> (B, H, L, S)
     attn_mask = None
     if key_padding_mask is not None:
         attn_mask = key_padding_to_attn_mask(key_padding_mask).unsqueeze(1)  # (B, S) -> (B, 1, 1, S), True = may attend
     attn_weights = masked_softmax(attn_scores, attn_mask)             # (B, H, L, S), rows sum to 1 over S
-    context = merge_heads(attn_weights @ v)                           # (B, H, L, D) -> (B, L, E)
+    context = heads.merge_heads(attn_weights @ v)                     # (B, H, L, D) -> (B, L, E)
     return out_proj(context), attn_weights
 
 
