@@ -322,6 +322,29 @@ print("encoder self-attention:", tuple(enc_weights.shape), "  cross-attention:",
 # %% [markdown]
 # Here the French embeddings stand in for the decoder states; in a real decoder they are the output
 # of its masked self-attention over the French words produced so far.
+#
+# What does "reads its own past" look like at its simplest? Before any projection, let position $t$
+# take the **average of positions $0..t$** (Karpathy, "Let's build GPT", 2023). A lower-triangular
+# matrix of ones, each row divided by its sum, does it in one matrix product; and it is exactly softmax
+# attention whose scores are all equal, with the future set to $-\infty$:
+
+# %%
+T = decoder_states.shape[1]
+tril = torch.tril(torch.ones(T, T, device=device))                          # (T, T): 1 where key j <= query t
+average_weights = tril / tril.sum(dim=1, keepdim=True)                      # (T, T): row t is 1/(t+1) on 0..t
+by_matmul = average_weights @ decoder_states[0]                             # (T, T) @ (T, E) -> (T, E)
+by_loop = torch.stack([decoder_states[0, :t + 1].mean(dim=0) for t in range(T)])   # the running mean, one by one
+equal_scores = torch.zeros(T, T, device=device).masked_fill(tril == 0, float("-inf"))  # (T, T), future -inf
+by_softmax = torch.softmax(equal_scores, dim=-1) @ decoder_states[0]        # (T, T) @ (T, E) -> (T, E)
+torch.testing.assert_close(by_matmul, by_loop)
+torch.testing.assert_close(by_softmax, by_loop)
+print("row 3 of the weights:", [round(w, 2) for w in average_weights[3].tolist()])
+print("tril average = running mean = softmax of equal scores with the future masked: checked")
+
+# %% [markdown]
+# Self-attention keeps the mask and replaces the equal scores by $q_t \cdot k_j / \sqrt{d_k}$: the
+# weights of the past become learned and data-dependent instead of uniform. Lesson 07 builds that mask
+# (`ac.causal_mask`) and the decoder block around it.
 
 # %%
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained", width_ratios=[1, 1.1])
