@@ -355,6 +355,37 @@ print("einsum version equal to view + transpose: yes")
 # head $h$ by its own $D$ columns of `out_proj.weight`, and sums over heads *and* features — which is
 # exactly what `merge_heads` followed by `out_proj` does.
 #
+# ### H separate heads, stacked, are the fused layer
+#
+# Raschka (*Build a Large Language Model (From Scratch)*, ch. 3.6) first builds multi-head attention
+# as H separate single-head attentions, each with its own `nn.Linear(E, D)` for queries, keys and
+# values, concatenates their outputs, and only then fuses them. Give head $h$ its own small layers,
+# made of its $D$ rows of our projections, and run the heads one after the other:
+
+# %%
+def head_rows(proj, h):
+    """Head h's own nn.Linear(E, D): rows h*D .. (h+1)*D - 1 of an (E, E) projection."""
+    single = nn.Linear(E, D).to(device)
+    with torch.no_grad():
+        single.weight.copy_(proj.weight[h * D:(h + 1) * D])             # (E, E) -> (D, E)
+        single.bias.copy_(proj.bias[h * D:(h + 1) * D])                 # (E,) -> (D,)
+    return single
+
+
+with torch.no_grad():
+    one_by_one = []
+    for h in range(H):
+        q_h, k_h, v_h = (head_rows(p, h)(x) for p in (q_proj, k_proj, v_proj))   # (B, L, D) each
+        one_by_one.append(ac.scaled_dot_product_attention(q_h, k_h, v_h))       # (B, L, D): head_h
+    stacked = out_proj(torch.cat(one_by_one, dim=-1))                  # H x (B, L, D) -> (B, L, E), then W^O
+torch.testing.assert_close(stacked, attn_output, atol=1e-5, rtol=1e-4)
+print(f"{H} single heads, one after the other, concatenated: equal to the fused layer")
+
+# %% [markdown]
+# The same numbers: stacking the H matrices $(D, E)$ of the heads gives one $(E, E)$ matrix, so the
+# fused layer does one large matrix product per projection instead of H small ones, and `split_heads`
+# cuts the result into heads. Every library fuses, for speed; the heads stay independent all the same.
+#
 # ### Exercise 2 — multi-head attention from its projections
 #
 # Write `multi_head_attention(query, key, value, q_proj, k_proj, v_proj, out_proj, num_heads,
