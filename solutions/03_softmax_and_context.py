@@ -300,6 +300,59 @@ test_q2_hidden(attend)
 # # END QUESTION
 
 # %% [markdown]
+# ### Attention before neural networks: Nadaraya-Watson kernel regression
+#
+# A softmax and a weighted sum are older than attention. To predict $y$ at a new $x$ from noisy
+# observations $(x_i, y_i)$, Nadaraya (1964) and Watson (1964) average the observed $y_i$, weighting
+# each by a kernel of the distance $x - x_i$ (Zhang et al., *Dive into Deep Learning*, §11.2). With a
+# Gaussian kernel of width $w$ that is attention, as above: the **query** is $x$, the **keys** are the
+# $x_i$, the **values** the $y_i$, and the score is $-(x - x_i)^2 / 2w^2$: the closer the key, the higher.
+#
+# $$\hat y(x) = \sum_i \mathrm{softmax}_i\!\left(-\frac{(x - x_i)^2}{2 w^2}\right) y_i
+# = \frac{\sum_i K(x - x_i)\, y_i}{\sum_j K(x - x_j)}, \qquad K(u) = e^{-u^2 / 2w^2}.$$
+#
+# Nothing is learned but $w$, and $w$ plays the part of the temperature of section 2.
+
+# %%
+gen = torch.Generator().manual_seed(3)
+truth = lambda x: 2 * torch.sin(x) + x ** 0.8                           # the curve behind the data
+x_train = torch.sort(torch.rand(50, generator=gen) * 5).values          # (50,) keys: where we observed
+y_train = truth(x_train) + 0.5 * torch.randn(50, generator=gen)         # (50,) values: noisy observations
+x_query = torch.arange(0.0, 5.0, 0.1)                                   # (50,) queries: where we predict
+fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+ax0.scatter(x_train, y_train, s=10, color="grey", label="observations")
+ax0.plot(x_query, truth(x_query), "k--", label="true curve")
+for width in (0.1, 0.5, 2.0):
+    nw_scores = -(x_query[:, None] - x_train[None, :]) ** 2 / (2 * width ** 2)   # (50 queries, 50 keys)
+    nw_weights = torch.softmax(nw_scores, dim=-1)                        # rows sum to 1 over the keys
+    y_hat = nw_weights @ y_train                                         # (50, 50) @ (50,) -> (50,)
+    kernel = torch.exp(nw_scores.double())                               # K(x - x_i), float64
+    torch.testing.assert_close(y_hat.double(), kernel @ y_train.double() / kernel.sum(-1), atol=1e-5, rtol=1e-5)
+    error = (y_hat - truth(x_query)).pow(2).mean().sqrt().item()
+    print(f"width w = {width}: root-mean-square error against the true curve {error:.3f}")
+    ax0.plot(x_query, y_hat, label=f"w = {width}")
+    if width == 0.5:
+        plot.attention_heatmap(nw_weights, ax=ax1, annotate=False, vmax=None,
+                               title="attn_weights, w = 0.5: each query looks at nearby keys")
+        ax1.set_xticks(range(0, 50, 10), [f"{x_train[i]:.1f}" for i in range(0, 50, 10)])
+        ax1.set_yticks(range(0, 50, 10), [f"{x_query[i]:.1f}" for i in range(0, 50, 10)])
+        ax1.set_xlabel("key: the observation's x_i")
+        ax1.set_ylabel("query: x")
+ax0.set_xlabel("x")
+ax0.legend(fontsize=8)
+ax0.set_title("Nadaraya-Watson: softmax-weighted average of observations")
+plt.show()
+print("the softmax-weighted sum equals the kernel-weighted average: checked")
+
+# %% [markdown]
+# The width acts as a temperature. $w = 2.0$ spreads every query's weight over almost all the keys and
+# draws a nearly flat line (error 0.887 against the true curve). $w = 0.5$ is smooth and close, but
+# rounds off the peak and the start (0.309). $w = 0.1$ attends to the two or three nearest observations
+# only: it copies their noise and wiggles, yet here it lands closest (0.252). Which width is right is a
+# question for held-out data, as with any temperature. Attention in the rest of the course is this
+# weighted average with *learned* queries, keys and scores.
+
+# %% [markdown]
 # ## 4. The output layer
 #
 # Attention gives each position a context vector. A model still has to *say* something: in Luong
