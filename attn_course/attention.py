@@ -259,6 +259,52 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     return attn_weights @ value  # (..., L, S) @ (..., S, Dv) -> (..., L, Dv)
 
 
+def validate_projection_inputs(query, key, value, key_padding_mask, d_model):
+    """Raise ValueError unless query (B, L, E), key (B, S, E) and value (B, S, E) are tensors with
+    E = ``d_model`` that agree on B and S, and ``key_padding_mask`` is None or (B, S): the inputs of
+    ``MultiHeadAttention`` and ``attn_course.gqa.GroupedQueryAttention``."""
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 3 or t.shape[-1] != d_model:
+            raise ValueError(f"{name} must have shape (B, length, d_model={d_model}); got "
+                             f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+    if not query.shape[0] == key.shape[0] == value.shape[0] or key.shape[1] != value.shape[1]:
+        raise ValueError(f"query (B, L, E), key (B, S, E) and value (B, S, E) must agree on B and S; "
+                         f"got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
+    if key_padding_mask is not None and tuple(key_padding_mask.shape) != tuple(key.shape[:2]):
+        raise ValueError(f"key_padding_mask must have shape (B, S) = {tuple(key.shape[:2])}; "
+                         f"got {tuple(key_padding_mask.shape)}")
+
+
+def merge_masks(attn_mask, key_padding_mask, is_causal, L, S, device=None):
+    """One ``attn_mask`` for (B, H, L, S) scores from the three ways a module is told what not to see.
+
+    Args:
+        attn_mask: None, bool broadcastable to (B, H, L, S) with **True = may attend**, or float, added.
+        key_padding_mask: None or bool (B, S), **True = padding (ignore)**.
+        is_causal: add ``causal_mask(L, S)``; not together with ``attn_mask``.
+
+    Returns:
+        None (nothing masked), or a mask of ``attn_mask``'s kind: bool (True = may attend) or float
+        (``-inf`` on padded keys), broadcastable to (B, H, L, S).
+
+    Raises:
+        ValueError: ``attn_mask`` together with ``is_causal``.
+    """
+    if is_causal:
+        if attn_mask is not None:
+            raise ValueError("pass either attn_mask or is_causal=True, not both")
+        attn_mask = causal_mask(L, S, device=device)                           # (L, S)
+    if key_padding_mask is not None:
+        keep = key_padding_to_attn_mask(key_padding_mask).unsqueeze(1)         # (B, S) -> (B, 1, 1, S)
+        if attn_mask is None:
+            attn_mask = keep
+        elif attn_mask.dtype == torch.bool:
+            attn_mask = attn_mask & keep
+        else:
+            attn_mask = attn_mask.masked_fill(~keep, float("-inf"))
+    return attn_mask
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention: H scaled dot-product attentions on learned projections, concatenated.
 
@@ -305,40 +351,17 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
 
-    def _check(self, query, key, value, key_padding_mask):
-        for name, t in (("query", query), ("key", key), ("value", value)):
-            if t.dim() != 3 or t.shape[-1] != self.d_model:
-                raise ValueError(f"{name} must have shape (B, length, d_model={self.d_model}); "
-                                 f"got {tuple(t.shape)}")
-        if not query.shape[0] == key.shape[0] == value.shape[0] or key.shape[1] != value.shape[1]:
-            raise ValueError(f"query (B, L, E), key (B, S, E) and value (B, S, E) must agree on B and S; "
-                             f"got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
-        if key_padding_mask is not None and tuple(key_padding_mask.shape) != tuple(key.shape[:2]):
-            raise ValueError(f"key_padding_mask must have shape (B, S) = {tuple(key.shape[:2])}; "
-                             f"got {tuple(key_padding_mask.shape)}")
-
     def forward(self, query, key=None, value=None, attn_mask=None, key_padding_mask=None,
                 is_causal=False, need_weights=True):
         key = query if key is None else key
         value = key if value is None else value
-        self._check(query, key, value, key_padding_mask)
+        validate_projection_inputs(query, key, value, key_padding_mask, self.d_model)
         B, L, E = query.shape
         S, H, D = key.shape[1], self.num_heads, self.head_dim
         q = self.q_proj(query).view(B, L, H, D).transpose(1, 2)  # (B, L, E) -> (B, H, L, D)
         k = self.k_proj(key).view(B, S, H, D).transpose(1, 2)    # (B, S, E) -> (B, H, S, D)
         v = self.v_proj(value).view(B, S, H, D).transpose(1, 2)  # (B, S, E) -> (B, H, S, D)
-        if is_causal:
-            if attn_mask is not None:
-                raise ValueError("pass either attn_mask or is_causal=True, not both")
-            attn_mask = causal_mask(L, S, device=query.device)
-        if key_padding_mask is not None:
-            keep = key_padding_to_attn_mask(key_padding_mask).unsqueeze(1)  # (B, S) -> (B, 1, 1, S)
-            if attn_mask is None:
-                attn_mask = keep
-            elif attn_mask.dtype == torch.bool:
-                attn_mask = attn_mask & keep
-            else:
-                attn_mask = attn_mask.masked_fill(~keep, float("-inf"))
+        attn_mask = merge_masks(attn_mask, key_padding_mask, is_causal, L, S, device=query.device)
         attn_weights = attention_weights(q, k, attn_mask)                    # (B, H, L, S)
         dropped = F.dropout(attn_weights, p=self.dropout, training=self.training)
         context = (dropped @ v).transpose(1, 2).reshape(B, L, E)             # (B, H, L, D) -> (B, L, E)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .attention import MultiHeadAttention, attention_weights, causal_mask, key_padding_to_attn_mask
+from .attention import MultiHeadAttention, attention_weights, merge_masks, validate_projection_inputs
 
 
 def repeat_kv(x, n_rep):
@@ -116,41 +116,18 @@ class GroupedQueryAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, num_kv_heads * self.head_dim, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
 
-    def _check(self, query, key, value, key_padding_mask):
-        for name, t in (("query", query), ("key", key), ("value", value)):
-            if not isinstance(t, torch.Tensor) or t.dim() != 3 or t.shape[-1] != self.d_model:
-                raise ValueError(f"{name} must have shape (B, length, d_model={self.d_model}); got "
-                                 f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
-        if not query.shape[0] == key.shape[0] == value.shape[0] or key.shape[1] != value.shape[1]:
-            raise ValueError(f"query (B, L, E), key (B, S, E) and value (B, S, E) must agree on B and S; "
-                             f"got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
-        if key_padding_mask is not None and tuple(key_padding_mask.shape) != tuple(key.shape[:2]):
-            raise ValueError(f"key_padding_mask must have shape (B, S) = {tuple(key.shape[:2])}; "
-                             f"got {tuple(key_padding_mask.shape)}")
-
     def forward(self, query, key=None, value=None, attn_mask=None, key_padding_mask=None,
                 is_causal=False, need_weights=True):
         key = query if key is None else key
         value = key if value is None else value
-        self._check(query, key, value, key_padding_mask)
+        validate_projection_inputs(query, key, value, key_padding_mask, self.d_model)
         B, L, E = query.shape
         S, H, Hkv, D = key.shape[1], self.num_heads, self.num_kv_heads, self.head_dim
         q = self.q_proj(query).view(B, L, H, D).transpose(1, 2)    # (B, L, E) -> (B, H, L, D)
         k = self.k_proj(key).view(B, S, Hkv, D).transpose(1, 2)    # (B, S, E) -> (B, Hkv, S, D)
         v = self.v_proj(value).view(B, S, Hkv, D).transpose(1, 2)  # (B, S, E) -> (B, Hkv, S, D)
         k, v = repeat_kv(k, H // Hkv), repeat_kv(v, H // Hkv)      # (B, Hkv, S, D) -> (B, H, S, D)
-        if is_causal:
-            if attn_mask is not None:
-                raise ValueError("pass either attn_mask or is_causal=True, not both")
-            attn_mask = causal_mask(L, S, device=query.device)
-        if key_padding_mask is not None:
-            keep = key_padding_to_attn_mask(key_padding_mask).unsqueeze(1)  # (B, S) -> (B, 1, 1, S)
-            if attn_mask is None:
-                attn_mask = keep
-            elif attn_mask.dtype == torch.bool:
-                attn_mask = attn_mask & keep
-            else:
-                attn_mask = attn_mask.masked_fill(~keep, float("-inf"))
+        attn_mask = merge_masks(attn_mask, key_padding_mask, is_causal, L, S, device=query.device)
         attn_weights = attention_weights(q, k, attn_mask)                    # (B, H, L, S)
         dropped = F.dropout(attn_weights, p=self.dropout, training=self.training)
         context = (dropped @ v).transpose(1, 2).reshape(B, L, E)             # (B, H, L, D) -> (B, L, E)
