@@ -283,13 +283,14 @@ for L in [1024, 4096]:
           f"  tiled / fused = {t['tiled'] / t['fused']:.0f}x, plain / fused = {t['plain'] / t['fused']:.0f}x")
 
 # %% [markdown]
-# When this lesson was run on 2 CPU cores, our loop took 13 ms against plain attention's 10 ms at
-# $L = 1024$ (each of its 64 tiles pays Python's overhead) and 211 ms against 348 ms at $L = 4096$, where
-# plain attention spends its time writing and reading 192 MiB of matrices. PyTorch's fused kernel, the
-# same tiling in C++, took 4 and 62 ms. Your numbers will differ; on a GPU the gap is the point of
-# FlashAttention: attention is limited by reads and writes of the GPU's memory, not by arithmetic, and
-# tiles that stay in the chip's fast on-chip memory save the $(L, S)$ round trips (Dao et al. 2022, §3:
-# "IO-aware").
+# Read the three times printed above (they change from run to run and machine to machine). Our loop
+# pays Python's overhead once per tile: 64 tiles at $L = 1024$, 1,024 at $L = 4096$. Plain attention
+# pays for writing and reading its $(L, S)$ matrices, 12 MiB at $L = 1024$ and 192 MiB at $L = 4096$,
+# which grows faster; so the longer the sequence, the better the tiled loop fares against it. PyTorch's
+# fused kernel is the same tiling in C++, without the Python overhead. On a GPU the memory traffic is the
+# whole point of FlashAttention: attention is limited by reads and writes of the GPU's memory, not by
+# arithmetic, and tiles that stay in the chip's fast on-chip memory save the $(L, S)$ round trips (Dao et
+# al. 2022, §3: "IO-aware").
 #
 # ## 4. Walk the tiles yourself
 #
@@ -364,8 +365,9 @@ assert speed[1]["speedup"] >= 3, "the cache should be at least 3x faster at a co
 # Each row times the last 16 tokens of a generation that reaches 128, 512 or 1024 tokens of context
 # (the cached run pays for reading its prompt too): what a long generation slows down to. Without the cache each token costs a forward pass over the whole context, so
 # tokens per second fall as the context grows; with it a token costs one position's projections and one
-# row of attention. On 2 CPU cores the cache was 2.7x faster at 128 tokens of context, 6.5x at 512 (the
-# notebook asserts at least 3x) and 11x at 1024: the gap widens with the context.
+# row of attention. The printed speed-ups change from run to run, but the cache's work per token grows
+# with the context and the full pass's grows faster, so the gap widens with the context; the notebook
+# asserts at least 3x at 512 tokens.
 #
 # The price is memory. For every layer, the keys and the values of every head and position:
 #
@@ -551,24 +553,25 @@ for layers, r in reaches.items():
 # %% tags=["otter_ignore"]
 from attn_course.broken import cached_attention_v2, online_softmax_update_v2, repeat_kv_v2
 
-q, k, v = (torch.randn(1, 1, 64, 16, generator=g) for _ in range(3))
-scores = q @ k.transpose(-2, -1) / 4                                     # (1, 1, 64, 64)
-m, l, acc = flash.online_softmax_init((1, 1, 64), 16)
-m2, l2, acc2 = m, l, acc
-for j in range(0, 64, 16):
+q, k, v = (torch.randn(1, 1, 64, 16, generator=g) for _ in range(3))    # (B, H, L = S = 64, D = 16)
+scores = q @ k.transpose(-2, -1) / 4                                     # (1, 1, 64, 64), 1 / sqrt(16) = 1/4
+m, l, acc = flash.online_softmax_init((1, 1, 64), 16)                    # (1, 1, 64, 1), (1, 1, 64, 1), (1, 1, 64, 16)
+m2, l2, acc2 = m, l, acc                                                 # the suspect starts from the same state
+for j in range(0, 64, 16):                                               # four key blocks of 16
     m, l, acc = flash.online_softmax_update(m, l, acc, scores[..., j:j + 16], v[..., j:j + 16, :])
     m2, l2, acc2 = online_softmax_update_v2(m2, l2, acc2, scores[..., j:j + 16], v[..., j:j + 16, :])
-exact = F.scaled_dot_product_attention(q, k, v)
+exact = F.scaled_dot_product_attention(q, k, v)                          # (1, 1, 64, 16)
 print(f"1. tiled, reference vs exact: {(acc / l - exact).abs().max().item():.1e};  "
       f"suspect vs exact: {(acc2 / l2 - exact).abs().max().item():.2f}")
 
-q_new, k_all, v_all = torch.randn(1, 4, 1, 16, generator=g), torch.randn(1, 4, 9, 16, generator=g), torch.randn(1, 4, 9, 16, generator=g)
-print(f"2. one new query after 8 cached positions: reference vs suspect "
-      f"{(kv_cache.cached_attention(q_new, k_all, v_all, 8) - cached_attention_v2(q_new, k_all, v_all, 8)).abs().max().item():.2f}")
+q_new = torch.randn(1, 4, 1, 16, generator=g)                            # (B, H, L_new = 1, D): the query at position 8
+k_all, v_all = (torch.randn(1, 4, 9, 16, generator=g) for _ in range(2))  # (B, H, S = 9, D): positions 0..8
+gap = kv_cache.cached_attention(q_new, k_all, v_all, 8) - cached_attention_v2(q_new, k_all, v_all, 8)   # (1, 4, 1, 16)
+print(f"2. one new query after 8 cached positions: reference vs suspect {gap.abs().max().item():.2f}")
 
-k_few = torch.randn(1, 2, 6, 16, generator=g)                            # (B, H_kv=2, S, D)
-print(f"3. repeat_kv(x, 2) heads read:   {[int(h) for h in gqa.repeat_kv(torch.arange(2.).view(1, 2, 1, 1), 2).flatten()]};"
-      f"  repeat_kv_v2(x, 2): {[int(h) for h in repeat_kv_v2(torch.arange(2.).view(1, 2, 1, 1), 2).flatten()]}")
+labels = torch.arange(2.0).view(1, 2, 1, 1)                              # (B, H_kv = 2, S = 1, D = 1): heads 0 and 1
+print(f"3. repeat_kv(x, 2) heads read:   {[int(h) for h in gqa.repeat_kv(labels, 2).flatten()]};"
+      f"  repeat_kv_v2(x, 2): {[int(h) for h in repeat_kv_v2(labels, 2).flatten()]}")
 
 # %% [markdown]
 # Three wrong answers, no error. Investigate each:
@@ -578,7 +581,7 @@ print(f"3. repeat_kv(x, 2) heads read:   {[int(h) for h in gqa.repeat_kv(torch.a
 # 2. For one new query at position 8, which keys does the suspect let it see? Try
 #    `F.scaled_dot_product_attention(q, k, v, is_causal=True)` with $L = 1$, $S = 9$ and value = the
 #    identity, and look at the weights. Read `inspect.getsource(cached_attention_v2)`.
-# 3. `torch.arange(2.)` labels the two key/value heads 0 and 1: which query heads read which?
+# 3. `labels` holds the number of each key/value head (0 and 1): which query heads read which?
 #
 # <details><summary>Hint 1</summary><code>l2</code> is right and <code>m2</code> is right; only the output is
 # not. When the max grows, the old <code>acc</code> was computed against the old max: it needs the same
@@ -654,7 +657,8 @@ test_q3_hidden(repeat_kv)
 #   $L = 4096$ here). Tiled attention grows at most linearly (3.09 MiB there), and it is exact.
 # - The **online softmax** keeps a running max $m$ and sum $\ell$; when $m$ grows, everything gathered so far
 #   is rescaled by $e^{m - m'}$. FlashAttention applies the same factor to a running output and divides by
-#   $\ell$ once, at the end. Fused into one kernel, as PyTorch's is, it was the fastest of the three here.
+#   $\ell$ once, at the end. In Python the tiles cost interpreter overhead; fused into one kernel, as
+#   PyTorch's is, they do not.
 # - The **KV cache** makes each generated token cost one position's work instead of the whole context's;
 #   it gives the same logits and costs $2 \times \text{layers} \times H_{kv} \times D \times \text{length}$
 #   numbers per sequence. Its new query's causal mask is aligned bottom-right, not top-left.

@@ -409,3 +409,26 @@ def test_tripwire_fails_an_answer_that_calls_the_reference():
     finally:
         tripwire.enable(False)
     assert err.value.kind == "reference" and "online_softmax_update" in str(err.value)
+
+
+def test_tiling_explorer_walks_the_loop_and_ends_exact():
+    """The widget's loop state against PyTorch: after a query block's last tile its row equals SDPA."""
+    from attn_course.widgets import TilingExplorer
+
+    w = TilingExplorer(length=64, block=16)
+    assert w.step_slider.max == 16 and w.text().startswith("L = S = 64, block = 16: 4 x 4 = 16 tiles, 0 skipped")
+    w.step_slider.value = 8                                              # query block 1, its last key block
+    state = w.state()
+    assert state["tile"] == (1, 3) and len(state["gap_path"]) == 4
+    q, k, v = w.query[:64], w.key[:64], w.value[:64]
+    row = torch.nn.functional.scaled_dot_product_attention(q[None, 16:17], k[None], v[None])[0, 0]   # (Dv,)
+    m, l, acc = flash.online_softmax_init((1,), v.shape[-1])
+    scores = q[16:17] @ k.T / 4                                          # (1, 64), 1 / sqrt(D = 16)
+    for j in range(0, 64, 16):
+        m, l, acc = flash.online_softmax_update(m, l, acc, scores[:, j:j + 16], v[j:j + 16])
+    torch.testing.assert_close(flash.online_softmax_finish(l, acc)[0], row, atol=1e-5, rtol=1e-5)
+    assert state["gap"] < 1e-5 < state["gap_path"][0]                    # exact only after the last block
+    w.causal_box.value = True                                            # 6 tiles above the diagonal skipped
+    assert w.step_slider.max == 10 and w.step_slider.value == 8 and "6 skipped (causal: on)" in w.text()
+    w.length_slider.value = 32                                           # 2 x 2 tiles, 1 skipped: the step clamps
+    assert w.step_slider.max == 3 and w.step_slider.value == 3

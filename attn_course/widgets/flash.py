@@ -75,14 +75,9 @@ class TilingExplorer(Panel):
                                self.step_slider])
 
     def _resize_steps(self, change=None):
-        """Keep the step slider within the number of tiles (a new length, block or causal switch)."""
-        n = len(self.tiles())
-        if self.step_slider.max != n:
-            value = min(self.step_slider.value, n) if change is None else max(1, min(n, self.step_slider.value))
-            if n < self.step_slider.min:
-                self.step_slider.min = 1
-            self.step_slider.max = n
-            self.step_slider.value = value
+        """Keep the step slider within the number of tiles (a new length, block or causal switch);
+        ipywidgets clamps its value when the maximum falls below it."""
+        self.step_slider.max = len(self.tiles())
 
     def tiles(self):
         """The tiles in loop order: [(query block i, key block j)], without those the causal loop skips."""
