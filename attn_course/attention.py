@@ -5,10 +5,12 @@ E d_model (= H*D; PyTorch calls it ``embed_dim``, Hugging Face ``hidden_size``),
 
     attn_scores (..., L, S) --softmax over S--> attn_weights (..., L, S) --@ value--> context (..., L, Dv)
 
-**Mask polarity.** ``attn_mask`` follows ``torch.nn.functional.scaled_dot_product_attention``:
-a bool ``True`` means *may attend*; a float mask is added to the scores. ``key_padding_mask``
-follows ``torch.nn.MultiheadAttention``: ``True`` means *padding, ignore*. The one conversion
-between the two is ``key_padding_to_attn_mask``.
+**Mask polarity, as in PyTorch.** The functions (``masked_softmax``, ``attention_weights``,
+``scaled_dot_product_attention``) take ``attn_mask`` as ``torch.nn.functional.scaled_dot_product_attention``
+does: a bool ``True`` means *may attend*. The module ``MultiHeadAttention`` takes ``attn_mask`` and
+``key_padding_mask`` as ``torch.nn.MultiheadAttention`` does: a bool ``True`` means *ignore* in both.
+A float mask is added to the scores everywhere. The conversions are ``key_padding_to_attn_mask``
+(padding -> may attend) and ``merge_masks`` (a module's masks -> one SDPA ``attn_mask``).
 """
 import math
 
@@ -276,24 +278,35 @@ def validate_projection_inputs(query, key, value, key_padding_mask, d_model):
 
 
 def merge_masks(attn_mask, key_padding_mask, is_causal, L, S, device=None):
-    """One ``attn_mask`` for (B, H, L, S) scores from the three ways a module is told what not to see.
+    """One SDPA ``attn_mask`` (True = may attend) for (B, H, L, S) scores from a module's three masks.
+
+    The module's masks follow ``torch.nn.MultiheadAttention``: a bool ``True`` means *ignore*, in
+    ``attn_mask`` and ``key_padding_mask`` alike. The result follows
+    ``torch.nn.functional.scaled_dot_product_attention``: a bool ``True`` means *may attend*.
 
     Args:
-        attn_mask: None, bool broadcastable to (B, H, L, S) with **True = may attend**, or float, added.
+        attn_mask: None, bool broadcastable to (B, H, L, S) with **True = ignore (may not attend)**,
+            or float, added to the scores.
         key_padding_mask: None or bool (B, S), **True = padding (ignore)**.
-        is_causal: add ``causal_mask(L, S)``; not together with ``attn_mask``.
+        is_causal: mask the future, as ``causal_mask(L, S)``; not together with ``attn_mask``.
 
     Returns:
-        None (nothing masked), or a mask of ``attn_mask``'s kind: bool (True = may attend) or float
-        (``-inf`` on padded keys), broadcastable to (B, H, L, S).
+        None (nothing masked), or a mask broadcastable to (B, H, L, S): bool with **True = may attend**,
+        or float (``-inf`` on padded keys) when ``attn_mask`` is float.
 
     Raises:
         ValueError: ``attn_mask`` together with ``is_causal``.
+
+    >>> merge_masks(torch.tensor([[False, True], [False, False]]), None, False, 2, 2)
+    tensor([[ True, False],
+            [ True,  True]])
     """
     if is_causal:
         if attn_mask is not None:
             raise ValueError("pass either attn_mask or is_causal=True, not both")
-        attn_mask = causal_mask(L, S, device=device)                           # (L, S)
+        attn_mask = causal_mask(L, S, device=device)                           # (L, S), True = may attend
+    elif attn_mask is not None and attn_mask.dtype == torch.bool:
+        attn_mask = ~attn_mask                                                 # True = ignore -> True = may attend
     if key_padding_mask is not None:
         keep = key_padding_to_attn_mask(key_padding_mask).unsqueeze(1)         # (B, S) -> (B, 1, 1, S)
         if attn_mask is None:
@@ -318,9 +331,10 @@ class MultiHeadAttention(nn.Module):
 
     Forward args:
         query: (B, L, E); key: (B, S, E), default ``query``; value: (B, S, E), default ``key``.
-        attn_mask: bool (L, S) or (B, H, L, S)-broadcastable, **True = may attend**, or float, added.
+        attn_mask: bool (L, S) or (B, H, L, S)-broadcastable, **True = ignore (may not attend)**, or
+            float, added to the scores: as in ``nn.MultiheadAttention``, the opposite of SDPA's bool mask.
         key_padding_mask: bool (B, S), **True = padding (ignore)**, as in ``nn.MultiheadAttention``.
-        is_causal: apply a causal mask.
+        is_causal: apply a causal mask; not together with ``attn_mask``.
         need_weights: also return the per-head attention weights.
 
     Returns:

@@ -14,8 +14,8 @@ Hkv = H is multi-head attention (Vaswani et al. 2017); Hkv = 1 is multi-query at
 2019); in between is grouped-query attention (Ainslie et al. 2023). Key/value projections and the
 key/value cache of a decoder shrink by the factor r = H / Hkv; the query heads stay H.
 
-**Mask polarity**, as in ``attn_course.attention.MultiHeadAttention``: ``attn_mask`` bool
-**True = may attend** (a float mask is added to the scores); ``key_padding_mask`` **True = padding (ignore)**.
+**Mask polarity**, as in ``attn_course.attention.MultiHeadAttention`` and ``torch.nn.MultiheadAttention``:
+a bool ``attn_mask`` and ``key_padding_mask`` both mean **True = ignore** (a float mask is added to the scores).
 """
 import torch
 from torch import nn
@@ -78,7 +78,8 @@ class GroupedQueryAttention(nn.Module):
 
     Forward args:
         query: (B, L, E); key: (B, S, E), default ``query``; value: (B, S, E), default ``key``.
-        attn_mask: bool (L, S) or (B, H, L, S)-broadcastable, **True = may attend**, or float, added.
+        attn_mask: bool (L, S) or (B, H, L, S)-broadcastable, **True = ignore (may not attend)**, or
+            float, added to the scores: as in ``nn.MultiheadAttention``.
         key_padding_mask: bool (B, S), **True = padding (ignore)**, as in ``nn.MultiheadAttention``.
         is_causal: apply a causal mask; not together with ``attn_mask``.
         need_weights: also return the per-head attention weights.

@@ -6,10 +6,9 @@ embedding -> positions -> blocks -> masked mean pooling -> logits.
 
 Shape legend: B batch, L sequence length, E d_model (= H*D), H heads, F d_ff, V vocabulary, C classes.
 
-**Mask polarity.** ``attn_mask`` as in ``torch.nn.functional.scaled_dot_product_attention``:
-**True = may attend**. ``key_padding_mask`` as in ``torch.nn.MultiheadAttention``: **True = padding**.
-``torch.nn.TransformerEncoderLayer``'s ``src_mask`` has the opposite polarity of ``attn_mask``
-(True = may not attend): pass ``~attn_mask`` to it.
+**Mask polarity**, as in ``torch.nn.TransformerEncoderLayer`` (``src_mask``) and
+``torch.nn.MultiheadAttention``: a bool ``attn_mask`` and ``key_padding_mask`` both mean **True = ignore**
+(a float mask is added to the scores). The same masks go to ``TransformerBlock`` and to PyTorch's layer.
 """
 import torch
 from torch import nn
@@ -153,7 +152,8 @@ class TransformerBlock(nn.Module):
 
     Forward args:
         x: (B, L, E) float tensor.
-        attn_mask: bool (L, L) or broadcastable to (B, H, L, L), **True = may attend**, or float, added.
+        attn_mask: bool (L, L) or broadcastable to (B, H, L, L), **True = ignore (may not attend)**, or
+            float, added to the scores: as ``src_mask`` of ``nn.TransformerEncoderLayer``.
         key_padding_mask: bool (B, L), **True = padding (ignore)**.
         is_causal: apply a causal mask (position i sees 0..i).
         need_weights: also return the attention weights.

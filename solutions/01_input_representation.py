@@ -183,7 +183,9 @@ explorer.set(max_len=explorer.max_len.max)           # back to no truncation
 # compares every position with every length at once. Build the mask from the lengths, not with
 # `ids == pad_id`: where the pad id is also a real token (GPT-2 has no pad token, and code often pads
 # with its end-of-text token) that would hide real tokens. Do not call `data.pad_batch`: it is the
-# reference the check compares with.
+# reference the check compares with, and the check refuses an answer that calls it. That rule holds in
+# every exercise of the course, in the notebook exactly as when graded: each exercise names what you
+# are asked to write yourself, and calling it (the package's version or PyTorch's) fails the check.
 
 # %% [raw]
 # # BEGIN QUESTION

@@ -147,7 +147,9 @@ print(f"uniform over S={len(tokens)} keys: log S = {math.log(len(tokens)):.3f} n
 # divide by the temperature, then a softmax over the **key** axis. Do it by hand with `torch.exp`
 # rather than `torch.softmax`, and make it safe for large scores: subtract each row's maximum
 # before `exp` (the result does not change, since $\exp(e_j - m) / \sum \exp(e_{j'} - m)$ is the
-# same fraction, but nothing overflows).
+# same fraction, but nothing overflows). The check below refuses an answer that calls a softmax
+# (`torch.softmax`, `F.softmax`, `Tensor.softmax`, `nn.Softmax`, their log versions, or the package's
+# `ac.softmax_with_temperature`), here exactly as when your notebook is graded.
 
 # %% [raw]
 # # BEGIN QUESTION

@@ -32,8 +32,9 @@
 #
 # **Learning goals.** After this lesson you can
 # 1. draw padding and causal masks and say which keys each query may see;
-# 2. convert between the two mask polarities — `attn_mask` of PyTorch's SDPA (**True = may attend**)
-#    and the masks of `nn.MultiheadAttention` (**True = ignore**) — and prove both give the same attention;
+# 2. convert between the two mask polarities — `attn_mask` of attention *functions* such as PyTorch's
+#    SDPA (**True = may attend**) and the masks of attention *modules* such as `nn.MultiheadAttention`
+#    (**True = ignore**) — and prove both give the same attention;
 # 3. choose a fill value that works in float16, float32 and float64, and handle a query that may
 #    attend to no key at all;
 # 4. build the transformer block — residual connections, LayerNorm, the feed-forward layer — and
@@ -120,11 +121,20 @@ print(combined[0].int())
 #
 # | where | argument | `True` (or 1) means |
 # |---|---|---|
-# | `F.scaled_dot_product_attention`, `attn_course` | `attn_mask` | **may attend** |
-# | `nn.MultiheadAttention`, `nn.TransformerEncoderLayer` | `attn_mask` / `src_mask`, `key_padding_mask` | **ignore** |
+# | functions: `F.scaled_dot_product_attention`; `ac.scaled_dot_product_attention`, `ac.attention_weights`, `ac.masked_softmax` | `attn_mask` | **may attend** |
+# | modules: `nn.MultiheadAttention`, `nn.TransformerEncoderLayer`; `ac.MultiHeadAttention`, `ac.TransformerBlock` | `attn_mask` / `src_mask`, `key_padding_mask` | **ignore** |
 # | Hugging Face tokenizers and models | `attention_mask` (0/1) | 1 = real token (keep) |
 #
-# The one conversion, `ac.key_padding_to_attn_mask`, is a negation plus an axis for the queries:
+# PyTorch itself uses both meanings of `attn_mask`: its function (SDPA) says *may attend*, its modules
+# say *ignore*. The course follows PyTorch exactly rather than inventing a third convention: every
+# function of `attn_course` reads `attn_mask` as SDPA does, and every module reads `attn_mask` and
+# `key_padding_mask` as `nn.MultiheadAttention` does, so inside one module both masks mean *ignore*,
+# and code written against the course's modules runs unchanged on PyTorch's. The rule to remember:
+# **a function's mask says where to look; a module's masks say what to hide.** A float mask is added
+# to the scores in both, so it means the same everywhere.
+#
+# The one conversion from a module's padding mask to a function's `attn_mask`,
+# `ac.key_padding_to_attn_mask`, is a negation plus an axis for the queries:
 
 # %%
 attn_mask = ~key_padding_mask[:, None, :]                            # (B, S) -> (B, 1, S), True = may attend
@@ -133,8 +143,9 @@ print("attn_mask:", tuple(attn_mask.shape), "broadcasts over the L queries; add 
 
 # %% [markdown]
 # Now the proof that both conventions give the same attention. We embed the batch, run PyTorch's
-# `nn.MultiheadAttention` with *its* polarity (True = ignore), our `MultiHeadAttention` with the same
-# weights and *our* polarity, and PyTorch's SDPA. Padding and causal masks together.
+# `nn.MultiheadAttention` and our `MultiHeadAttention` (same weights) with the *same* module masks
+# (True = ignore), and PyTorch's SDPA with the function's mask (True = may attend). Padding and causal
+# masks together.
 
 # %%
 torch.manual_seed(0)
@@ -145,12 +156,12 @@ x = embedding(ids).detach().to(device)                                     # (B,
 torch_mha, ours = torch_mha.to(device), ours.to(device)
 kpm, causal = key_padding_mask.to(device), ac.causal_mask(S, device=device)
 with torch.no_grad():
-    out_torch, w_torch = torch_mha(x, x, x, key_padding_mask=kpm, attn_mask=~causal,   # True = ignore
+    out_torch, w_torch = torch_mha(x, x, x, key_padding_mask=kpm, attn_mask=~causal,   # modules: True = ignore
                                    average_attn_weights=False)
-    out_ours, w_ours = ours(x, key_padding_mask=kpm, attn_mask=causal)                # True = may attend
+    out_ours, w_ours = ours(x, key_padding_mask=kpm, attn_mask=~causal)               # the same masks
 torch.testing.assert_close(out_ours, out_torch)
 torch.testing.assert_close(w_ours, w_torch)
-print("nn.MultiheadAttention (True = ignore) == ac.MultiHeadAttention (True = may attend):",
+print("nn.MultiheadAttention == ac.MultiHeadAttention, same masks (True = ignore):",
       tuple(out_ours.shape), tuple(w_ours.shape))
 
 # %%
@@ -347,8 +358,8 @@ print(f"every position: |mean| <= {mean.abs().max().item():.4f}, std in "
 # `attn_course.transformer.TransformerBlock` puts the pieces together: `self_attn` (our
 # `MultiHeadAttention`), `norm1`, `norm2`, and `feed_forward` (`linear1` -> ReLU or GELU -> `linear2`).
 # `TransformerBlock.from_torch` copies the weights of a `torch.nn.TransformerEncoderLayer`; then the
-# two agree — post-LN and pre-LN, ReLU and GELU, with padding and causal masks (remember: PyTorch's
-# `src_mask` is True = ignore, so it gets `~causal`).
+# two agree — post-LN and pre-LN, ReLU and GELU, with padding and causal masks. Both are modules, so
+# both take the same masks (True = ignore): the causal one is `~causal`, True above the diagonal.
 
 # %%
 x_batch = ac.randn(3, S, 16, generator=g, device=device)                        # (B, L, E)
@@ -361,7 +372,7 @@ for norm_first in (False, True):
         block = transformer.TransformerBlock.from_torch(layer).eval()
         with torch.no_grad():
             expected = layer(x_batch, src_mask=~causal, src_key_padding_mask=kpm)   # True = ignore
-            got = block(x_batch, attn_mask=causal, key_padding_mask=kpm)          # True = may attend
+            got = block(x_batch, attn_mask=~causal, key_padding_mask=kpm)         # the same masks
         torch.testing.assert_close(got, expected)
         report.append(f"norm_first={norm_first!s:5s} {activation}: TransformerBlock == nn.TransformerEncoderLayer")
 print("\n".join(report))
@@ -369,9 +380,9 @@ print("\n".join(report))
 # %% [markdown]
 # ### Exercise 2 — the block's forward
 #
-# Write `transformer_block_forward(block, x, attn_mask, key_padding_mask)` for `x (B, L, E)`, using
-# the block's parts: `block.self_attn(h, attn_mask=..., key_padding_mask=...)` returns
-# `(attn_output, attn_weights)`; `block.norm1`, `block.norm2`, `block.feed_forward`. Post-LN when
+# Write `transformer_block_forward(block, x, attn_mask, key_padding_mask)` for `x (B, L, E)` and the
+# block's masks (both True = ignore: pass them on as they are), using the block's parts:
+# `block.self_attn(h, attn_mask=..., key_padding_mask=...)` returns `(attn_output, attn_weights)`; `block.norm1`, `block.norm2`, `block.feed_forward`. Post-LN when
 # `block.norm_first` is False, pre-LN when it is True (the formulas above). Ignore dropout (the
 # check runs in eval mode).
 
@@ -586,9 +597,56 @@ plt.show()
 # %% [markdown]
 # ## 8. Bug hunt
 #
-# The course started from a seed notebook whose `TextTransformer` used the positional encoding
-# `SinusoidalPositionalEncoding_v2` below. Its docstring (`help(SinusoidalPositionalEncoding_v2)`) is
-# word for word the reference's, it runs, and every shape is right. Train the same model with it.
+# The first article classifies text with a `TextTransformer`: an embedding, a positional encoding,
+# PyTorch's encoder layers, and a linear layer on the output of the last position. Two of its lines, as
+# written:
+#
+# ```python
+# self.positional_encoding = nn.Parameter(torch.randn(1, 1, embed_dim))   # in __init__
+# x = self.embedding(x) + self.positional_encoding                        # in forward
+# ...
+# out = out[:, -1, :]                                                     # the last position, for the classifier
+# ```
+#
+# The parameter has shape `(1, 1, E)`: it broadcasts over the batch *and over the positions*, so every
+# position receives the same learned vector, and the vector says nothing about where a token is. And in
+# a right-padded batch the last position of a short sentence is `<pad>`. Run both lines on section 1's
+# batch, with an untrained PyTorch encoder layer and, as in the article, no mask:
+
+# %%
+torch.manual_seed(0)
+positional_encoding = nn.Parameter(torch.randn(1, 1, 16, device=device))          # the article's line: (1, 1, E)
+article_layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True).to(device).eval()
+
+def article_features(ids):
+    """The article's forward up to the classifier: (B, L) -> (B, E), the encoder's output at position -1."""
+    x = embedding(ids).to(device) + positional_encoding                            # (B, L, E) + (1, 1, E)
+    return article_layer(x)[:, -1, :]                                              # no mask; out[:, -1, :]
+
+call = vocab.encode(token_lists[0])                                                # "call me ishmael ."
+with torch.no_grad():
+    added = positional_encoding.expand(B, S, 16)                                   # what positions add: (1, 1, E) -> (B, S, E)
+    distinct = added.reshape(B * S, 16).unique(dim=0).shape[0]
+    reordered = torch.tensor([[call[1], call[0], call[2], call[3]]])              # "me call ishmael ."
+    alone, batched = article_features(torch.tensor([call]))[0], article_features(ids)[0]
+    order_blind = torch.allclose(alone, article_features(reordered)[0], atol=1e-6)
+print(f"distinct positional vectors over the {B} x {S} positions of the batch: {distinct}")
+print("'call me ishmael .' and 'me call ishmael .' give the same features:", order_blind)
+print("the token at position -1 of each padded sentence:", [vocab.itos[i] for i in ids[:, -1].tolist()])
+print(f"'call me ishmael .' alone vs in the padded batch: features differ by up to {(alone - batched).abs().max().item():.3f}")
+
+# %% [markdown]
+# One positional vector for all 21 positions: the model is blind to word order (any two words may
+# swap places, except the last), and the classifier reads a `<pad>` token for two of the three
+# sentences: "call me ishmael ." gets features that differ by up to 2.118 depending on which sentences
+# share its batch, so possibly another class. The course's
+# `TextTransformer` adds a table of one vector per position (`LearnedPositionalEncoding` or the
+# sinusoidal one) and pools the outputs of the real tokens only (masked mean pooling), so neither
+# happens.
+#
+# The same kind of bug can hide in a table of positions too. The suspect `SinusoidalPositionalEncoding_v2`
+# below has the reference's docstring (`help(SinusoidalPositionalEncoding_v2)`), it runs, and every
+# shape is right. Train section 7's model with it.
 
 # %%
 from attn_course.broken import SinusoidalPositionalEncoding_v2
@@ -702,8 +760,10 @@ test_q3_hidden(FixedSinusoidalPositionalEncoding)
 #
 # - A `key_padding_mask` (B, S) hides padding keys; a causal mask (L, S) hides the future. Combine
 #   them with `&` after converting to one polarity.
-# - SDPA's `attn_mask`: **True = may attend**. `nn.MultiheadAttention` and
-#   `nn.TransformerEncoderLayer`: **True = ignore**. `key_padding_to_attn_mask` converts, once.
+# - Functions (SDPA, `ac.scaled_dot_product_attention`): `attn_mask` **True = may attend**. Modules
+#   (`nn.MultiheadAttention`, `nn.TransformerEncoderLayer`, `ac.MultiHeadAttention`,
+#   `ac.TransformerBlock`): `attn_mask` and `key_padding_mask` **True = ignore**.
+#   `key_padding_to_attn_mask` converts, once.
 # - Fill masked scores with `-inf`, never `-1e9` (it does not fit in float16); then give a query
 #   that may see no key a row of zeros instead of NaN.
 # - The block: post-LN `LN(x + SelfAttn(x))`, `LN(x + FFN(x))`, or pre-LN `x + SelfAttn(LN(x))`,

@@ -116,8 +116,10 @@ for name, bpc in baselines.items():
 #
 # The model is lesson 07's encoder with one change that makes it a **decoder**: every block gets a
 # causal `attn_mask`, so position $t$ attends to positions $0..t$ only (Vaswani et al. 2017,
-# §3.2.3; Radford et al. 2018, §3.1). Then the output at position $t$ can be trained to predict the
-# character at $t+1$, for all $t$ at once:
+# §3.2.3; Radford et al. 2018, §3.1). A block's `attn_mask` reads as `nn.TransformerEncoderLayer`'s
+# does (lesson 07): True = *ignore*, so the causal one is True above the diagonal, `triu(diagonal=1)`.
+# Then the output at position $t$ can be trained to predict the character at $t+1$, for all $t$ at
+# once:
 #
 # $$h^{(0)} = \mathrm{Embed}(x) + P, \qquad h^{(n)} = \mathrm{Block}_n\big(h^{(n-1)}, \text{mask}_{ij} = [j \le i]\big),
 # \qquad p(x_{t+1} \mid x_{\le t}) = \mathrm{softmax}\big(W\, \mathrm{LN}(h^{(N)}_t) + b\big).$$
@@ -451,18 +453,19 @@ for position in [1, 5, 12]:
 # But the prediction at position 4 <em>is</em> a guess of character 5: the model reads the answer.
 # </details>
 # <details><summary>Hint 2</summary>Compare the line that builds <code>attn_mask</code> in the two
-# <code>forward</code>s. Print <code>torch.ones(4, 4).tril(diagonal=1)</code>.</details>
-# <details><summary>Hint 3</summary><code>tril(diagonal=1)</code> keeps one diagonal above the main
-# one: row i may attend to 0..i+1, the next character included. A causal mask is
-# <code>tril()</code> (diagonal 0). At generation time there is no character i+1, so the model is
-# asked a question it never learned to answer without peeking.</details>
+# <code>forward</code>s. Print <code>torch.ones(4, 4).triu(diagonal=2)</code>.</details>
+# <details><summary>Hint 3</summary>A block's <code>attn_mask</code> is True where a key is ignored.
+# <code>triu(diagonal=2)</code> starts two diagonals above the main one: row i ignores i+2.. but may
+# attend to 0..i+1, the next character included. The causal mask is <code>triu(diagonal=1)</code>.
+# At generation time there is no character i+1, so the model is asked a question it never learned to
+# answer without peeking.</details>
 #
 # ### Exercise 2 — fix it
 #
 # Write `fixed_forward(model, ids)` that computes a `CharTransformer`'s logits `(B, L, V)` from
 # `ids (B, L)` correctly: embedding, positions (`model.positional`), each block of `model.blocks`
-# with a causal `attn_mask` (True = may attend), `model.norm`, `model.lm_head`. The check runs the
-# causality probe on it, then compares with the reference.
+# with a causal `attn_mask` (True = ignore, as in `nn.TransformerEncoderLayer`), `model.norm`,
+# `model.lm_head`. The check runs the causality probe on it, then compares with the reference.
 
 # %% tags=["otter_ignore"]
 print(inspect.getsource(CharTransformer_v2.forward))
@@ -483,7 +486,7 @@ def fixed_forward(model, ids):
     """ # END PROMPT
     # BEGIN SOLUTION NO PROMPT
     L = ids.shape[1]
-    attn_mask = torch.ones(L, L, dtype=torch.bool, device=ids.device).tril()   # (L, L): row i sees 0..i
+    attn_mask = torch.ones(L, L, dtype=torch.bool, device=ids.device).triu(1)  # (L, L): row i ignores i+1..
     x = model.positional(model.embedding(ids))                                 # (B, L) -> (B, L, E)
     for block in model.blocks:
         x = block(x, attn_mask=attn_mask)                                      # (B, L, E)

@@ -155,7 +155,7 @@ def transformer_block_with_sdpa(block, x, attn_mask=None, key_padding_mask=None)
         q, k, v = (p(y).view(B, L, H, E // H).transpose(1, 2) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
         mask = torch.ones(B, 1, L, L, dtype=torch.bool)
         if attn_mask is not None:
-            mask = mask & attn_mask
+            mask = mask & ~attn_mask                       # the block's True = ignore -> SDPA's True = may attend
         if key_padding_mask is not None:
             mask = mask & ~key_padding_mask[:, None, None, :]
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

@@ -633,8 +633,8 @@ def test_mha_matches_torch(copy, mask, kind, bias, dtype, device):
     if mask.startswith("attn_bool"):
         allowed = random_bool_mask(g, (L, S))
         allowed[:, 0] = True  # no row fully masked, with padding either
-        ours_kw["attn_mask"] = allowed.to(device)
-        torch_kw["attn_mask"] = (~allowed).to(device)  # torch: True = NOT allowed
+        ours_kw["attn_mask"] = (~allowed).to(device)   # both modules: True = ignore, the same mask
+        torch_kw["attn_mask"] = (~allowed).to(device)
     if mask.startswith("attn_float"):
         additive = random_float_mask(g, (L, S), dtype)
         additive[:, 0] = 0.0

@@ -339,15 +339,15 @@ CAUSALITY = "causality" if "causality" in __import__("attn_course.checks", froml
 def test_check_lm_forward_passes_correct_forwards(thorough):
     check_lm_forward(lambda model, ids: model(ids), thorough=thorough)
     check_lm_forward(_forward_with_is_causal, thorough=thorough)
-    check_lm_forward(_forward_with(lambda L: torch.ones(L, L, dtype=torch.bool).tril()), thorough=thorough)
+    check_lm_forward(_forward_with(lambda L: torch.ones(L, L, dtype=torch.bool).triu(1)), thorough=thorough)
 
 
 @pytest.mark.parametrize("fn, kind", [
     (lambda model, ids: CharTransformer_v2.forward(model, ids), CAUSALITY),
-    (_forward_with(lambda L: torch.ones(L, L, dtype=torch.bool)), CAUSALITY),                  # no mask at all
-    (_forward_with(lambda L: ~torch.ones(L, L, dtype=torch.bool).tril()), CAUSALITY),          # polarity inverted
-    (_forward_with(lambda L: torch.ones(L, L, dtype=torch.bool).tril(-1)), "values"),           # cannot see itself
-    (_forward_with(lambda L: torch.ones(L, L, dtype=torch.bool).tril(), final_norm=False), "values"),
+    (_forward_with(lambda L: torch.zeros(L, L, dtype=torch.bool)), CAUSALITY),                 # no mask at all
+    (_forward_with(lambda L: torch.ones(L, L, dtype=torch.bool).tril()), CAUSALITY),           # SDPA's polarity
+    (_forward_with(lambda L: torch.ones(L, L, dtype=torch.bool).triu(0)), "values"),           # cannot see itself
+    (_forward_with(lambda L: torch.ones(L, L, dtype=torch.bool).triu(1), final_norm=False), "values"),
     (lambda model, ids: model(ids)[:, :-1], "shape"),
 ])
 def test_check_lm_forward_catches_mistakes(fn, kind):

@@ -4,7 +4,8 @@ Shape legend: B batch, L query length, S key/value length, H query heads, Hkv ke
 r = H / Hkv, D head_dim, E d_model (= H*D). References: the index identity of repeat_kv, PyTorch's
 ``scaled_dot_product_attention(..., enable_gqa=True)`` on the module's own projections,
 ``attn_course.MultiHeadAttention`` with copied weights (Hkv = H), hand-built mean-pooled weights.
-Mask polarity: ``attn_mask`` bool True = may attend; ``key_padding_mask`` True = padding.
+Mask polarity: the module's ``attn_mask`` and ``key_padding_mask`` are ``nn.MultiheadAttention``'s (bool
+True = ignore); PyTorch's SDPA, the reference, takes ``allowed`` (bool True = may attend).
 """
 import inspect
 
@@ -102,8 +103,9 @@ def test_gqa_matches_torch_sdpa_enable_gqa(H, Hkv, kind, mask, dtype, device):
     if mask == "causal":
         kwargs["is_causal"] = is_causal = True
     if mask == "bool":
-        kwargs["attn_mask"] = allowed = torch.rand(L, S, generator=g).to(device) < 0.7
-        kwargs["attn_mask"][:, 0] = True                                        # every query keeps a key
+        allowed = torch.rand(L, S, generator=g).to(device) < 0.7
+        allowed[:, 0] = True                                                    # every query keeps a key
+        kwargs["attn_mask"] = ~allowed                                          # the module's: True = ignore
     if "float" in mask:
         kwargs["attn_mask"] = draw(g, B, H, L, S, dtype=dtype, device=device)
         allowed = kwargs["attn_mask"] if allowed is None else kwargs["attn_mask"].masked_fill(~allowed, float("-inf"))

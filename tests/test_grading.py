@@ -18,6 +18,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import uuid
 from pathlib import Path
@@ -469,10 +470,32 @@ def test_tripwire_catches_an_application_answer_that_calls_the_reference():
     assert info.value.kind == "reference" and "attention_pooling" in str(info.value)
 
 
-def test_tripwire_is_off_by_default():
-    import attn_course as ac
-    assert not tripwire.enabled()
-    checks.check_softmax_with_temperature(ac.softmax_with_temperature, thorough=True)
+def test_tripwire_is_armed_by_default_so_the_notebook_applies_the_grading_rule():
+    """In a fresh process (a learner's kernel) the softmax check refuses torch.softmax and the package's
+    reference, as grading does, and accepts a softmax written by hand."""
+    code = textwrap.dedent("""
+        import torch
+        import attn_course as ac
+        from attn_course import checks
+        from attn_course.checks import tripwire
+
+        def by_hand(attn_scores, temperature):
+            e = (attn_scores / temperature - (attn_scores / temperature).amax(-1, keepdim=True)).exp()
+            return e / e.sum(-1, keepdim=True)
+
+        assert tripwire.enabled()
+        checks.check_softmax_with_temperature(by_hand, thorough=True)
+        for answer in (lambda s, t: torch.softmax(s / t, dim=-1), ac.softmax_with_temperature):
+            try:
+                checks.check_softmax_with_temperature(answer)
+            except checks.CheckFailure as err:
+                assert err.kind == "reference" and "fails this check here" in str(err), err
+            else:
+                raise AssertionError("a call of the reference passed the notebook's check")
+        print("refused")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "refused", done.stderr[-2000:]
 
 
 def test_tripwire_catches_the_reference_under_any_name(armed):

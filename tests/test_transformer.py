@@ -109,16 +109,16 @@ def test_learned_encoding_trains_only_the_rows_used():
 def masks_for(kind, B, L, lengths, dtype):
     """(our kwargs, torch's kwargs) for one mask setting."""
     kpm = padding_mask(lengths, L)                                    # (B, L), True = padding
-    causal = causal_mask(L)                                           # (L, L), True = may attend
+    future = ~causal_mask(L)                                          # (L, L), True = ignore: both layers' polarity
     if kind == "none":
         return {}, {}
     if kind == "padding":
         return {"key_padding_mask": kpm}, {"src_key_padding_mask": kpm}
     if kind == "causal":
-        return {"is_causal": True}, {"src_mask": ~causal, "is_causal": True}
+        return {"is_causal": True}, {"src_mask": future, "is_causal": True}
     if kind == "causal+padding":
-        return {"attn_mask": causal, "key_padding_mask": kpm}, {"src_mask": ~causal, "src_key_padding_mask": kpm}
-    additive = torch.zeros(L, L, dtype=dtype).masked_fill(~causal, float("-inf"))   # float mask, added
+        return {"attn_mask": future, "key_padding_mask": kpm}, {"src_mask": future, "src_key_padding_mask": kpm}
+    additive = torch.zeros(L, L, dtype=dtype).masked_fill(future, float("-inf"))    # float mask, added
     return {"attn_mask": additive}, {"src_mask": additive}
 
 

@@ -13,8 +13,9 @@ is ``attn_course.kv_cache``).
 
 Shape legend: B batch, L sequence length (context), E d_model (= H*D), H heads, D head_dim, V vocabulary.
 
-**Mask polarity.** ``attn_mask`` as in ``torch.nn.functional.scaled_dot_product_attention``:
-**True = may attend**; ``causal_mask(L)`` lets position i attend to 0..i.
+**Mask polarity.** The blocks' ``attn_mask`` is ``nn.TransformerEncoderLayer``'s: **True = ignore**.
+The causal mask given to them is ``triu(diagonal=1)``, True above the diagonal: position i ignores
+i+1..L-1 and attends to 0..i (the complement of SDPA's ``causal_mask(L)``).
 
 References: Radford et al. 2018, "Improving Language Understanding by Generative Pre-Training"
 (decoder-only transformer, section 3.1); Vaswani et al. 2017, section 3.2.3 (masking "illegal
@@ -29,7 +30,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..attention import causal_mask
 from ..kv_cache import KVCache, cached_self_attention
 from ..training import fit, replayable
 from ..transformer import LearnedPositionalEncoding, SinusoidalPositionalEncoding, TransformerBlock
@@ -87,7 +87,7 @@ class CharTransformer(nn.Module):
         if ids.dim() != 2 or ids.shape[1] > self.max_len:
             raise ValueError(f"ids must have shape (B, L) with L <= max_len={self.max_len}; got {tuple(ids.shape)}")
         L = ids.shape[1]
-        attn_mask = causal_mask(L, device=ids.device)                 # (L, L), True = may attend
+        attn_mask = torch.ones(L, L, dtype=torch.bool, device=ids.device).triu(diagonal=1)  # (L, L), True = the future: ignore
         x = self.positional(self.embedding(ids))                      # (B, L) -> (B, L, E)
         all_weights = []
         for block in self.blocks:

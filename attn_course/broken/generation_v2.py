@@ -11,7 +11,7 @@ class CharTransformer_v2(CharTransformer):
         if ids.dim() != 2 or ids.shape[1] > self.max_len:
             raise ValueError(f"ids must have shape (B, L) with L <= max_len={self.max_len}; got {tuple(ids.shape)}")
         L = ids.shape[1]
-        attn_mask = torch.ones(L, L, dtype=torch.bool, device=ids.device).tril(diagonal=1)  # (L, L), True = may attend
+        attn_mask = torch.ones(L, L, dtype=torch.bool, device=ids.device).triu(diagonal=2)  # (L, L), True = the future: ignore
         x = self.positional(self.embedding(ids))                      # (B, L) -> (B, L, E)
         all_weights = []
         for block in self.blocks:

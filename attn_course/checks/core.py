@@ -35,8 +35,8 @@ def forbids(*rules):
 
     ``rules`` are ``(label, callable)`` pairs (``tripwire.package(...)``, ``tripwire.SOFTMAX``, ...).
     While the decorated check runs, ``call_learner`` watches the learner's function for a call of
-    any of them; when the classroom grader has armed the tripwire, such a call fails the check with
-    kind ``reference``. The rules stay readable as ``check.forbidden``.
+    any of them; when the tripwire is armed (the default, in notebooks and in grading), such a call
+    fails the check with kind ``reference``. The rules stay readable as ``check.forbidden``.
     """
     rules = tuple(rules)
 
@@ -59,7 +59,8 @@ def _refuse_reference(hit, fn, case):
     if hit:
         raise CheckFailure("reference", f"{case}: {getattr(fn, '__name__', 'your function')} calls "
                                         f"{hit}, which is what this exercise asks you to write "
-                                        f"yourself; a call to it scores no points when graded.") from None
+                                        f"yourself; a call to it fails this check here and scores no points "
+                                        f"when graded.") from None
 
 
 def _call(fn, args, case, wrt=(), pick=(), weight=None):
@@ -88,7 +89,7 @@ def call_learner(fn, args, case):
 
     ``fn`` is the learner's function, or a ``remote.Remote`` handle to it when the classroom grader
     runs the check outside the notebook's process (the result then comes back as plain data).
-    Inside a check declared with ``@forbids``, and when the classroom grader has armed the tripwire,
+    Inside a check declared with ``@forbids``, and when the tripwire is armed (the default),
     a call of a forbidden function fails with kind ``reference`` instead.
     """
     return _call(fn, args, case)["result"]

@@ -133,6 +133,7 @@ def check_lm_forward(fn, thorough=False, seed=151):
                     raise CheckFailure("causality", (
                         f"{case}: changing only the character at position {position} changed the logits at "
                         f"earlier positions by up to {probe['before']:.3g}; a position may only see itself and "
-                        f"the characters before it. Look at the diagonal of your mask: causal = "
-                        f"torch.ones(L, L).tril() (True = may attend), so that row i allows columns 0..i"))
+                        f"the characters before it. Look at the diagonal of your mask: a block's attn_mask is True where "
+                        f"a position must be ignored, so the causal one is torch.ones(L, L).triu(diagonal=1): row i "
+                        f"hides columns i+1..L-1 and allows 0..i"))
             expect_tensor("logits", got, expected, case, legend="(B, L, V)", atol=1e-4)

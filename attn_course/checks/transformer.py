@@ -165,6 +165,8 @@ def _block_cases(thorough):
 def check_transformer_block(fn, thorough=False, seed=71):
     """``fn(block, x (B, L, E), attn_mask, key_padding_mask) -> (B, L, E)``, equal to ``block(x, ...)`` in eval mode.
 
+    ``attn_mask`` (L, L) and ``key_padding_mask`` (B, L) are the block's: bool, **True = ignore**.
+
     ``block`` is an ``attn_course.transformer.TransformerBlock``; ``fn`` combines its submodules
     ``self_attn``, ``norm1``, ``norm2`` and ``feed_forward`` as post-LN or pre-LN (``block.norm_first``).
     """
@@ -173,7 +175,7 @@ def check_transformer_block(fn, thorough=False, seed=71):
         block = _random_block(g, E, H, F_, norm_first, activation, dtype)
         x = random_tensor(g, B, L, E, dtype=dtype)
         key_padding_mask = attention.padding_mask(lengths, L)                            # (B, L), True = padding
-        attn_mask = attention.causal_mask(L) if causal else None                         # (L, L), True = may attend
+        attn_mask = ~attention.causal_mask(L) if causal else None                        # (L, L), True = ignore (module polarity)
         with torch.no_grad():
             ref = block(x, attn_mask=attn_mask, key_padding_mask=key_padding_mask)
             got = call_learner(fn, (block, x.clone(), attn_mask, key_padding_mask), case)

@@ -1,13 +1,16 @@
-"""The grading tripwire: an exercise answered by calling the implementation it asks for scores 0.
+"""The tripwire: an exercise answered by calling the implementation it asks for fails its check.
 
 Each check declares, with ``@forbids(...)`` (``attn_course.checks.core``), what its exercise asks the
 learner to write: the package's reference (``attn_course.attention.softmax_with_temperature`` for
 the softmax exercise) and PyTorch's own version where there is one (``SOFTMAX``, ``SDPA``, ``MHA``
-below). While the classroom grader runs a submission (``enable()``), ``checks.core.call_learner``
+below). While the tripwire is armed (``enable()``, the default), ``checks.core.call_learner``
 runs the learner's function under ``watch(rules)``, a ``sys.setprofile`` hook that records the
 first call of a forbidden function, by its code object (Python functions, whatever name or alias
 the learner used) or by its name and owner (PyTorch's C functions and ``Tensor`` methods). The
-check then fails with kind ``reference``. Off by default, so lessons and unit tests behave as before.
+check then fails with kind ``reference``. It is armed by default, so the rule is the same in the
+learner's notebook and in the classroom grader (which arms it again before a submission runs): an
+answer the notebook's check accepts is not refused when graded. The package's own tests of the
+references turn it off (``enable(False)``), since there the reference is the function under test.
 
 The rules name PyTorch's aten operators too (``aten._softmax``, ``aten._safe_softmax``, the fused
 attention kernels): they are recorded when they run, below autograd, so ``torch._softmax``,
@@ -29,7 +32,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import attention, heads
 
-_enabled = False
+_enabled = True
 
 SOFTMAX = [("torch.softmax", torch.softmax), ("torch.Tensor.softmax", torch.Tensor.softmax),
            ("torch.nn.functional.softmax", F.softmax), ("torch.special.softmax", torch.special.softmax),
@@ -70,7 +73,8 @@ def package(*functions):
 
 
 def enable(on=True):
-    """Arm (or disarm) the tripwire in this process; the classroom grader arms it before a submission runs."""
+    """Arm (or disarm) the tripwire in this process. Armed by default; the classroom grader arms it again
+    before a submission runs."""
     global _enabled
     _enabled = bool(on)
 
