@@ -33,7 +33,8 @@
 # **Learning goals.** After this lesson you can
 # 1. compute queries, keys and values from *one* sequence, $Q = XW_Q$, $K = XW_K$, $V = XW_V$, and
 #    read the $(L, L)$ self-attention matrix of a real sentence;
-# 2. check a single-head `SelfAttention` module against `torch.nn.MultiheadAttention`;
+# 2. check a single-head `SelfAttention` module against `torch.nn.MultiheadAttention`, and feed
+#    PyTorch's module a batch in the layout it expects (`batch_first`);
 # 3. show that self-attention without positions does not see word order;
 # 4. tell encoder self-attention (building a representation of the source) from decoder
 #    cross-attention (queries from the decoder, keys and values from the encoder outputs,
@@ -170,6 +171,54 @@ with torch.no_grad():
     checks.expect_tensor("output", mha.out_proj(context_1h), torch_output, legend="(B, L, E)")  # + out_proj
     checks.expect_tensor("attn_weights", attn_weights_1h, torch_weights, legend="(B, L, L)")
 print("SelfAttention, then out_proj == nn.MultiheadAttention(num_heads=1): yes")
+
+# %% [markdown]
+# ### Which axis is the batch? `batch_first`
+#
+# Note the `batch_first=True` above. `nn.MultiheadAttention`, like `nn.TransformerEncoderLayer` and
+# `nn.Transformer`, was written for the layout of PyTorch's recurrent layers, $(L, B, E)$: the tokens
+# first, then the batch. Its default is `batch_first=False`. Hand it a batch of our shape $(B, L, E)$ and
+# it raises no error: it reads $B$ as the number of tokens and $L$ as the number of sentences, so each
+# token attends to the tokens at the same position in the *other sentences* of the batch. A batch of two
+# sentences, Dickens's and one of 14 random embeddings; then we replace sentence 1 alone:
+
+# %%
+torch.manual_seed(0)
+seq_first = nn.MultiheadAttention(E, num_heads=2).to(device)                 # batch_first=False, the default
+batch_first = nn.MultiheadAttention(E, num_heads=2, batch_first=True).to(device)
+batch_first.load_state_dict(seq_first.state_dict())                         # the same weights
+g_batch = torch.Generator().manual_seed(5)                                  # its own seed: g keeps its numbers
+batch = torch.cat([x, ac.randn(1, 14, E, generator=g_batch, device=device)])   # (B=2, L=14, E=16)
+changed = batch.clone()
+changed[1] = ac.randn(14, E, generator=g_batch, device=device)              # a new sentence 1; sentence 0 as it was
+with torch.no_grad():
+    for name, layer in [("batch_first=False (default)", seq_first), ("batch_first=True", batch_first)]:
+        output, weights = layer(batch, batch, batch)                        # self-attention on (B, L, E)
+        output_changed, _ = layer(changed, changed, changed)
+        moved = (output_changed[0] - output[0]).abs().max().item()          # sentence 0's output
+        print(f"{name:27s} attn_weights {tuple(weights.shape)}   sentence 0's output moved by {moved:.2f}")
+
+# %% [markdown]
+# With the default the weights come out $(14, 2, 2)$: 14 "sentences" of 2 "tokens", one token from
+# each of our sentences. Sentence 0's output moved by 0.83 when only sentence 1 changed: what a sentence
+# becomes depends on what it is batched with. With `batch_first=True` the weights are $(2, 14, 14)$ and
+# sentence 0 stays put (0.00). The weights are the same; only the axes differ. `batch_first=True` equals
+# the default layer fed `batch.transpose(0, 1)`, and gives sentence 0 the same output alone as in the batch:
+
+# %%
+with torch.no_grad():
+    ours, _ = batch_first(batch, batch, batch)                                  # (B, L, E)
+    theirs, _ = seq_first(*[batch.transpose(0, 1)] * 3)                         # (L, B, E), the layout it expects
+    alone, _ = batch_first(x, x, x)                                             # sentence 0 in a batch of its own
+torch.testing.assert_close(ours, theirs.transpose(0, 1))                        # (L, B, E) -> (B, L, E)
+torch.testing.assert_close(ours[:1], alone)
+print("batch_first=True == the default fed batch.transpose(0, 1); sentence 0 alone == in the batch: yes")
+
+# %% [markdown]
+# When a batch holds as many sentences as tokens ($B = L$), even the shape of the weights looks right,
+# and with one sentence ($B = 1$) every token attends to itself alone. The probe that always works is
+# the one above: change the other sentences, watch one. Lesson 08's catalogue has a suspect with this bug
+# and a check that runs this probe.
 
 # %% [markdown]
 # ### Exercise 1 — self-attention from scratch
@@ -597,6 +646,8 @@ test_q3_hidden(fixed_cross_attention)
 #   $V = XW_V$; `attn_weights` is $(B, L, L)$ and each output row mixes the whole sentence.
 # - A single head equals `nn.MultiheadAttention(num_heads=1)` before its `out_proj`;
 #   `nn.Linear` stores $W^\top$, and `in_proj_weight` stacks $W_Q^\top, W_K^\top, W_V^\top$.
+# - `nn.MultiheadAttention` and PyTorch's transformer layers read $(L, B, E)$ unless built with
+#   `batch_first=True`; fed $(B, L, E)$ they run without an error and attend across the batch.
 # - Without positions, self-attention is permutation-equivariant: shuffle the tokens and the
 #   outputs shuffle the same way. Word order must be added (lesson 07).
 # - Encoder self-attention builds a representation of the source; cross-attention lets each

@@ -33,8 +33,9 @@
 # **Learning goals.** After this lesson you can
 # 1. split the $d_{model}$ features of every token into $H$ heads with `view` + `transpose`, merge
 #    them back, and say why `view` alone is wrong;
-# 2. write multi-head attention from its four projections, and show that it computes exactly what
-#    `torch.nn.MultiheadAttention` and an `einsum` version compute;
+# 2. write multi-head attention from its four projections, show that it computes exactly what
+#    `torch.nn.MultiheadAttention` and an `einsum` version compute, and say what one small projection
+#    shared by all heads costs;
 # 3. load the real weights of a pretrained model, all-MiniLM-L6-v2, into a multi-head attention of
 #    your own and reproduce the model's attention maps and hidden states;
 # 4. read real heads: measure which heads look at the previous word, the next word, or `[CLS]`;
@@ -385,6 +386,88 @@ print(f"{H} single heads, one after the other, concatenated: equal to the fused 
 # The same numbers: stacking the H matrices $(D, E)$ of the heads gives one $(E, E)$ matrix, so the
 # fused layer does one large matrix product per projection instead of H small ones, and `split_heads`
 # cuts the result into heads. Every library fuses, for speed; the heads stay independent all the same.
+
+# %% [markdown]
+# ### One small projection shared by all heads
+#
+# The third article's `MultiHeadAttention` does it the other way round. It splits the embedding into its
+# H heads *first* and only then projects, with `self.values = nn.Linear(self.head_dim, self.head_dim)`
+# (and the same for the keys and the queries) applied to every head's slice: one $(D, D)$ matrix shared
+# by all heads, where the paper has one $(E, D)$ matrix per head. Every shape comes out right and the
+# layer trains. `attn_course.broken.MultiHeadAttention_v2` is built the same way, with the signature and
+# the docstring of `ac.MultiHeadAttention`. What does it cost? First the weights of the three input
+# projections (built without biases, to count the matrices only):
+
+# %%
+from attn_course.broken import MultiHeadAttention_v2                    # built like the third article's layer
+
+torch.manual_seed(0)
+shared = MultiHeadAttention_v2(d_model=E, num_heads=H, bias=False).to(device)    # q_proj: Linear(D=4 -> 4)
+per_head = ac.MultiHeadAttention(d_model=E, num_heads=H, bias=False).to(device)  # q_proj: Linear(E=12 -> 12)
+layers = {"one (D, D) shared by all heads": shared, "one (E, D) per head": per_head}
+for name, layer in layers.items():
+    n = sum(p.numel() for proj in (layer.q_proj, layer.k_proj, layer.v_proj) for p in proj.parameters())
+    print(f"{name:31s} q_proj.weight {tuple(layer.q_proj.weight.shape)}   Q, K, V weights: {n}")
+print(f"at all-MiniLM-L6-v2's size (E=384, H=12, D=32): 3 D^2 = {3 * 32**2:,} vs 3 E^2 = {3 * 384**2:,} per layer")
+
+# %% [markdown]
+# Three $(4, 4)$ matrices hold 48 weights where ours hold 432: $3D^2$ instead of $3E^2$, $H^2 = 9$ times
+# fewer. At the size of all-MiniLM-L6-v2 (section 4) it is 3,072 against 442,368 per layer, so a
+# pretrained model's weights have nowhere to go. Fewer weights would be fine if they did the same job.
+# They do not: head $h$'s query and key are made from features $hD \dots (h+1)D - 1$ of the token only.
+# Change features 0–3 of every token (head 0's slice) and watch each head's weights:
+
+# %%
+nudged = x.clone()
+nudged[..., :D] += ac.randn(B, L, D, generator=torch.Generator().manual_seed(1), device=device)  # features 0..3 only
+with torch.no_grad():
+    for name, layer in layers.items():
+        _, before = layer(x)                                               # (B, H, L, S)
+        _, after = layer(nudged)
+        moved = (after - before).abs().amax(dim=(0, 2, 3))                 # (B, H, L, S) -> (H,): largest change
+        print(f"{name:31s} attn_weights moved, heads 0, 1, 2: {[round(m, 3) for m in moved.tolist()]}")
+
+# %% [markdown]
+# With the shared projection only head 0 moves (0.135); heads 1 and 2 do not move at all (0.0). With a
+# projection per head all three move (0.228, 0.151, 0.177): every head reads every feature. In the
+# article's layer head 1 can never compare two tokens on features 0–3, whatever it learns. The picture
+# shows why: each layer's query projection as one $(E, E)$ matrix, a row per query feature (grouped by
+# head), a column per input feature.
+
+# %%
+effective = torch.block_diag(*[shared.q_proj.weight.detach()] * H)        # (D, D) -> (E, E): H copies, 0 elsewhere
+fig, axes = plt.subplots(1, 2, figsize=(9, 4), layout="constrained")
+for ax, (title, w) in zip(axes, [("one (E, D) per head: q_proj.weight", per_head.q_proj.weight.detach()),
+                                 ("one (D, D) shared: as an (E, E) matrix", effective)]):
+    bound = w.abs().max().item()
+    ax.imshow(w.cpu(), cmap="coolwarm", vmin=-bound, vmax=bound)
+    for edge in range(D, E, D):                                            # the head boundaries
+        ax.axhline(edge - 0.5, color="black", lw=1)
+        ax.axvline(edge - 0.5, color="gray", lw=0.5, ls="--")
+    ax.set_yticks([h * D + (D - 1) / 2 for h in range(H)], [f"head {h}" for h in range(H)])
+    ax.set_xlabel("input feature (0 .. E-1)")
+    ax.set_title(title)
+plt.show()
+
+# %% [markdown]
+# On the left every head's rows read all 12 input features. On the right the matrix is block-diagonal:
+# the same $(4, 4)$ block three times, zeros (grey) elsewhere. So the article's layer *is* ours with its three
+# input projections forced to `block_diag(W, W, W)`: a special case. Whatever it can learn, the full layer
+# can learn too; not the other way round.
+
+# %%
+with torch.no_grad():
+    for full_proj, small_proj in [(per_head.q_proj, shared.q_proj), (per_head.k_proj, shared.k_proj),
+                                  (per_head.v_proj, shared.v_proj)]:
+        full_proj.weight.copy_(torch.block_diag(*[small_proj.weight] * H))   # (D, D) -> (E, E)
+    per_head.out_proj.load_state_dict(shared.out_proj.state_dict())
+    for got, expected in zip(shared(x), per_head(x)):                   # attn_output, attn_weights
+        torch.testing.assert_close(got, expected)
+print("MultiHeadAttention_v2 == ac.MultiHeadAttention with block_diag(W, W, W) projections: yes")
+
+# %% [markdown]
+# `checks.check_multi_head_attention_module` runs the probe above on any multi-head attention class;
+# lesson 08's catalogue runs it on `MultiHeadAttention_v2`.
 #
 # ### Exercise 2 — multi-head attention from its projections
 #
@@ -787,6 +870,8 @@ test_q3_hidden(fixed_multi_head_attention)
 #   `(B, L, E) -> (B, H, L, D)`; merge with `transpose(1, 2).reshape(B, L, E)`. `view(B, H, L, D)`
 #   alone has the right shape and mixes tokens between heads.
 # - Each head divides its scores by $\sqrt{D}$, its own head_dim, not by $\sqrt{d_{model}}$.
+# - One `nn.Linear(D, D)` shared by all heads and applied after the split (the third article's layer)
+#   holds $3D^2$ input weights instead of $3E^2$, and each head reads only its own $D$ features.
 # - Our layer equals `torch.nn.MultiheadAttention` and the paper's per-head `einsum`, and with the
 #   real weights of all-MiniLM-L6-v2 it reproduces the model's 72 attention maps and its hidden
 #   states to 1e-4. Hugging Face's `attention_mask` (1 = real token) is the opposite polarity of

@@ -412,6 +412,38 @@ def char_transformer_forward_float64(model, ids):
     return _linear64(x, model.lm_head).to(model.lm_head.weight.dtype)              # (B, L, V)
 
 
+class MultiHeadAttentionTorch(nn.Module):
+    """PyTorch's own layer, built for batch-first tensors; every head's weights."""
+
+    def __init__(self, d_model, num_heads):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d_model, num_heads, batch_first=True)
+
+    def forward(self, query, key, value, key_padding_mask=None):
+        return self.attn(query, key, value, key_padding_mask=key_padding_mask, average_attn_weights=False)
+
+
+class MultiHeadAttentionFusedEinsum(nn.Module):
+    """One fused input projection (E -> 3E), per-head weights W^Q_h as an (H, D, E) view, einsum throughout."""
+
+    def __init__(self, d_model, num_heads):
+        super().__init__()
+        self.num_heads = num_heads
+        self.in_proj = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, query, key, value, key_padding_mask=None):
+        E, H = query.shape[-1], self.num_heads
+        w = self.in_proj.weight.view(3, H, E // H, E)                                  # (3, H, D, E)
+        b = self.in_proj.bias.view(3, H, 1, E // H)                                    # (3, H, 1, D)
+        q, k, v = (torch.einsum("bte,hde->bhtd", t, w[i]) + b[i] for i, t in enumerate((query, key, value)))
+        scores = torch.einsum("bhld,bhsd->bhls", q, k) / math.sqrt(E // H)
+        if key_padding_mask is not None:
+            scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+        weights = torch.softmax(scores, dim=-1)                                        # (B, H, L, S)
+        return self.out(torch.einsum("bhls,bhsd->blhd", weights, v).flatten(2)), weights
+
+
 # check name -> correct variants
 VARIANTS = {
     "check_pad_batch": [pad_batch_pad_sequence],
@@ -434,6 +466,7 @@ VARIANTS = {
     "check_merge_heads": [merge_heads_permute],
     "check_multi_head_attention": [multi_head_attention_loop],
     "check_positional_encoding": [SinusoidalPositionalEncodingLoops],
+    "check_multi_head_attention_module": [MultiHeadAttentionTorch, MultiHeadAttentionFusedEinsum],
     "check_transformer_block": [transformer_block_with_sdpa],
     "check_additive_attention": [additive_attention_concat_float64],
     "check_seq2seq_forward": [seq2seq_forward_by_hand],

@@ -19,7 +19,13 @@ from torch.nn import functional as F  # noqa: E402
 
 from attn_course import checks, heads  # noqa: E402
 from attn_course.attention import MultiHeadAttention, padding_mask  # noqa: E402
-from attn_course.broken import merge_heads_v2, multi_head_attention_v2, split_heads_v2  # noqa: E402
+from attn_course.broken import (  # noqa: E402
+    MultiHeadAttention_v2,
+    MultiHeadAttention_v3,
+    merge_heads_v2,
+    multi_head_attention_v2,
+    split_heads_v2,
+)
 from attn_course.checks import CheckFailure  # noqa: E402
 from attn_course.widgets import HeadPicker  # noqa: E402
 
@@ -296,6 +302,77 @@ def test_check_multi_head_attention_really_compares_with_minilm():
         return (attn_output * 1.01 if attn_output.shape[-1] == 384 else attn_output), attn_weights
     err = fails(checks.check_multi_head_attention, off_at_width_384, False)
     assert "all-MiniLM-L6-v2" in str(err) and err.kind == "values", str(err)
+
+
+
+# ----------------------------------------------------------------- the module check: any class built like MultiHeadAttention
+def test_shared_per_head_projection_is_the_fused_layer_with_one_block_repeated():
+    """MultiHeadAttention_v2 (the third article's layout) = MultiHeadAttention with block_diag(W, ..., W) weights."""
+    torch.manual_seed(0)
+    E, H = 12, 3
+    shared, full = MultiHeadAttention_v2(E, H).eval(), MultiHeadAttention(E, H).eval()
+    with torch.no_grad():
+        for ours, theirs in zip((full.q_proj, full.k_proj, full.v_proj), (shared.q_proj, shared.k_proj, shared.v_proj)):
+            ours.weight.copy_(torch.block_diag(*[theirs.weight] * H))
+            ours.bias.copy_(theirs.bias.repeat(H))
+        full.out_proj.load_state_dict(shared.out_proj.state_dict())
+        x = draw(torch.Generator().manual_seed(1), 2, 5, E)
+        for got, expected in zip(shared(x), full(x)):
+            torch.testing.assert_close(got, expected)
+    n_in = sum(p.numel() for m in (shared.q_proj, shared.k_proj, shared.v_proj) for p in m.parameters())
+    assert n_in == 3 * (4 * 4 + 4)                                      # 3 (D^2 + D), D = 4
+
+
+def test_sequence_first_layer_mixes_the_batch_even_where_the_shapes_agree():
+    """MultiHeadAttention_v3 fed (B, L, E) with B = L: weights of the expected shape, sentences mixed."""
+    torch.manual_seed(0)
+    module = MultiHeadAttention_v3(8, 2).eval()
+    torch_mha = nn.MultiheadAttention(8, 2).eval()                      # the layout it really computes: (L, B, E)
+    torch_mha.load_state_dict(module.attn.state_dict())
+    x = draw(torch.Generator().manual_seed(2), 4, 4, 8)
+    changed = x.clone()
+    changed[1:] += 1.0
+    with torch.no_grad():
+        out, weights = module(x)
+        assert weights.shape == (4, 2, 4, 4)                              # = (B, H, L, S): nothing looks wrong
+        torch.testing.assert_close(out, torch_mha(x, x, x)[0])
+        assert not torch.allclose(module(changed)[0][0], out[0])        # sentence 0 moved with sentences 1-3
+    err = fails(checks.check_multi_head_attention_module, MultiHeadAttention_v3, False)
+    assert err.kind == "causality" and "batch_first=True" in str(err), str(err)
+
+
+class AveragedHeads(MultiHeadAttention):
+    def forward(self, query, key=None, value=None, key_padding_mask=None):
+        attn_output, attn_weights = super().forward(query, key, value, key_padding_mask=key_padding_mask)
+        return attn_output, attn_weights.mean(1)
+
+
+class IgnoresPadding(MultiHeadAttention):
+    def forward(self, query, key=None, value=None, key_padding_mask=None):
+        return super().forward(query, key, value)
+
+
+class ScaledByModelWidth(MultiHeadAttention):
+    def forward(self, query, key=None, value=None, key_padding_mask=None):
+        B, L, E = query.shape
+        q, k, v = (heads.split_heads(p(t), self.num_heads) for p, t in
+                   ((self.q_proj, query), (self.k_proj, key), (self.v_proj, value)))
+        attn_weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(E), dim=-1)
+        return self.out_proj(heads.merge_heads(attn_weights @ v)), attn_weights
+
+
+@pytest.mark.parametrize("cls, thorough, kind, hint", [
+    (MultiHeadAttention_v2, False, "values", "not with one nn.Linear(D, D) applied to every head's slice"),
+    (MultiHeadAttention_v2, False, "values", "4·E² + 4·E = 288"),
+    (MultiHeadAttention_v3, True, "causality", "moved the output of sentence 0"),
+    (AveragedHeads, False, "shape", "do not average"),
+    (IgnoresPadding, True, "mask", "padded keys got weight"),
+    (ScaledByModelWidth, False, "scale", "flatter"),
+], ids=["shared-projection", "shared-projection-count", "sequence-first", "averaged", "no-padding", "sqrt-E"])
+def test_module_check_names_the_mistake(cls, thorough, kind, hint):
+    """The reference and correct layers built other ways pass: tests/test_mutation_suite.py, tests/correct_variants.py."""
+    err = fails(checks.check_multi_head_attention_module, cls, thorough)
+    assert err.kind == kind and hint in str(err), str(err)
 
 
 # ----------------------------------------------------------------- HeadPicker

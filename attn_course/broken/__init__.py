@@ -17,7 +17,13 @@ from .flash_v2 import online_softmax_update_v2
 from .generation_v2 import CharTransformer_v2
 from .gqa_v2 import repeat_kv_v2
 from .hard_v2 import hard_attention_v2
-from .heads_v2 import merge_heads_v2, multi_head_attention_v2, split_heads_v2
+from .heads_v2 import (
+    MultiHeadAttention_v2,
+    MultiHeadAttention_v3,
+    merge_heads_v2,
+    multi_head_attention_v2,
+    split_heads_v2,
+)
 from .kv_cache_v2 import cached_attention_v2
 from .self_v2 import cross_attention_v2
 from .speech_v2 import query_attention_pool_v2, subsample_padding_mask_v2
@@ -49,6 +55,8 @@ __all__ = [
     "merge_heads_v2",
     "multi_head_attention_v2",
     "split_heads_v2",
+    "MultiHeadAttention_v2",
+    "MultiHeadAttention_v3",
     "hard_attention_v2",
     "SinusoidalPositionalEncoding_v2",
     "TransformerBlock_v2",

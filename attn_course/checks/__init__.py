@@ -9,7 +9,8 @@ expected, what came, and where to look. ``CheckFailure.kind`` names the property
     normalisation          attention weights that do not sum to 1 over the key axis
     scale                  right up to a constant factor: a scale or a temperature is off
     mask                   weight on a key the mask forbids, or a query with no allowed key not all zeros
-    causality              an output changed when only inputs it must not see (the future) changed
+    causality              an output changed when only inputs it must not see changed (the future, or
+                           another sequence of the batch)
     values                 any other difference from the reference
     error                  the function raised (or is not implemented yet)
     gradient               autograd gives no gradient, or the wrong one, where one is expected
@@ -52,6 +53,7 @@ from .gqa import check_repeat_kv
 from .hard import check_gumbel_softmax_st, check_hard_attention, check_hard_attention_argmax
 from .heads import check_merge_heads, check_multi_head_attention, check_split_heads
 from .kv_cache import check_cached_attention
+from .multi_head_module import check_multi_head_attention_module
 from .self_cross import check_cross_attention, check_self_attention
 from .speech import check_query_attention_pool, check_subsample_padding_mask
 from .summarization import check_rouge_1_f1, check_word_attention
@@ -68,7 +70,7 @@ __all__ = [
     "check_attention_weights", "check_hard_attention_argmax", "check_hard_attention", "check_gumbel_softmax_st",
     "check_self_attention", "check_cross_attention", "check_split_heads", "check_merge_heads",
     "check_multi_head_attention", "check_causal_mask", "check_masked_softmax", "check_transformer_block",
-    "check_positional_encoding",
+    "check_positional_encoding", "check_multi_head_attention_module",
     # lessons 09-15
     "check_additive_attention", "check_seq2seq_forward", "check_attention_pooling", "check_spatial_attention_pool",
     "check_attention_map", "check_soft_attention", "check_query_attention_pool", "check_subsample_padding_mask",

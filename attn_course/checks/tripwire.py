@@ -79,6 +79,24 @@ def enable(on=True):
     _enabled = bool(on)
 
 
+@contextlib.contextmanager
+def disarmed():
+    """Run a block with the tripwire off, then restore it: for a check run on the package's own broken
+    implementations (lesson 08's line-up), whose calls of PyTorch's softmax are part of the code under
+    examination, not an answer that skips the exercise.
+
+    >>> with disarmed():
+    ...     enabled()
+    False
+    """
+    global _enabled
+    was, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = was
+
+
 def enabled():
     """Whether the tripwire is armed in this process."""
     return _enabled
