@@ -16,12 +16,13 @@ from .attention import (
     weighted_sum,
 )
 from .device import get_device, randn, seed_everything
-from .pooling import AdditiveAttention, attention_pool, mean_pool
+from .pooling import AdditiveAttention, LocationAttention, attention_pool, mean_pool
 from .scoring import AttentionScore, additive_scores, concat_scores, dot_scores, general_scores, scaled_dot_scores
 
 __version__ = "0.1.0"
 __all__ = [
-    "AdditiveAttention", "AttentionScore", "MultiHeadAttention", "additive_scores", "attention_pool",
+    "AdditiveAttention", "AttentionScore", "LocationAttention", "MultiHeadAttention", "additive_scores",
+    "attention_pool",
     "attention_weights", "causal_mask", "concat_scores", "dot_scores", "entropy", "general_scores", "get_device",
     "key_padding_to_attn_mask", "masked_softmax", "mean_pool", "padding_mask", "randn", "scaled_dot_product_attention",
     "scaled_dot_scores", "seed_everything", "softmax_with_temperature", "weighted_sum",

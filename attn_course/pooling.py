@@ -9,8 +9,9 @@ articles.
 
 This is ``attention.masked_softmax`` then ``attention.weighted_sum`` with a single query (L = 1).
 Every application pools this way; only the scores differ: a learned query (lessons 11, 13), a
-learned scoring layer (lessons 04, 10, 14) or a decoder state scored by ``AdditiveAttention``
-(lessons 09, 12). ``mean_pool`` is the baseline that gives every real position the same weight.
+learned scoring layer (lessons 04, 10, 14), a decoder state scored by ``AdditiveAttention``
+(lessons 09, 12) or, blind to content, one logit per position from ``LocationAttention`` (lesson 02: the
+second article's ``Attn``). ``mean_pool`` is the baseline that gives every real position the same weight.
 
 **Mask polarity.** ``key_padding_mask`` follows ``torch.nn.MultiheadAttention``: a bool tensor,
 **True = padding (ignore)**. A padded position gets weight exactly 0; a row whose positions are all
@@ -185,3 +186,85 @@ class AdditiveAttention(nn.Module):
 
     def forward(self, query, key, value, key_padding_mask=None, projected_key=None):
         return attention_pool(self.attn_scores(query, key, projected_key), value, key_padding_mask)
+
+
+class LocationAttention(nn.Module):
+    """Location-based attention, the second article's ``Attn``: one weight per *position*, from ``[q ; k]``.
+
+    ``attn_weights = softmax(W_a [q ; k] + b_a)`` over a fixed number S = ``value_size1`` of positions;
+    ``context = sum_s attn_weights[s] * value[s]`` (:func:`attention_pool`);
+    ``output = W_c [q ; context] + b_c``. The article's three steps: score, ``bmm`` of the weights with
+    the values, concatenate with the query and ``attn_combine``.
+
+    The query (and the extra vector ``key``) decide the weights; the content of the values never does:
+    position s gets the same weight whatever ``value[:, s]`` holds. Hence its two limits: it takes exactly
+    ``value_size1`` positions (the PyTorch tutorial pads its encoder outputs to ``MAX_LENGTH``; a longer
+    sentence cannot be read), and it cannot find a value by its content, as the content-based rules of
+    ``attn_course.scoring`` do with one score per key. It works where the right position is fixed or
+    follows from the query alone. Not to be confused with ``scoring.concat_scores``: that linear layer has
+    one output, applied to ``[q_i ; k_j]`` for each key j; this one has one output per position.
+
+    Args:
+        query_size: Dq, the query's last dim (in the tutorial, the decoder's embedded input word).
+        key_size: Dk, the extra vector's last dim (in the tutorial, the decoder's previous hidden state:
+            one vector per step, not one key per position).
+        value_size1: S, the fixed number of positions (the tutorial's ``max_length``).
+        value_size2: Dv, the values' last dim (the encoder outputs' size).
+        output_size: the last dim of the output.
+
+    Attributes (the article's names, so that its weights load with ``load_state_dict``):
+        attn (``nn.Linear(Dq + Dk, S)``): one logit per position; attn_combine (``nn.Linear(Dq + Dv, output_size)``).
+
+    Shape: ``forward(query (B, 1, Dq), key (B, 1, Dk), value (B, S, Dv))`` -> output (B, 1, output_size),
+    attn_weights (B, S), each row summing to 1 over S. Dim 0 is the batch, dim 1 the one decoder step; the
+    article runs B = 1. Float tensors of the parameters' dtype (``.double()`` for float64).
+
+    Raises:
+        ValueError: an input that is not a 3-D tensor of the shape above, batch sizes that differ, or a
+            value whose number of positions is not ``value_size1`` (the fixed length).
+
+    References: Luong, Pham & Manning 2015, section 3.1, eq. 9 (location-based, ``a_t = softmax(W_a h_t)``);
+    the PyTorch tutorial "Translation with a Sequence to Sequence Network and Attention", ``AttnDecoderRNN``
+    (``attn = nn.Linear(2 * hidden_size, max_length)``). Equal to the article's ``Attn`` for B = 1, and to
+    it run on each batch element for B > 1 (tests/test_scoring.py).
+
+    >>> attn = LocationAttention(query_size=32, key_size=32, value_size1=32, value_size2=64, output_size=64)
+    >>> output, attn_weights = attn(torch.randn(1, 1, 32), torch.randn(1, 1, 32), torch.randn(1, 32, 64))
+    >>> output.shape, attn_weights.shape
+    (torch.Size([1, 1, 64]), torch.Size([1, 32]))
+    """
+
+    def __init__(self, query_size, key_size, value_size1, value_size2, output_size):
+        super().__init__()
+        self.query_size, self.key_size = query_size, key_size
+        self.value_size1, self.value_size2, self.output_size = value_size1, value_size2, output_size
+        self.attn = nn.Linear(query_size + key_size, value_size1)              # [q ; k] -> one logit per position
+        self.attn_combine = nn.Linear(query_size + value_size2, output_size)   # [q ; context] -> output
+
+    def validate(self, query, key, value):
+        """Raise ValueError unless query (B, 1, Dq), key (B, 1, Dk), value (B, S, Dv) fit this module."""
+        S, Dv = self.value_size1, self.value_size2
+        for name, t, size in (("query", query, (1, self.query_size)), ("key", key, (1, self.key_size)),
+                              ("value", value, (S, Dv))):
+            if not isinstance(t, torch.Tensor) or t.dim() != 3 or tuple(t.shape[2:]) != size[1:]:
+                found = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"{name} must be a tensor (B, {size[0]}, {size[1]}); got {found}")
+        if query.shape[1] != 1 or key.shape[1] != 1:
+            raise ValueError(f"query and key hold one decoder step each, (B, 1, D); got query {tuple(query.shape)} "
+                             f"and key {tuple(key.shape)}")
+        if not query.shape[0] == key.shape[0] == value.shape[0]:
+            raise ValueError(f"query, key and value must share the batch size B; got query {tuple(query.shape)}, "
+                             f"key {tuple(key.shape)}, value {tuple(value.shape)}")
+        if value.shape[1] != S:
+            raise ValueError(f"location-based attention has one weight per position for exactly value_size1 = {S} "
+                             f"positions; got value {tuple(value.shape)} with {value.shape[1]}. Pad shorter "
+                             f"sequences to {S} positions; for any length, score each key by its content "
+                             f"(attn_course.scoring)")
+
+    def forward(self, query, key, value):
+        self.validate(query, key, value)
+        q, k = query[:, 0], key[:, 0]                                        # (B, 1, Dq) -> (B, Dq); (B, Dk)
+        attn_scores = self.attn(torch.cat((q, k), dim=1))                    # (B, Dq + Dk) -> (B, S)
+        context, attn_weights = attention_pool(attn_scores, value)           # (B, S), (B, S, Dv) -> (B, Dv), (B, S)
+        output = self.attn_combine(torch.cat((q, context), dim=1))           # (B, Dq + Dv) -> (B, output_size)
+        return output.unsqueeze(1), attn_weights                             # (B, 1, output_size), (B, S)

@@ -133,7 +133,9 @@ def concat_scores(query, key, weight, bias=None):
 
     Note: ``w . [q ; k] = w_q . q + w_k . k``, so for a fixed query the query's term is the same for
     every key and cancels in the softmax: this rule ranks keys without looking at the query.
-    The additive rule puts a tanh between the two terms to fix exactly that.
+    The additive rule puts a tanh between the two terms to fix exactly that. Not to be confused with
+    the second article's ``softmax(Linear([q ; k]))``, whose layer has one output per *position*:
+    location-based attention, ``pooling.LocationAttention``.
 
     Args:
         query: (..., L, Dq) float tensor.

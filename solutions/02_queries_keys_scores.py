@@ -34,10 +34,14 @@
 # 1. multiply batches of matrices with `torch.bmm` and `@`, and predict the result's shape,
 #    broadcasting included;
 # 2. make queries, keys and values from token embeddings with linear maps, and say what each one is for;
-# 3. compute five scoring rules on the same inputs — concat, additive (Bahdanau), dot, scaled dot,
-#    general (Luong) — and explain why the plain concat rule cannot work;
-# 4. explain, with a measurement, why the transformer divides its scores by $\sqrt{d_k}$;
-# 5. find a bug that changes no shape and raises no error.
+# 3. compute five content-based scoring rules on the same inputs — concat, additive (Bahdanau), dot,
+#    scaled dot, general (Luong) — explain why a linear layer that scores each key from $[q; k]$ lets
+#    the query change nothing, and recognise the second article's "sum of tanh" as the additive rule;
+# 4. build the second article's `Attn`, location-based attention (Luong et al. 2015, eq. 9): one
+#    weight per *position*, decided by the query; measure where it works and where it fails beside a
+#    content-based rule;
+# 5. explain, with a measurement, why the transformer divides its scores by $\sqrt{d_k}$;
+# 6. find a bug that changes no shape and raises no error.
 #
 # Lesson 01 turned a sentence into embeddings of shape `(B, T, E)`. This lesson turns embeddings
 # into `attn_scores`: one number per (query, key) pair saying how well they match. Lesson 03 turns
@@ -56,7 +60,7 @@ import torch
 from torch import nn
 
 import attn_course as ac
-from attn_course import checks, data, plot
+from attn_course import checks, data, plot, training
 from attn_course.widgets import ScaleExplorer
 
 torch.set_printoptions(precision=4, sci_mode=False)
@@ -140,7 +144,7 @@ print("answer:      ", answer.round(decimals=2), "(the value of key 1 is 20)")
 #
 # The same word gets three different vectors, one per role. We take a real sentence (Dickens), give
 # each token a seeded random embedding (lesson 01), and build the three maps with `nn.Linear`. Its
-# weights are set so that queries and keys have entries of variance about 1; section 4 shows why
+# weights are set so that queries and keys have entries of variance about 1; section 5 shows why
 # that matters.
 
 # %%
@@ -192,7 +196,8 @@ print("what each step gets back:", tuple(cross_context.shape), "= one mix of val
 #
 # The additive rule is the concat rule with a $\tanh$ and a second layer: $W_q q + W_k k = W[q; k]$
 # with $W = [W_q\; W_k]$. (Luong et al. call that tanh version "concat"; here "concat" is the plain
-# linear layer.) `attn_course.AttentionScore(method, query_dim)` wraps all five behind one
+# linear layer, one output per key.) All five are **content-based**: key $j$'s score is computed
+# from what key $j$ holds. `attn_course.AttentionScore(method, query_dim)` wraps all five behind one
 # interface; we run them on the same queries and keys. Their parameters are random: nothing is
 # trained yet.
 
@@ -233,11 +238,14 @@ plt.show()
 # - The rows of "it", "was", "the", "of", "times" appear twice, identical: the same token has the
 #   same embedding and so the same query. Nothing here knows *where* a token is (lesson 07).
 # - **Every row of the concat panel is the same.** Whatever the query, concat ranks the keys the
-#   same way. Why? $w^\top [q_i ; k_j] + b = w_q^\top q_i + w_k^\top k_j + b$: the query's term
-#   $w_q^\top q_i$ is the same for every key $j$, and softmax ignores anything added to a whole row.
-#   The query is never asked. The additive rule applies its tanh *before* the sum over its $A$
-#   features, so a query term and a key term no longer separate: in principle that fixes it. Its
-#   panel, untrained, looks almost as striped; the numbers below say why.
+#   same way. Why? $w^\top [q_i ; k_j] + b = w_q^\top q_i + w_k^\top k_j + b$: a query part plus a
+#   key part. The query's part $w_q^\top q_i$ is the same for every key $j$, and softmax ignores
+#   anything added to a whole row: the query shifts its row of scores but changes none of the
+#   weights, which are the same for every query. (The second article's first rule, `softmax(Linear([q; k]))`, looks the same in code but has
+#   one output per *position*, not one per key; there the query does decide the weights: section 4.)
+#   The additive rule applies its tanh *before* the sum over its $A$ features, so a query term
+#   and a key term no longer separate: in principle that fixes it. Its panel, untrained, looks almost
+#   as striped; the numbers below say why.
 
 # %%
 w_concat = rules["concat"].linear.weight[0]                     # (Dq + Dk,) = [w_q ; w_k]
@@ -283,8 +291,23 @@ with torch.no_grad():
 # a concat rule: only 3.3 % of its score variance is interaction, and its rows differ by 0.015 at most.
 # With $W_q$ and $W_k$ four times larger the inputs reach the bend of the tanh: the interaction grows
 # to 21 % and the rows to 0.047 apart. Training moves the weights there when the task needs it
-# (lesson 09 trains an additive attention that aligns words); the tanh makes it *possible*, and the
-# concat rule can never do it, whatever its weights.
+# (lesson 09 trains an additive attention that aligns words); the tanh makes it *possible*, and a
+# linear layer that scores each key from $[q; k]$ can never do it, whatever its weights.
+#
+# The second article writes the additive rule as a **sum of tanh**,
+# $e_{ij} = \sum_{a=1}^{A} \tanh(W_q q_i + W_k k_j)_a$. That is the additive rule with
+# $v = \mathbf{1} = (1, \dots, 1)$, since $\mathbf{1}^\top x = \sum_a x_a$: no learned $v$, every feature
+# counts with weight +1, and every score lies within $\pm A$.
+
+# %%
+A = additive.w_query.weight.shape[0]                            # the width of the scoring layer
+with torch.no_grad():
+    sum_of_tanh = torch.tanh(z).sum(dim=-1)                     # (14, 14, A) -> (14, 14): the article's rule
+    v_ones = ac.additive_scores(query, key, additive.w_query.weight, additive.w_key.weight,
+                                torch.ones(A, device=device))[0]   # v = 1: (1, 14, 14) -> (14, 14)
+torch.testing.assert_close(sum_of_tanh, v_ones)
+print(f"sum of tanh = additive scores with v = (1, ..., 1), A = {A}: checked;  "
+      f"largest |score| {sum_of_tanh.abs().max().item():.2f} (bound A = {A})")
 
 # %% [markdown]
 # One more connection. The transformer scores with a dot product of *projected* vectors:
@@ -413,7 +436,179 @@ test_q2_hidden(additive_scores)
 # # END QUESTION
 
 # %% [markdown]
-# ## 4. Why divide by $\sqrt{d_k}$?
+# ## 4. Scoring positions instead of keys: the second article's `Attn`
+#
+# The second article's first rule looks like concat: `softmax(Linear([q; k]))`. But its linear layer
+# has `value_size1` outputs, **one per position** of the values, where concat has one output per key.
+# It is the attention of the PyTorch tutorial's `AttnDecoderRNN` ("Translation with a Sequence to
+# Sequence Network and Attention"): `attn = nn.Linear(2 * hidden_size, max_length)` reads the
+# decoder's input word (the article's Q) and its previous hidden state (K, one vector, not a key per
+# word) and gives one weight to each of `max_length` encoder positions. Luong et al. (2015, section
+# 3.1, eq. 9) call this **location-based** attention: $a_t = \mathrm{softmax}(W_a h_t)$, weights computed
+# from the decoder's state alone; here $[q; k]$ plays the part of $h_t$. The query matters: it decides
+# the weights. What the rule never consults is the *content* of the positions it weighs.
+#
+# The article's `Attn` in three steps, with its sizes (`query_size = key_size = 32`,
+# `value_size1 = 32` positions, `value_size2 = 64`, `output_size = 64`):
+#
+# 1. `attn_weights = softmax(attn([q; k]))`: $a = \mathrm{softmax}(W_a [q; k] + b_a)$, one weight per position;
+# 2. `attn_applied = bmm(attn_weights.unsqueeze(0), V)`: $c = \sum_s a_s v_s$, the weighted sum of the values;
+# 3. `output = attn_combine([q; attn_applied])`: $o = W_c [q; c] + b_c$.
+#
+# `ac.LocationAttention` is the article's class, with its constructor arguments and its layer names
+# `attn` and `attn_combine`. The cell writes the three steps inline and checks them against it.
+
+# %%
+g_loc = torch.Generator().manual_seed(2)                        # this section's own random numbers
+torch.manual_seed(0)                                            # the two nn.Linear layers draw their weights
+attn = ac.LocationAttention(query_size=32, key_size=32, value_size1=32, value_size2=64, output_size=64).to(device)
+Q = ac.randn(1, 1, 32, generator=g_loc, device=device)          # (1, 1, 32): the decoder's input word
+K = ac.randn(1, 1, 32, generator=g_loc, device=device)          # (1, 1, 32): its previous state, one vector
+V = ac.randn(1, 32, 64, generator=g_loc, device=device)         # (1, 32, 64): 32 positions of 64 numbers
+with torch.no_grad():
+    attn_scores = attn.attn(torch.cat((Q[0], K[0]), 1))         # (1, 32) ; (1, 32) -> (1, 64) -> (1, 32): one per position
+    attn_weights = torch.softmax(attn_scores, dim=1)            # (1, 32), sums to 1 over the 32 positions
+    attn_applied = torch.bmm(attn_weights.unsqueeze(0), V)      # (1, 1, 32) @ (1, 32, 64) -> (1, 1, 64)
+    output = attn.attn_combine(torch.cat((Q[0], attn_applied[0]), 1)).unsqueeze(0)  # (1, 96) -> (1, 64) -> (1, 1, 64)
+    reference_output, reference_weights = attn(Q, K, V)         # the package's LocationAttention
+checks.expect_tensor("attn_weights", attn_weights, reference_weights, legend="(1, value_size1)")
+checks.expect_tensor("output", output, reference_output, legend="(1, 1, output_size)")
+for name, t in [("Q", Q), ("K", K), ("V", V), ("attn_weights", attn_weights), ("attn_applied", attn_applied),
+                ("output", output)]:
+    print(f"{name:>12}: {tuple(t.shape)}")
+print("the three steps equal ac.LocationAttention: checked")
+
+# %% [markdown]
+# The weights are a function of $[q; k]$ alone. Give the same query other values, or the same values
+# in reverse order, and the weights stay put; give it another query and they move. And the layer has
+# exactly 32 outputs: a sentence of another length does not fit.
+
+# %%
+with torch.no_grad():
+    other_values = attn(Q, K, ac.randn(1, 32, 64, generator=g_loc, device=device))[1]   # (1, 32)
+    reversed_values = attn(Q, K, V.flip(1))[1]                  # the same 32 values, last one first
+    other_query = attn(ac.randn(1, 1, 32, generator=g_loc, device=device), K, V)[1]
+for what, w in [("other values", other_values), ("the values reversed", reversed_values),
+                ("another query", other_query)]:
+    print(f"{what:>20}: largest change of a weight {(w - attn_weights).abs().max().item():.3f} "
+          f"(the uniform weight is 1/32 = {1 / 32:.3f})")
+try:
+    attn(Q, K, V[:, :20])                                       # a sentence of 20 positions
+except ValueError as err:
+    print("20 positions:", err)
+
+# %% [markdown]
+# Other values, or the same values reversed: no weight changes (0.000). Another query: a weight moves
+# by 0.070, more than twice the uniform weight 1/32 = 0.031. Twenty positions: a `ValueError`.
+#
+# Where does that help, and where not? Two toy tasks over S = 8 positions, each a lookup with one
+# right position $t$:
+#
+# - **attend to position p**: the query is a code for a position (one of 8 fixed random vectors); the
+#   8 keys hold random content. The right position follows from the query alone.
+# - **find the matching key**: 8 random keys; the query is one of them, blurred with noise of std 0.5,
+#   and it sits at a random position. The right position follows from the content.
+#
+# Beside the location rule (its K set to zeros: there is no previous state here) we put a
+# content-based rule, the general score $q^\top W k_j$ of section 3. Each rule is trained for 30
+# steps of 256 examples to put its weight on the right position (loss $-\log a_t$), then measured
+# on 1000 fresh examples: the mean weight on the right position (chance: 1/8 = 0.125).
+
+# %%
+S_toy, D_toy = 8, 16
+position_code = ac.randn(S_toy, D_toy, generator=g_loc)         # (8, 16): the query that means "position p"
+TASKS = ("attend to position p", "find the matching key")
+
+def toy_batch(task, n, gen):
+    """n examples: query (n, 1, D), key (n, S, D) = the values, the right position (n,)."""
+    key = ac.randn(n, S_toy, D_toy, generator=gen)              # (n, 8, 16): random content
+    target = torch.randint(S_toy, (n,), generator=gen)          # (n,)
+    if task == TASKS[0]:
+        query = position_code[target]                           # (n, 16): the code of position t
+    else:
+        query = key[torch.arange(n), target] + 0.5 * ac.randn(n, D_toy, generator=gen)  # key t, blurred
+    return query[:, None], key, target                          # (n, 1, 16), (n, 8, 16), (n,)
+
+# %%
+def toy_weights(rule, query, key):
+    """attn_weights (n, 8): location from [q; 0] over 8 positions; content from q . W k_j per key."""
+    if isinstance(rule, ac.LocationAttention):
+        return rule(query, torch.zeros_like(query), key)[1]     # never reads what the keys hold
+    return torch.softmax(rule(query, key)[:, 0], dim=-1)        # (n, 1, 8) -> (n, 8)
+
+def train_toy(rule, task, steps=30, n=256):
+    """Train rule to put its weight on the right position: loss -log attn_weights[t]."""
+    query, key, target = toy_batch(task, steps * n, torch.Generator().manual_seed(1))
+    def batch_loss(idx):                                        # idx (n,): which examples
+        attn_weights = toy_weights(rule, query[idx], key[idx])  # (n, 8)
+        return -attn_weights[torch.arange(len(idx)), target[idx]].log().mean()
+    training.fit(rule, list(torch.arange(steps * n).split(n)), batch_loss,
+                 torch.optim.Adam(rule.parameters(), lr=0.05), progress=False)
+    return rule
+
+# %%
+RULES = {"location": lambda: ac.LocationAttention(D_toy, D_toy, S_toy, D_toy, D_toy),   # tiny: on the CPU
+         "content": lambda: ac.AttentionScore("general", query_dim=D_toy)}
+trained, right_weight, toy_val = {}, {}, {}
+for task in TASKS:
+    toy_val[task] = toy_batch(task, 1000, torch.Generator().manual_seed(3))   # fresh examples
+    for name, make in RULES.items():
+        torch.manual_seed(0)
+        trained[task, name] = train_toy(make(), task)
+        with torch.no_grad():
+            w = toy_weights(trained[task, name], *toy_val[task][:2])           # (1000, 8)
+        right_weight[task, name] = w[torch.arange(1000), toy_val[task][2]].mean().item()
+print(f"mean weight on the right position (chance 1/{S_toy} = {1 / S_toy:.3f})")
+print(f"{'task':>22} | {'location':>8} | {'content':>7}")
+for task in TASKS:
+    print(f"{task:>22} | {right_weight[task, 'location']:8.3f} | {right_weight[task, 'content']:7.3f}")
+
+# %%
+rows = {task: torch.stack([(toy_val[task][2] == p).nonzero()[0, 0] for p in range(S_toy)]) for task in TASKS}
+with torch.no_grad():                                           # 8 fresh examples per task, right positions 0..7
+    panels = [toy_weights(trained[task, name], toy_val[task][0][rows[task]], toy_val[task][1][rows[task]])
+              for task in TASKS for name in RULES]              # four (8 examples, 8 positions)
+titles = [f"{name}, {task}: {right_weight[task, name]:.3f}" for task in TASKS for name in RULES]
+fig = plot.attention_grid(panels, titles, [f"t = {p}" for p in range(S_toy)], [str(p) for p in range(S_toy)],
+                          ncols=2, vmin=0.0, vmax=1.0, annotate=False, panel_size=(4.6, 3.8))
+fig.suptitle("attn_weights on 8 fresh examples whose right positions are 0..7: a rule that finds them lights the diagonal")
+plt.show()
+
+# %% [markdown]
+# Now move the content and keep the query. Take one example of "find the matching key" and roll its
+# 8 keys 3 positions on (`roll`: the last three wrap round to the front). The matching key now sits
+# 3 places later; the query is unchanged.
+
+# %%
+query_1, key_1, target_1 = (x[:1] for x in toy_val[TASKS[1]])   # one example: (1, 1, 16), (1, 8, 16), (1,)
+right, moved_to = target_1.item(), (target_1.item() + 3) % S_toy
+with torch.no_grad():
+    for name in RULES:
+        before = toy_weights(trained[TASKS[1], name], query_1, key_1)[0]                  # (8,)
+        after = toy_weights(trained[TASKS[1], name], query_1, key_1.roll(3, dims=1))[0]   # keys 3 places on
+        print(f"{name:>8}: weight on the match at position {right}: {before[right].item():.3f};  keys rolled, "
+              f"on the match now at {moved_to}: {after[moved_to].item():.3f};  "
+              f"largest change of a weight {(after - before).abs().max().item():.3f}")
+
+# %% [markdown]
+# Each rule wins the task the other loses. On "attend to position p" the location rule puts on
+# average 0.996 of its weight on the right position and the content rule 0.127, about chance: its
+# keys carry no position. On "find the matching key" it is the other way round: content 0.931,
+# location 0.126. Rolling the keys changes none of the location rule's weights (0.000): its weight
+# on the match goes from 0.078 to 0.172 only because the match moved to position 1, which this
+# query's weights happen to favour, whatever the keys hold. The content rule's 0.962 moves with the
+# key.
+#
+# So the article's rule works where the right place is fixed or follows from the query alone: in
+# the tutorial, short French-English pairs run almost word for word in step, and the decoder's state
+# knows how far it has got. It fails where the answer depends on what is where (reordered words, a
+# name to look up), and it cannot read a sentence longer than `max_length` (shorter ones are padded,
+# and the padding still gets weight). Content-based rules take any S and find a key wherever it
+# sits; what they lack is the position, which the transformer adds to its keys with positional
+# encodings (lesson 07).
+
+# %% [markdown]
+# ## 5. Why divide by $\sqrt{d_k}$?
 #
 # Vaswani et al. (2017, section 3.2.1) scale the dot product by $1/\sqrt{d_k}$. Their footnote 4
 # gives the reason: if the entries of $q$ and $k$ are independent with mean 0 and variance 1, then
@@ -521,7 +716,7 @@ for scaled in [False, True]:
 explorer.slider.value, explorer.checkbox.value = 64, False
 
 # %% [markdown]
-# ## 5. Bug hunt
+# ## 6. Bug hunt
 #
 # A colleague's model trains, but its attention never seems to settle on anything. Their scoring
 # function is `scaled_dot_scores_v2(query, key)`. Its docstring (`help(scaled_dot_scores_v2)`; the
@@ -643,10 +838,17 @@ except checks.CheckFailure as failure:
 #   `(m, p)` for the whole batch. Swap the last two axes with `transpose(-2, -1)`, never `.T`.
 # - Queries, keys and values are three linear maps of the input, `(B, T, E) -> (B, T, D)`:
 #   a query asks, keys are matched against it, values are what comes back.
-# - A scoring rule gives `attn_scores (B, L, S)`. Concat + linear ignores the query (its term cancels
-#   in the softmax); additive's tanh lets query and key interact once its inputs leave tanh's nearly
-#   linear range (3 % interaction untrained, 21 % with 4x weights); dot, scaled dot and general are products.
-#   The transformer's dot product of projections is a general rule of rank D on the inputs.
+# - A content-based scoring rule gives `attn_scores (B, L, S)`, one score per key. A linear layer on
+#   $[q_i; k_j]$ (concat) is a query part plus a key part: every query gets the same weights.
+#   Additive's tanh lets query and key interact once its inputs leave tanh's nearly linear range (3 %
+#   interaction untrained, 21 % with 4x weights); the second article's "sum of tanh" is additive with
+#   $v = \mathbf{1}$. Dot, scaled dot and general are products; the transformer's dot product of
+#   projections is a general rule of rank D on the inputs.
+# - The second article's `Attn` (the PyTorch tutorial's `AttnDecoderRNN`, `ac.LocationAttention`) is
+#   location-based (Luong et al., eq. 9): `softmax(Linear([q; k]))` gives one weight per *position*,
+#   decided by the query, never by the content there. It learns "attend to position p" (0.996, chance
+#   0.125) and cannot "find the matching key" (0.126, the content rule 0.931); it takes exactly
+#   `value_size1` positions.
 # - For unit-variance entries, $q \cdot k$ has std $\sqrt{d_k}$. Unscaled, softmax saturates as
 #   $d_k$ grows: largest weight → 1, entropy → 0, Jacobian → 0, learning stalls. Dividing by
 #   $\sqrt{d_k}$ keeps the scores at std 1 for every head size.
@@ -659,6 +861,8 @@ except checks.CheckFailure as failure:
 # footnote 4; section 3.2.2 (projections). Bahdanau, Cho & Bengio (2015), *Neural Machine Translation
 # by Jointly Learning to Align and Translate*, appendix A.1.2 (additive scores). Luong, Pham &
 # Manning (2015), *Effective Approaches to Attention-based Neural Machine Translation*, section 3.1,
-# eq. 8 (dot, general, concat). Britz, Goldie, Luong & Le (2017), *Massive Exploration of Neural
-# Machine Translation Architectures* (additive vs dot-product attention). PyTorch documentation of
+# eq. 8 (dot, general, concat) and eq. 9 (location-based). PyTorch tutorial *NLP From Scratch:
+# Translation with a Sequence to Sequence Network and Attention* (`AttnDecoderRNN`, the second
+# article's `Attn`). Britz, Goldie, Luong & Le (2017), *Massive Exploration of Neural Machine
+# Translation Architectures* (additive vs dot-product attention). PyTorch documentation of
 # `torch.bmm` and `torch.matmul` (broadcasting).

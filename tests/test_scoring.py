@@ -6,7 +6,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+from attn_course.pooling import LocationAttention
 from attn_course.scoring import (
     METHODS,
     AttentionScore,
@@ -17,7 +20,7 @@ from attn_course.scoring import (
     scaled_dot_scores,
 )
 
-from helpers import DEVICES, F64
+from helpers import DEVICES, DTYPES, F64, draw, tol
 
 
 def t(rows, device="cpu"):
@@ -394,3 +397,131 @@ def test_dot_methods_need_equal_dims(method):
 def test_module_rejects_mismatched_inputs():
     with pytest.raises(ValueError, match=r"\(3, 4\).*\(5, 6\)"):
         AttentionScore("dot", query_dim=4)(torch.ones(3, 4), torch.ones(5, 6))
+
+
+# ----------------------------------------------------------------- the second article's Attn: location-based
+class ArticleAttn(nn.Module):
+    """The second article's ``Attn``, verbatim (it follows the PyTorch seq2seq tutorial's AttnDecoderRNN)."""
+
+    def __init__(self, query_size, key_size, value_size1, value_size2, output_size):
+        super(ArticleAttn, self).__init__()
+        self.query_size = query_size
+        self.key_size = key_size
+        self.value_size1 = value_size1
+        self.value_size2 = value_size2
+        self.output_size = output_size
+        self.attn = nn.Linear(self.query_size + self.key_size, value_size1)
+        self.attn_combine = nn.Linear(self.query_size + value_size2, output_size)
+
+    def forward(self, Q, K, V):
+        attn_weights = F.softmax(self.attn(torch.cat((Q[0], K[0]), 1)), dim=1)
+        attn_applied = torch.bmm(attn_weights.unsqueeze(0), V)
+        output = torch.cat((Q[0], attn_applied[0]), 1)
+        output = self.attn_combine(output).unsqueeze(0)
+        return output, attn_weights
+
+
+ARTICLE_SIZES = {"query_size": 32, "key_size": 32, "value_size1": 32, "value_size2": 64, "output_size": 64}
+
+
+def _location_pair(sizes=ARTICLE_SIZES, dtype=F64, device="cpu", seed=0):
+    """The article's module and ours, with the same weights (the article's attribute names load as they are)."""
+    torch.manual_seed(seed)
+    article = ArticleAttn(**sizes).to(dtype=dtype, device=device)
+    ours = LocationAttention(**sizes).to(dtype=dtype, device=device)
+    ours.load_state_dict(article.state_dict())
+    return article, ours
+
+
+def _qkv(g, B=1, sizes=ARTICLE_SIZES, dtype=F64, device="cpu"):
+    """query (B, 1, Dq), key (B, 1, Dk), value (B, S, Dv): the article's Q, K, V for B = 1."""
+    return (draw(g, B, 1, sizes["query_size"], dtype=dtype, device=device),
+            draw(g, B, 1, sizes["key_size"], dtype=dtype, device=device),
+            draw(g, B, sizes["value_size1"], sizes["value_size2"], dtype=dtype, device=device))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("device", DEVICES)
+def test_location_attention_equals_the_articles_attn(dtype, device):
+    article, ours = _location_pair(dtype=dtype, device=device)
+    Q, K, V = _qkv(torch.Generator().manual_seed(21), dtype=dtype, device=device)   # (1, 1, 32), (1, 1, 32), (1, 32, 64)
+    with torch.no_grad():
+        expected = article(Q, K, V)
+        output, attn_weights = ours(Q, K, V)
+    assert output.shape == (1, 1, 64) and attn_weights.shape == (1, 32)
+    assert output.dtype == attn_weights.dtype == dtype and output.device.type == device
+    torch.testing.assert_close((output, attn_weights), expected, **tol(dtype, device))
+    torch.testing.assert_close(attn_weights.sum(-1), torch.ones(1, dtype=dtype, device=device), **tol(dtype, device))
+
+
+def test_location_attention_batch_is_the_article_run_on_each_element():
+    sizes = {"query_size": 3, "key_size": 4, "value_size1": 5, "value_size2": 6, "output_size": 7}
+    article, ours = _location_pair(sizes)
+    Q, K, V = _qkv(torch.Generator().manual_seed(22), B=4, sizes=sizes)
+    with torch.no_grad():
+        output, attn_weights = ours(Q, K, V)
+        per_element = [article(Q[b:b + 1], K[b:b + 1], V[b:b + 1]) for b in range(4)]
+    assert output.shape == (4, 1, 7) and attn_weights.shape == (4, 5)
+    torch.testing.assert_close(output, torch.cat([o for o, _ in per_element]))
+    torch.testing.assert_close(attn_weights, torch.cat([w for _, w in per_element]))
+
+
+def test_location_weights_ignore_the_values_content_and_follow_the_query():
+    _, ours = _location_pair()
+    g = torch.Generator().manual_seed(23)
+    Q, K, V = _qkv(g)
+    other_Q, other_K, other_V = _qkv(g)
+    with torch.no_grad():
+        output, attn_weights = ours(Q, K, V)
+        for new_V in (other_V, V[:, torch.randperm(32, generator=g)]):          # new content; the same, reordered
+            new_output, new_weights = ours(Q, K, new_V)
+            torch.testing.assert_close(new_weights, attn_weights, atol=0, rtol=0)
+            assert (new_output - output).abs().max() > 1e-3
+        for changed in (ours(other_Q, K, V)[1], ours(Q, other_K, V)[1]):
+            assert (changed - attn_weights).abs().max() > 1e-3
+        # A content-based rule, for contrast: reorder the keys and its weights move with them.
+        perm = torch.randperm(32, generator=g)
+        content = torch.softmax(scaled_dot_scores(Q[:, :, :32], V[:, :, :32]), dim=-1)          # (1, 1, 32)
+        moved = torch.softmax(scaled_dot_scores(Q[:, :, :32], V[:, perm, :32]), dim=-1)
+        torch.testing.assert_close(moved, content[..., perm])
+        assert (moved - content).abs().max() > 1e-3
+
+
+def test_location_attention_is_differentiable_in_both_layers():
+    _, ours = _location_pair()
+    output, _ = ours(*_qkv(torch.Generator().manual_seed(24)))
+    output.sum().backward()
+    for name, p in ours.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("length", [20, 40])
+def test_location_attention_rejects_another_length(length):
+    _, ours = _location_pair()
+    Q, K, _ = _qkv(torch.Generator().manual_seed(25))
+    with pytest.raises(ValueError, match=rf"value_size1 = 32 positions; got value \(1, {length}, 64\) with {length}"):
+        ours(Q, K, torch.zeros(1, length, 64, dtype=F64))
+
+
+@pytest.mark.parametrize("query, key, value, found", [
+    ((1, 1, 31), (1, 1, 32), (1, 32, 64), r"query must be a tensor \(B, 1, 32\); got \(1, 1, 31\)"),
+    ((1, 1, 32), (1, 32), (1, 32, 64), r"key must be a tensor \(B, 1, 32\); got \(1, 32\)"),
+    ((1, 1, 32), (1, 1, 32), (1, 32, 63), r"value must be a tensor \(B, 32, 64\); got \(1, 32, 63\)"),
+    ((1, 2, 32), (1, 2, 32), (1, 32, 64), r"one decoder step each.*\(1, 2, 32\)"),
+    ((2, 1, 32), (1, 1, 32), (2, 32, 64), r"batch size B; got query \(2, 1, 32\), key \(1, 1, 32\)"),
+], ids=["query_dim", "key_rank", "value_dim", "two_steps", "batch"])
+def test_location_attention_names_the_wrong_shape(query, key, value, found):
+    _, ours = _location_pair()
+    with pytest.raises(ValueError, match=found):
+        ours(torch.zeros(query, dtype=F64), torch.zeros(key, dtype=F64), torch.zeros(value, dtype=F64))
+    with pytest.raises(ValueError, match="got list"):
+        ours([[0.0]], torch.zeros(1, 1, 32, dtype=F64), torch.zeros(1, 32, 64, dtype=F64))
+
+
+def test_sum_of_tanh_is_additive_with_v_all_ones():
+    # The article's second rule sums tanh(W_q q_i + W_k k_j) over its A features: v = (1, ..., 1).
+    g = torch.Generator().manual_seed(26)
+    query, key, w_query, w_key = _rand(g, 2, 3, 4), _rand(g, 2, 5, 6), _rand(g, 7, 4), _rand(g, 7, 6)
+    sum_of_tanh = torch.stack([torch.stack([torch.tanh(w_query @ query[b, i] + w_key @ key[b, j]).sum()
+                                            for j in range(5)]) for b in range(2) for i in range(3)]).view(2, 3, 5)
+    torch.testing.assert_close(additive_scores(query, key, w_query, w_key, torch.ones(7, dtype=F64)), sum_of_tanh)
