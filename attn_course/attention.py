@@ -318,6 +318,30 @@ def merge_masks(attn_mask, key_padding_mask, is_causal, L, S, device=None):
     return attn_mask
 
 
+def add_attn_bias(attn_mask, attn_bias):
+    """An SDPA ``attn_mask`` with a float ``attn_bias`` added to the scores: the float mask SDPA accepts.
+
+    Args:
+        attn_mask: None, bool with **True = may attend**, or float; broadcastable with ``attn_bias``.
+        attn_bias: None or a float tensor added to the scores, e.g. ALiBi's (H, L, S).
+
+    Returns:
+        ``attn_mask`` unchanged when ``attn_bias`` is None; else a float mask: ``attn_bias`` where the bool
+        mask allows and ``-inf`` where it forbids, or the sum of two float masks.
+
+    >>> add_attn_bias(torch.tensor([True, False]), torch.tensor([-1.0, -2.0]))
+    tensor([-1., -inf])
+    """
+    if attn_bias is None:
+        return attn_mask
+    if attn_mask is None:
+        return attn_bias
+    if attn_mask.dtype == torch.bool:
+        return torch.where(attn_mask, attn_bias, torch.tensor(float("-inf"), dtype=attn_bias.dtype,
+                                                              device=attn_bias.device))
+    return attn_mask + attn_bias
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention: H scaled dot-product attentions on learned projections, concatenated.
 
@@ -328,6 +352,11 @@ class MultiHeadAttention(nn.Module):
         num_heads: H; ``head_dim = d_model // num_heads``.
         dropout: dropout probability on the attention weights (training mode only).
         bias: whether the four projections have a bias.
+        positional: None, or a module that gives the heads their positions after the projections:
+            ``positional(q (B, H, L, D), k (B, H, S, D)) -> (q, k, attn_bias)``, ``attn_bias`` None or a
+            float (H, L, S) added to the scores (``attn_course.rotary.Rotary`` rotates q and k, RoPE;
+            ``attn_course.rotary.ALiBi`` returns a bias). It holds no weights: ``from_torch`` and
+            ``state_dict`` are unchanged.
 
     Forward args:
         query: (B, L, E); key: (B, S, E), default ``query``; value: (B, S, E), default ``key``.
@@ -353,13 +382,14 @@ class MultiHeadAttention(nn.Module):
     [torch.Size([1, 3, 8]), torch.Size([1, 2, 3, 3])]
     """
 
-    def __init__(self, d_model, num_heads, dropout=0.0, bias=True):
+    def __init__(self, d_model, num_heads, dropout=0.0, bias=True, positional=None):
         super().__init__()
         if num_heads <= 0 or d_model % num_heads != 0:
             raise ValueError(f"d_model must be divisible by num_heads; got d_model={d_model}, "
                              f"num_heads={num_heads}")
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, d_model // num_heads
         self.dropout = dropout
+        self.positional = positional
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
@@ -376,6 +406,9 @@ class MultiHeadAttention(nn.Module):
         k = self.k_proj(key).view(B, S, H, D).transpose(1, 2)    # (B, S, E) -> (B, H, S, D)
         v = self.v_proj(value).view(B, S, H, D).transpose(1, 2)  # (B, S, E) -> (B, H, S, D)
         attn_mask = merge_masks(attn_mask, key_padding_mask, is_causal, L, S, device=query.device)
+        if self.positional is not None:
+            q, k, attn_bias = self.positional(q, k)                          # rotated q, k; None or (H, L, S)
+            attn_mask = add_attn_bias(attn_mask, attn_bias)
         attn_weights = attention_weights(q, k, attn_mask)                    # (B, H, L, S)
         dropped = F.dropout(attn_weights, p=self.dropout, training=self.training)
         context = (dropped @ v).transpose(1, 2).reshape(B, L, E)             # (B, H, L, D) -> (B, L, E)

@@ -23,6 +23,7 @@ geometric sequence (``alibi_slopes``). With a causal mask (j <= i) this is the p
 import math
 
 import torch
+from torch import nn
 
 
 def _validate_positions(positions, length, name):
@@ -153,3 +154,70 @@ def alibi_bias(num_heads, query_positions, key_positions, dtype=torch.float32):
     slopes = alibi_slopes(num_heads).to(query_positions.device)                # (H,)
     distance = (query_positions[:, None] - key_positions[None, :]).abs().to(torch.float64)   # (L, S)
     return (0.0 - slopes[:, None, None] * distance).to(dtype)                  # (H, 1, 1) * (L, S) -> (H, L, S)
+
+
+def _self_positions(query, key):
+    """Key positions 0..S-1 and query positions S-L..S-1: the queries are the last L of the keys
+    (all of them in self-attention; the new tokens after a KV cache)."""
+    L, S = query.shape[-2], key.shape[-2]
+    return torch.arange(S - L, S, device=key.device), torch.arange(S, device=key.device)
+
+
+class Rotary(nn.Module):
+    """RoPE for ``MultiHeadAttention(positional=Rotary())``: rotates each head's queries and keys.
+
+    Forward args: query (..., L, D), key (..., S, D), D even. Keys sit at positions 0..S-1, queries at
+    S-L..S-1 (self-attention, or the new tokens after a cache).
+
+    Returns: (rotated query, rotated key, None): no bias, the positions are in the rotation.
+
+    Args:
+        base: the frequency base. interleaved: the pairing (``apply_rotary``).
+
+    >>> q, k, bias = Rotary()(torch.ones(1, 3, 4), torch.ones(1, 3, 4))
+    >>> q.shape, bias
+    (torch.Size([1, 3, 4]), None)
+    """
+
+    def __init__(self, base=10000.0, interleaved=False):
+        super().__init__()
+        self.base, self.interleaved = base, interleaved
+
+    def forward(self, query, key):
+        query_positions, key_positions = _self_positions(query, key)
+        return (apply_rotary(query, query_positions, self.base, self.interleaved),
+                apply_rotary(key, key_positions, self.base, self.interleaved), None)
+
+    def extra_repr(self):
+        return f"base={self.base}, interleaved={self.interleaved}"
+
+
+class ALiBi(nn.Module):
+    """ALiBi for ``MultiHeadAttention(positional=ALiBi(num_heads))``: a per-head distance penalty.
+
+    Forward args: query (B, H, L, D), key (B, H, S, D), H = ``num_heads``; positions as in ``Rotary``.
+
+    Returns: (query, key, attn_bias (H, L, S)) with ``attn_bias = alibi_bias(...)`` in the query's dtype.
+
+    Raises:
+        ValueError: the query's head axis (dim -3) is not ``num_heads``.
+
+    >>> _, _, bias = ALiBi(2)(torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4))
+    >>> bias.shape
+    torch.Size([2, 3, 3])
+    """
+
+    def __init__(self, num_heads):
+        super().__init__()
+        self.num_heads = num_heads
+        alibi_slopes(num_heads)                                                 # validates num_heads
+
+    def forward(self, query, key):
+        if query.dim() < 3 or query.shape[-3] != self.num_heads:
+            raise ValueError(f"ALiBi({self.num_heads}) needs queries (B, H={self.num_heads}, L, D); "
+                             f"got {tuple(query.shape)}")
+        query_positions, key_positions = _self_positions(query, key)
+        return query, key, alibi_bias(self.num_heads, query_positions, key_positions, dtype=query.dtype)
+
+    def extra_repr(self):
+        return f"num_heads={self.num_heads}"

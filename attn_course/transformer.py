@@ -149,6 +149,8 @@ class TransformerBlock(nn.Module):
         norm_first: pre-LN if True, post-LN if False.
         activation: ``"relu"`` or ``"gelu"`` (exact erf form, as ``F.gelu``).
         layer_norm_eps: LayerNorm's epsilon. bias: biases in every Linear and LayerNorm.
+        positional: given to ``MultiHeadAttention``: None, or a weight-free module that gives the heads
+            their positions (``attn_course.rotary.Rotary``, ``attn_course.rotary.ALiBi``).
 
     Forward args:
         x: (B, L, E) float tensor.
@@ -176,12 +178,12 @@ class TransformerBlock(nn.Module):
     """
 
     def __init__(self, d_model, num_heads, d_ff, dropout=0.0, norm_first=False, activation="relu",
-                 layer_norm_eps=1e-5, bias=True):
+                 layer_norm_eps=1e-5, bias=True, positional=None):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {activation!r}")
         self.norm_first, self.activation = norm_first, activation
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias)
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, bias=bias, positional=positional)
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias)    # E -> F
         self.linear2 = nn.Linear(d_ff, d_model, bias=bias)    # F -> E
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)

@@ -166,3 +166,74 @@ def test_alibi_bias_is_minus_slope_times_distance():
             for j in range(6):
                 assert bias[h, i, j].item() == pytest.approx(-slopes[h].item() * abs(q - j))
     assert (bias[:, torch.arange(3), torch.arange(2, 5)] == 0).all()                 # a query's own position: 0
+
+
+# ----------------------------------------------------------------- in the course's modules
+def _projections(mha, x):
+    B, L, E = x.shape
+    H, D = mha.num_heads, mha.head_dim
+    return [p(x).view(B, L, H, D).transpose(1, 2) for p in (mha.q_proj, mha.k_proj, mha.v_proj)]   # (B, H, L, D)
+
+
+@pytest.mark.parametrize("interleaved", [False, True], ids=["half-split", "interleaved"])
+def test_multi_head_attention_with_rotary_equals_torch_sdpa_on_rotated_heads(interleaved):
+    from torch.nn import functional as F
+
+    from attn_course import MultiHeadAttention
+    from attn_course.rotary import Rotary
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4, positional=Rotary(base=100.0, interleaved=interleaved)).double().eval()
+    x = draw(torch.Generator().manual_seed(8), 2, 6, 16)
+    q, k, v = _projections(mha, x)
+    positions = torch.arange(6)
+    q, k = (apply_rotary(t, positions, 100.0, interleaved) for t in (q, k))
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(2, 6, 16)
+    with torch.no_grad():
+        got, _ = mha(x, is_causal=True)
+    torch.testing.assert_close(got, mha.out_proj(expected))
+    assert set(mha.state_dict()) == set(MultiHeadAttention(16, 4).state_dict())     # no weights added
+
+
+def test_multi_head_attention_with_alibi_equals_torch_sdpa_with_the_bias_and_masks():
+    from torch.nn import functional as F
+
+    from attn_course import MultiHeadAttention, padding_mask
+    from attn_course.rotary import ALiBi
+    torch.manual_seed(1)
+    mha = MultiHeadAttention(16, 4, positional=ALiBi(4)).double().eval()
+    x = draw(torch.Generator().manual_seed(9), 2, 5, 16)
+    key_padding_mask = padding_mask([5, 3], 5)                                      # (B, S), True = padding
+    q, k, v = _projections(mha, x)
+    allowed = torch.ones(5, 5, dtype=torch.bool).tril() & ~key_padding_mask[:, None, None, :]   # (B, 1, L, S)
+    bias = alibi_bias(4, torch.arange(5), torch.arange(5), dtype=F64)                # (H, L, S)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.masked_fill(~allowed, float("-inf")))
+    with torch.no_grad():
+        got, weights = mha(x, is_causal=True, key_padding_mask=key_padding_mask)
+    torch.testing.assert_close(got, mha.out_proj(expected.transpose(1, 2).reshape(2, 5, 16)))
+    assert (weights[1, :, :, 3:] == 0).all()
+
+
+def test_alibi_needs_its_number_of_heads():
+    from attn_course.rotary import ALiBi
+    with pytest.raises(ValueError, match="H=4"):
+        ALiBi(4)(torch.zeros(1, 2, 3, 8), torch.zeros(1, 2, 3, 8))
+
+
+def test_rotary_block_scores_depend_on_offsets_only():
+    """A TransformerBlock with RoPE and no absolute positions: a sequence shifted right by padding-free
+    repetition gives the causal block the same outputs at the same offsets (translation invariance)."""
+    from attn_course.rotary import Rotary
+    from attn_course.transformer import TransformerBlock
+    torch.manual_seed(2)
+    block = TransformerBlock(16, 2, 32, positional=Rotary()).double().eval()
+    x = draw(torch.Generator().manual_seed(10), 1, 8, 16)
+    with torch.no_grad():
+        _, w = block(x, is_causal=True, need_weights=True)
+        _, w_alone = block(x[:, 3:], is_causal=True, need_weights=True)               # the same tokens, 3 places earlier
+    assert not torch.allclose(w[0, :, 3:, 3:], w_alone[0])                          # the first 3 tokens still count
+    with torch.no_grad():
+        scores_full = block.self_attn.positional(*_projections(block.self_attn, block.norm1(x) if block.norm_first else x)[:2])
+        scores_alone = block.self_attn.positional(*_projections(block.self_attn, x[:, 3:])[:2])
+    full = scores_full[0] @ scores_full[1].transpose(-1, -2)                          # (1, H, 8, 8)
+    alone = scores_alone[0] @ scores_alone[1].transpose(-1, -2)                       # (1, H, 5, 5)
+    torch.testing.assert_close(full[..., 3:, 3:], alone)
