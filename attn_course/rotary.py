@@ -221,3 +221,35 @@ class ALiBi(nn.Module):
 
     def extra_repr(self):
         return f"num_heads={self.num_heads}"
+
+
+def interleaved_to_half_split(weight, num_heads):
+    """Reorder a query or key projection trained with interleaved RoPE for code that applies the half-split one.
+
+    Within each head, output feature ``2i`` moves to ``i`` and ``2i + 1`` to ``i + D/2``: the pair that
+    interleaved RoPE rotated together, (2i, 2i+1), becomes the pair half-split RoPE rotates together,
+    (i, i + D/2). Queries and keys permuted alike keep every score: ``q . k`` is a sum over features,
+    whatever their order. Hugging Face's ``convert_llama_weights_to_hf.py`` does this (its ``permute``)
+    when it converts Meta's Llama checkpoints.
+
+    Args:
+        weight: (H * D, ...) tensor: an ``nn.Linear`` weight (H * D, E) or bias (H * D,), heads stacked
+            along dim 0, D even.
+        num_heads: H.
+
+    Returns:
+        A tensor of ``weight``'s shape and dtype with the rows permuted (a copy).
+
+    Raises:
+        ValueError: dim 0 not divisible into ``num_heads`` heads of an even size.
+
+    >>> interleaved_to_half_split(torch.arange(8.0), num_heads=2)
+    tensor([0., 2., 1., 3., 4., 6., 5., 7.])
+    """
+    if not isinstance(weight, torch.Tensor) or weight.dim() == 0 or num_heads <= 0 \
+            or weight.shape[0] % (2 * num_heads):
+        got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise ValueError(f"weight must have H * D rows with D even (H = num_heads = {num_heads}); got {got}")
+    D = weight.shape[0] // num_heads
+    rows = weight.reshape(num_heads, D // 2, 2, *weight.shape[1:])               # (H, D/2, 2, ...): pairs (2i, 2i+1)
+    return rows.transpose(1, 2).reshape(weight.shape).clone()                   # (H, 2, D/2, ...): evens, then odds
