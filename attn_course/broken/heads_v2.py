@@ -7,6 +7,7 @@ from torch.nn import functional as F
 
 from .. import attention, heads
 from ..attention import (
+    add_attn_bias,
     attention_weights,
     causal_mask,
     key_padding_to_attn_mask,
@@ -50,13 +51,14 @@ def multi_head_attention_v2(query, key, value, q_proj, k_proj, v_proj, out_proj,
 
 class MultiHeadAttention_v2(nn.Module):
 
-    def __init__(self, d_model, num_heads, dropout=0.0, bias=True):
+    def __init__(self, d_model, num_heads, dropout=0.0, bias=True, positional=None):
         super().__init__()
         if num_heads <= 0 or d_model % num_heads != 0:
             raise ValueError(f"d_model must be divisible by num_heads; got d_model={d_model}, "
                              f"num_heads={num_heads}")
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, d_model // num_heads
         self.dropout = dropout
+        self.positional = positional
         self.q_proj = nn.Linear(self.head_dim, self.head_dim, bias=bias)
         self.k_proj = nn.Linear(self.head_dim, self.head_dim, bias=bias)
         self.v_proj = nn.Linear(self.head_dim, self.head_dim, bias=bias)
@@ -73,6 +75,9 @@ class MultiHeadAttention_v2(nn.Module):
         k = self.k_proj(key.reshape(B, S, H, D)).transpose(1, 2)    # (B, S, E) -> (B, H, S, D)
         v = self.v_proj(value.reshape(B, S, H, D)).transpose(1, 2)  # (B, S, E) -> (B, H, S, D)
         attn_mask = merge_masks(attn_mask, key_padding_mask, is_causal, L, S, device=query.device)
+        if self.positional is not None:
+            q, k, attn_bias = self.positional(q, k)                          # rotated q, k; None or (H, L, S)
+            attn_mask = add_attn_bias(attn_mask, attn_bias)
         attn_weights = attention_weights(q, k, attn_mask)                    # (B, H, L, S)
         dropped = F.dropout(attn_weights, p=self.dropout, training=self.training)
         context = (dropped @ v).transpose(1, 2).reshape(B, L, E)             # (B, H, L, D) -> (B, L, E)
@@ -81,11 +86,14 @@ class MultiHeadAttention_v2(nn.Module):
 
 class MultiHeadAttention_v3(nn.Module):
 
-    def __init__(self, d_model, num_heads, dropout=0.0, bias=True):
+    def __init__(self, d_model, num_heads, dropout=0.0, bias=True, positional=None):
         super().__init__()
         if num_heads <= 0 or d_model % num_heads != 0:
             raise ValueError(f"d_model must be divisible by num_heads; got d_model={d_model}, "
                              f"num_heads={num_heads}")
+        if positional is not None:
+            raise ValueError("positional is not supported here: PyTorch's fused layer below takes no "
+                             "per-head positions")
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, d_model // num_heads
         self.attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, bias=bias)  # PyTorch's fused layer
 
