@@ -444,7 +444,39 @@ class MultiHeadAttentionFusedEinsum(nn.Module):
         return self.out(torch.einsum("bhls,bhsd->blhd", weights, v).flatten(2)), weights
 
 
+def apply_rotary_complex_half_split(x, positions, base=10000.0):
+    """RoPE as complex multiplication (Meta's form) on the half-split pairs: x viewed as (..., 2, D/2), the two
+    halves made the real and imaginary parts, times exp(i p theta), in float64."""
+    D = x.shape[-1]
+    halves = x.double().unflatten(-1, (2, D // 2)).transpose(-2, -1)                # (..., L, D/2, 2): (x_i, x_i+D/2)
+    theta = base ** (-torch.arange(0, D, 2, dtype=torch.float64) / D)                # (D/2,)
+    angle = positions.double()[..., None] * theta                                    # (..., L, D/2)
+    turned = torch.view_as_complex(halves.contiguous()) * torch.polar(torch.ones_like(angle), angle)
+    return torch.view_as_real(turned).transpose(-2, -1).flatten(-2).to(x.dtype)     # (..., L, 2, D/2) -> (..., L, D)
+
+
+def _rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary_rotate_half(x, positions, base=10000.0):
+    """Hugging Face's Llama: inv_freq and cos/sin in float32 whatever x's dtype, x * cos + rotate_half(x) * sin."""
+    D = x.shape[-1]
+    inv_freq = 1.0 / (base ** (torch.arange(0, D, 2).float() / D))                   # (D/2,)
+    freqs = positions.float()[..., None] * inv_freq                                  # (..., L, D/2)
+    emb = torch.cat((freqs, freqs), dim=-1)                                          # (..., L, D)
+    return (x * emb.cos() + _rotate_half(x) * emb.sin()).to(x.dtype)
+
+
 # check name -> correct variants
+def interleaved_to_half_split_by_index(weight, num_heads):
+    """The new row order as an index, head by head: evens of each head, then its odds."""
+    D = weight.shape[0] // num_heads
+    order = torch.cat([h * D + torch.cat([torch.arange(0, D, 2), torch.arange(1, D, 2)]) for h in range(num_heads)])
+    return weight[order]
+
+
 VARIANTS = {
     "check_pad_batch": [pad_batch_pad_sequence],
     "check_embedding_lookup": [embedding_lookup_one_hot],
@@ -480,4 +512,6 @@ VARIANTS = {
     "check_word_attention": [word_attention_masked_float64],
     "check_sample_next": [sample_next_gumbel_max],
     "check_lm_forward": [char_transformer_forward_float64],
+    "check_apply_rotary": [apply_rotary_complex_half_split, apply_rotary_rotate_half],
+    "check_interleaved_to_half_split": [interleaved_to_half_split_by_index],
 }

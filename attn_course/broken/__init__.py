@@ -25,6 +25,7 @@ from .heads_v2 import (
     split_heads_v2,
 )
 from .kv_cache_v2 import cached_attention_v2
+from .rotary_v2 import apply_rotary_v2
 from .self_v2 import cross_attention_v2
 from .speech_v2 import query_attention_pool_v2, subsample_padding_mask_v2
 from .summarization_v2 import word_attention_v2
@@ -74,4 +75,5 @@ __all__ = [
     "online_softmax_update_v2",
     "cached_attention_v2",
     "repeat_kv_v2",
+    "apply_rotary_v2",
 ]

@@ -16,6 +16,8 @@ expected, what came, and where to look. ``CheckFailure.kind`` names the property
     gradient               autograd gives no gradient, or the wrong one, where one is expected
     reference              grading only: the function called what its exercise asks you to write
                            (see ``attn_course.checks.tripwire``)
+    pairing                the right rotation applied to the wrong pairs of features: (2i, 2i+1) where
+                           (i, i + D/2) was asked, or the reverse (RoPE's two conventions)
 
 ``thorough=False`` runs one small case (what a learner sees); ``thorough=True`` adds batch dims,
 L != S, float64 and large scores (what grading adds). One module per concept, named after the
@@ -54,6 +56,8 @@ from .hard import check_gumbel_softmax_st, check_hard_attention, check_hard_atte
 from .heads import check_merge_heads, check_multi_head_attention, check_split_heads
 from .kv_cache import check_cached_attention
 from .multi_head_module import check_multi_head_attention_module
+from .rotary import check_apply_rotary
+from .rotary_weights import check_interleaved_to_half_split
 from .self_cross import check_cross_attention, check_self_attention
 from .speech import check_query_attention_pool, check_subsample_padding_mask
 from .summarization import check_rouge_1_f1, check_word_attention
@@ -77,4 +81,7 @@ __all__ = [
     "check_rouge_1_f1", "check_word_attention", "check_sample_next", "check_lm_forward",
     # lesson 16
     "check_online_softmax_update", "check_cached_attention", "check_repeat_kv",
+    # lesson 17
+    "check_apply_rotary",
+    "check_interleaved_to_half_split",
 ]

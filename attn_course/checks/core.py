@@ -9,7 +9,7 @@ from . import remote
 from .remote import type_name
 
 KINDS = ("type", "shape", "dtype", "finite", "normalisation", "scale", "mask", "causality", "values", "error",
-         "gradient", "reference")
+         "gradient", "reference", "pairing")
 
 
 class CheckFailure(AssertionError):

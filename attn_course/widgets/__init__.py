@@ -17,6 +17,7 @@ from .hard import GumbelExplorer
 from .heads import HeadPicker, QueryPicker
 from .masks import MaskExplorer
 from .panel import Panel
+from .rotary import RotaryExplorer
 from .scores import ScaleExplorer, TemperatureExplorer
 from .speech import SpeechExplorer
 from .summarization import SummaryExplorer
@@ -25,4 +26,4 @@ from .vision import PatchPicker
 
 __all__ = ["CaptionExplorer", "GenerationExplorer", "GumbelExplorer", "HeadPicker", "MaskExplorer", "PaddingExplorer",
            "Panel", "PatchPicker", "QueryPicker", "ReviewExplorer", "ScaleExplorer", "SpeechExplorer", "SummaryExplorer",
-           "SuspectExplorer", "TemperatureExplorer", "TilingExplorer", "TranslationExplorer"]
+           "RotaryExplorer", "SuspectExplorer", "TemperatureExplorer", "TilingExplorer", "TranslationExplorer"]
