@@ -1,4 +1,4 @@
-"""The widgets of lessons 02, 04-09 and 11-16 work in a real JupyterLab, driven by a real Chromium.
+"""The widgets of lessons 02, 04-09 and 11-17 work in a real JupyterLab, driven by a real Chromium.
 
 One JupyterLab (started with ``attn_course.lab.lab_command``, as ``make lab`` does, with the user's
 own Jupyter configuration shut out) serves copies of the lessons; one Chromium drives it. For each
@@ -9,7 +9,8 @@ widget (the first one it shows) as a learner would and check that
   layer and head / padding length and causal switch / d_k and scaling switch / suspect and head_dim
   that was picked; the typed number in words (09), the query patch (11), the test image (12), the
   voice and the digit (13), the article's title (14), the temperature and the typed prompt (15), the
-  tile being read and the causal switch (16));
+  tile being read and the causal switch (16), the query's position, the offset and the score that
+  moving both positions leaves unchanged (17));
 * the chart is redrawn: its pixels differ from before, and it is not blank (many colours, not one).
 
 Every lookup is scoped to the widget's own VBox (the one holding the control), so a lesson that shows
@@ -62,6 +63,7 @@ LESSONS = [
     "14_summarization",
     "15_text_generation",
     "16_attention_at_scale",
+    "17_positions_rope_alibi",
 ]
 RUN_ALL_TIMEOUT_S = 300   # a lesson on a loaded 2-core machine
 CHANGE_TIMEOUT_MS = 60_000  # one widget callback: a few matplotlib figures, on a busy kernel
@@ -400,6 +402,23 @@ def tiling_explorer(page, name):
     w.shoot()
 
 
+def rotary_explorer(page, name):
+    box = page.locator(".widget-vbox:has(.rotary-m-slider)").first
+    w = WidgetCheck(name, box, "rotary-readout", "rotary-chart")
+    old, new = slider_step(page, box.locator(".rotary-m-slider"), int)
+    text = w.changed(f"query position m {old} -> {new}")
+    n = int(re.search(r"^key\s+at n = (\d+):", text, re.M).group(1))
+    assert re.search(rf"^query at m = {new}: turned by", text, re.M), text
+    assert f"offset m - n = {new - n}:" in text, text
+    score = re.search(r"over all D = \d+ features: (-?[\d.]+)", text).group(1)
+    box.locator(".rotary-shift-button").click()
+    text = w.changed("clicking 'move both by +1'")
+    assert re.search(rf"^query at m = {new + 1}: turned by", text, re.M), text
+    assert re.search(rf"^key\s+at n = {n + 1}:", text, re.M) and f"offset m - n = {new - n}:" in text, text
+    assert f"over all D = 8 features: {score} " in text, f"moving both positions changed the score {score}: {text}"
+    w.shoot()
+
+
 INTERACTIONS = {
     "02_queries_keys_scores": scale_explorer,
     "04_soft_and_hard_attention": gumbel_explorer,
@@ -414,6 +433,7 @@ INTERACTIONS = {
     "14_summarization": summary_explorer,
     "15_text_generation": generation_explorer,
     "16_attention_at_scale": tiling_explorer,
+    "17_positions_rope_alibi": rotary_explorer,
 }
 
 

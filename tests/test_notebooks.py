@@ -118,6 +118,7 @@ SUBJECTS = {
     "14": ["application", "summar", "rouge", "news"],
     "15": ["application", "generat", "language model", "hamlet"],
     "16": ["flashattention", "online softmax", "kv cache", "grouped-query"],
+    "17": ["rope", "rotary", "alibi", "length generalisation", "relative position"],
 }
 REFERENCE = re.compile(r"\b[Ll]esson (\d\d)(?![–-]\d)\b")
 

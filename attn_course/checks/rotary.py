@@ -52,8 +52,8 @@ def _expect_shape_and_dtype(got, expected, case):
         D = expected.shape[-1]
         hint = ""
         if got.shape[:-1] == expected.shape[:-1] and got.shape[-1] == D // 2:
-            hint = (" Only D/2 features came back: return both halves of every pair, "
-                    "torch.cat((x_a * cos - x_b * sin, x_b * cos + x_a * sin), dim=-1).")
+            hint = (" Only D/2 features came back: return both rotated halves of every pair, concatenated "
+                    "along the last axis (torch.cat(..., dim=-1)).")
         elif got.numel() == expected.numel():
             hint = " The numbers are all there: merge the pairs back into the last axis, (..., L, D)."
         elif got.dim() > expected.dim():
@@ -199,10 +199,9 @@ def _expect_values(got, x, positions, base, case):
                 raise CheckFailure("pairing", (
                     f"{case}: x_rotated turns the pairs of neighbouring features (2i, 2i + 1), the interleaved "
                     f"pairing of the RoFormer paper, GPT-J and Meta's Llama code; this exercise asks for the "
-                    f"half-split pairing of GPT-NeoX and Hugging Face's Llama, feature i with feature i + D/2: "
-                    f"x_a = x[..., :D // 2], x_b = x[..., D // 2:], torch.cat((x_a * cos - x_b * sin, "
-                    f"x_b * cos + x_a * sin), dim=-1). Weights trained with one pairing give wrong scores under the "
-                    f"other, though every shape fits and q . k still depends only on m - n."
+                    f"half-split pairing of GPT-NeoX and Hugging Face's Llama, feature i with feature i + D/2 (the "
+                    f"first half of the features with the second half). Weights trained with one pairing give wrong "
+                    f"scores under the other, though every shape fits and q . k still depends only on m - n."
                     + (f" The angles are off too. {what}" if what else "")))
 
     def hint(actual, expected):
