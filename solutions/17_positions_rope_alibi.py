@@ -767,8 +767,7 @@ assert unconverted[0] < 0.5 < trained[0]
 #   never learn an exact offset.
 # - A pairing mismatch runs, keeps every shape, and turns a perfect model into a guesser (section 7).
 #
-# **Next:** lesson 18 puts the course's pieces together in the encoder-decoder Transformer, trained. To go
-# further here: train `PositionModel("rope")` at length 32 and test it again, or raise the base to 500000
+# **Next:** to go further, train `PositionModel("rope")` at length 32 and test it again, or raise the base to 500000
 # (`rotary.Rotary(base=500000.0)`) and see what slower pairs do to length generalisation.
 #
 # **References.** Vaswani et al. (2017), *Attention Is All You Need*, §3.5 (sinusoidal positions). Su, Lu,
