@@ -1,5 +1,5 @@
-"""Heatmaps, PNG rendering, the widget scaffold and the temperature widget, and the JupyterLab launcher's
-settings and argv."""
+"""Heatmaps, PNG rendering, the widget scaffold, the temperature widget and the cross-attention widget, and
+the JupyterLab launcher's settings and argv."""
 import html
 import json
 import math
@@ -20,7 +20,7 @@ from matplotlib.axes import Axes  # noqa: E402
 
 from attn_course import lab  # noqa: E402
 from attn_course.plot import attention_heatmap, figure_png, new_figure, weights_bar  # noqa: E402
-from attn_course.widgets import Panel, TemperatureExplorer  # noqa: E402
+from attn_course.widgets import CrossAttentionExplorer, Panel, TemperatureExplorer  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -234,6 +234,152 @@ def test_panel_layout_options():
     assert plain.image is None and list(plain.children) == [plain.a, plain.b, plain.readout]
     with pytest.raises(ValueError, match="no chart"):
         plain.show_figure(plain.figure())
+
+
+# ----------------------------------------------------------------- CrossAttentionExplorer
+# A fake translator: four words in, the four in capitals and "<eos>" out (T = 5, S = 4), with known weights.
+# Head h of layer l puts XATTN_PEAKS[h] on source position XATTN_STRONGEST[l][h][t] in row t and the rest
+# evenly on the other three. Crossings worked by hand (t = 1..3 with strongest[t] < strongest[t - 1], of 3;
+# the <eos> row 4 is not an output token: layer 0 head 2's and the mean's <eos> rows cross, uncounted):
+XATTN_STRONGEST = [[[0, 1, 2, 3, 3], [3, 2, 1, 0, 0], [1, 0, 3, 2, 0]],     # layer 0: 0, 3, 2 crossings
+                   [[3, 2, 1, 0, 3], [0, 0, 1, 2, 3], [0, 1, 1, 0, 0]]]     # layer 1: 3, 0, 1 crossings
+XATTN_PEAKS = [0.9, 0.6, 0.6]
+# The mean over heads: head 0's peak (0.9 + 2 * 0.4/3) / 3 = 0.389 wins unless heads 1 and 2 agree
+# elsewhere ((0.1/3 + 2 * 0.6) / 3 = 0.411): rows 0 and 3 of layer 1 and row 4 of layer 0.
+XATTN_MEAN_STRONGEST = [[0, 1, 2, 3, 0], [0, 2, 1, 0, 3]]                    # 0 and 2 crossings
+
+
+def fake_translate(text):
+    src = text.split()
+    if len(src) != 4 or not all(word.isalpha() for word in src):
+        raise ValueError(f"expected four words separated by spaces, e.g. 'a b c d'; got {len(src)} in {text!r}")
+    weights = torch.empty(2, 3, 5, 4)                                            # (N, H, T, S)
+    for layer in range(2):
+        for head, peak in enumerate(XATTN_PEAKS):
+            weights[layer, head] = (1 - peak) / 3
+            weights[layer, head, range(5), XATTN_STRONGEST[layer][head]] = peak
+    return src, [word.upper() for word in src] + ["<eos>"], weights
+
+
+def fake_reference(text):
+    return {"a b c d": "ABCD", "w x y z": "WXYQ"}.get(text)
+
+
+def crossing_line(explorer):
+    m = re.search(r"^layer (\d+), (head \d+|mean over 3 heads): crossings (\d+) of (\d+) \(([\d.]+)\): ",
+                  explorer.text(), re.M)
+    assert m, explorer.text()
+    return int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4)), float(m.group(5))
+
+
+@pytest.mark.parametrize("layer, head, count, strongest", [
+    (0, 0, 0, XATTN_STRONGEST[0][0]), (0, 1, 3, XATTN_STRONGEST[0][1]), (0, 2, 2, XATTN_STRONGEST[0][2]),
+    (1, 0, 3, XATTN_STRONGEST[1][0]), (1, 1, 0, XATTN_STRONGEST[1][1]), (1, 2, 1, XATTN_STRONGEST[1][2]),
+    (0, "mean", 0, XATTN_MEAN_STRONGEST[0]), (1, "mean", 2, XATTN_MEAN_STRONGEST[1]),
+])
+def test_cross_attention_readout_counts_the_crossings_of_the_chosen_head(layer, head, count, strongest):
+    w = CrossAttentionExplorer(fake_translate, "a b c d", num_layers=2, num_heads=3, reference=fake_reference)
+    w.pick(layer, head)
+    name = "mean over 3 heads" if head == "mean" else f"head {head}"
+    assert crossing_line(w) == (layer, name, count, 3, round(count / 3, 2))
+    assert w.crossings() == {"strongest": strongest, "count": count, "pairs": 3, "fraction": count / 3}
+    pairs = "  ".join(f"{o} -> {'abcd'[j]}" for o, j in zip(["A", "B", "C", "D", "<eos>"], strongest))
+    assert f"strongest source token of each output token: {pairs}" in w.text()
+    assert w.readout.value == f"<pre>{html.escape(w.text())}</pre>"              # "<eos>" stays text
+    assert w.figure().axes[0].get_title() == f"cross-attention, layer {layer}, {name}"
+
+
+def test_cross_attention_chart_follows_layer_and_head_and_the_mean_is_the_mean():
+    w = CrossAttentionExplorer(fake_translate, "a b c d", num_layers=2, num_heads=3, layer=0)
+    _, _, weights = fake_translate("a b c d")
+    images = {}
+    for layer in range(2):
+        for head in (0, 1, 2, "mean"):
+            w.pick(layer, head)
+            images[layer, head] = bytes(w.image.value)
+            assert images[layer, head].startswith(PNG_MAGIC)
+            ax = w.figure().axes[0]
+            assert tick_texts(ax.get_yticklabels()) == ["A", "B", "C", "D", "<eos>"]      # output tokens down
+            assert tick_texts(ax.get_xticklabels()) == ["a", "b", "c", "d"]               # source tokens across
+            drawn = torch.as_tensor(ax.images[0].get_array().data).double()               # (T, S)
+            expected = weights[layer].double().mean(0) if head == "mean" else weights[layer, head].double()
+            torch.testing.assert_close(drawn, expected, atol=1e-6, rtol=0)
+            torch.testing.assert_close(w.weights().double(), expected, atol=1e-6, rtol=0)
+    assert len(set(images.values())) == 8                                         # every layer and head: its own chart
+    w.pick(0, 1)
+    assert bytes(w.image.value) == images[0, 1]                                  # back again: the same chart
+    assert w.head_dropdown.options[-1] == ("mean over heads", "mean") and len(w.head_dropdown.options) == 4
+    assert (w.layer_slider.min, w.layer_slider.max) == (0, 1)
+
+
+def test_cross_attention_says_correct_wrong_or_nothing_and_translates_once_per_text():
+    calls = []
+
+    def counting(text):
+        calls.append(text)
+        return fake_translate(text)
+
+    w = CrossAttentionExplorer(counting, "a b c d", num_layers=2, num_heads=3, reference=fake_reference)
+    lines = w.text().splitlines()
+    assert lines[:3] == ["source:     a b c d   (4 tokens)", "model:      ABCD   correct", "reference:  ABCD"]
+    w.set("w x y z")
+    assert w.text().splitlines()[1:3] == ["model:      WXYZ   WRONG", "reference:  WXYQ"]
+    w.pick(0, "mean")
+    w.set("p q r s")                                                              # no reference known
+    assert w.text().splitlines()[1:3] == ["model:      PQRS", "reference:  (none)"]
+    assert calls == ["a b c d", "w x y z", "p q r s"]                             # not once per redraw
+    words = CrossAttentionExplorer(fake_translate, "a b c d", 2, 3, sep=" ")
+    assert words.text().splitlines()[1:3] == ["model:      A B C D", "reference:  (none given)"]
+
+    def picky(text):
+        raise ValueError(f"no reference for {text!r}")
+
+    unknown = CrossAttentionExplorer(fake_translate, "a b c d", 2, 3, reference=picky)
+    assert unknown.text().splitlines()[1:3] == ["model:      ABCD", "reference:  (none: no reference for 'a b c d')"]
+    for cls, control in (("xattn-input", w.text_box), ("xattn-layer", w.layer_slider), ("xattn-head", w.head_dropdown),
+                         ("xattn-readout", w.readout), ("xattn-chart", w.image)):
+        assert cls in control._dom_classes
+    assert w.text_box.continuous_update is False
+
+
+def test_cross_attention_bad_input_says_why_and_empties_the_chart():
+    w = CrossAttentionExplorer(fake_translate, "a b c d", num_layers=2, num_heads=3, reference=fake_reference)
+    good = bytes(w.image.value)
+    w.set("a b 3 d")
+    assert w.text() == ("cannot translate 'a b 3 d': expected four words separated by spaces, e.g. 'a b c d'; "
+                        "got 4 in 'a b 3 d'")
+    assert w.readout.value == f"<pre>{html.escape(w.text())}</pre>"
+    assert bytes(w.image.value) == b"" and w.image.layout.display == "none"
+    assert w.figure() is None and w.weights() is None and w.crossings() is None and w.translation() is None
+    w.pick(0, "mean")                                                             # moving the controls: no crash
+    assert w.text().startswith("cannot translate 'a b 3 d': ") and bytes(w.image.value) == b""
+    w.set("")
+    assert "got 0 in ''" in w.text()
+    w.pick(1, 0)
+    w.set("a b c d")
+    assert bytes(w.image.value) == good and w.image.layout.display is None        # the chart is back
+
+
+def test_cross_attention_rejects_bad_arguments_and_wrong_weights():
+    for kwargs, named in (({"num_layers": 0}, "num_layers must be an int >= 1; got 0"),
+                          ({"num_heads": 2.0}, "num_heads must be an int >= 1; got 2.0"),
+                          ({"layer": 2}, r"layer must be an int in 0\.\.1; got 2"),
+                          ({"head": 3}, r"head must be an int in 0\.\.2 or 'mean'; got 3")):
+        with pytest.raises(ValueError, match=named):
+            CrossAttentionExplorer(fake_translate, "a b c d", **{"num_layers": 2, "num_heads": 3, **kwargs})
+    with pytest.raises(ValueError, match=r"cross_weights \(num_layers, num_heads, T, S\) = \(2, 4, 5, 4\) .* "
+                                         r"got \(2, 3, 5, 4\)"):
+        CrossAttentionExplorer(fake_translate, "a b c d", num_layers=2, num_heads=4)
+    per_layer = CrossAttentionExplorer(lambda text: (lambda s, o, w: (s, o, list(w)))(*fake_translate(text)),
+                                       "a b c d", num_layers=2, num_heads=3, layer=1, head="mean")
+    assert crossing_line(per_layer)[2:4] == (2, 3)                                 # a list of (H, T, S) per layer
+    no_eos = CrossAttentionExplorer(lambda text: (lambda s, o, w: (s, o[:4], w[:, :, :4]))(*fake_translate(text)),
+                                    "a b c d", num_layers=2, num_heads=3, layer=0, head=2, sep=" ")
+    assert crossing_line(no_eos)[2:4] == (2, 3) and no_eos.text().splitlines()[1] == "model:      A B C D"
+    eos_row_crosses = CrossAttentionExplorer(fake_translate, "a b c d", num_layers=2, num_heads=3, layer=0, head=2,
+                                             eos="</s>")                 # "<eos>" now an output token: its row counts
+    assert crossing_line(eos_row_crosses)[2:4] == (3, 4) and eos_row_crosses.text().splitlines()[1] == (
+        "model:      ABCD<eos>")
 
 
 # ----------------------------------------------------------------- lab: settings and command

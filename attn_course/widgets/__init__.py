@@ -11,6 +11,7 @@ from .bug_hunt import SuspectExplorer
 from .captioning import CaptionExplorer
 from .classification import ReviewExplorer
 from .embedding import PaddingExplorer
+from .encoder_decoder import CrossAttentionExplorer
 from .flash import TilingExplorer
 from .generation import GenerationExplorer
 from .hard import GumbelExplorer
@@ -24,6 +25,7 @@ from .summarization import SummaryExplorer
 from .translation import TranslationExplorer
 from .vision import PatchPicker
 
-__all__ = ["CaptionExplorer", "GenerationExplorer", "GumbelExplorer", "HeadPicker", "MaskExplorer", "PaddingExplorer",
-           "Panel", "PatchPicker", "QueryPicker", "ReviewExplorer", "ScaleExplorer", "SpeechExplorer", "SummaryExplorer",
-           "RotaryExplorer", "SuspectExplorer", "TemperatureExplorer", "TilingExplorer", "TranslationExplorer"]
+__all__ = ["CaptionExplorer", "CrossAttentionExplorer", "GenerationExplorer", "GumbelExplorer", "HeadPicker",
+           "MaskExplorer", "PaddingExplorer", "Panel", "PatchPicker", "QueryPicker", "ReviewExplorer", "ScaleExplorer",
+           "SpeechExplorer", "SummaryExplorer", "RotaryExplorer", "SuspectExplorer", "TemperatureExplorer",
+           "TilingExplorer", "TranslationExplorer"]
