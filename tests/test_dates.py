@@ -4,6 +4,7 @@ import datetime
 import functools
 import hashlib
 import os
+import random
 import subprocess
 import sys
 
@@ -164,3 +165,22 @@ def test_splits_same_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == here
+
+
+@pytest.mark.parametrize("fmt", dd.FORMATS)
+def test_read_gives_back_the_date_of_every_format(fmt):
+    locale, width = fmt.split("/")
+    rng = random.Random(fmt)
+    for _ in range(150):
+        day = dd.FIRST_DATE + datetime.timedelta(days=rng.randrange(dd.NUM_DATES))
+        text = f"<{locale}> " + babel.dates.format_date(day, format=width, locale=locale)
+        assert dd.read(text) == day, text
+
+
+@pytest.mark.parametrize("text, message", [("3 juin 1999", "locale tag"), ("<xx_XX> 3 juin 1999", "locale tag"),
+                                           ("<fr_FR> 3 1999", "day, a month and a year"),
+                                           ("<fr_FR> 31 juin 1999", "day is out of range"),
+                                           ("<en_GB> 3 June 2077", "1950-01-01..2049-12-31")])
+def test_read_refuses_what_is_not_a_date_of_the_range(text, message):
+    with pytest.raises(ValueError, match=message):
+        dd.read(text)

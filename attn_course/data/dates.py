@@ -178,3 +178,54 @@ def splits(train_size=20000, val_size=1000, test_size=2000, seed=0):
         out[name] = [pair(date, rng.choice(FORMATS)) for date in dates]
         start += size
     return {name: out[name] for name in ("train", "val", "test")}
+
+
+def read(text):
+    """The date a typed source names: ``"<fr_FR> jeudi 3 juin 1999"`` -> ``datetime.date(1999, 6, 3)``.
+
+    For a widget's reference answer, independent of any model: the locale tag, then a date in one of the
+    locale's formats (a month name, wide or abbreviated, or three numbers in the order of the locale's
+    short format). The weekday, when written, is not read. A two-digit year maps to 1950-2049.
+
+    Raises:
+        ValueError: no known locale tag first, not one month and two numbers (or three numbers), or a date
+            that does not exist or lies outside 1950-01-01..2049-12-31.
+
+    >>> read("<en_US> Thursday, June 3, 1999"), read("<es_ES> 3/6/99")
+    (datetime.date(1999, 6, 3), datetime.date(1999, 6, 3))
+    """
+    tag, _, rest = text.strip().partition(" ")
+    locale = tag.strip("<>")
+    if not (tag.startswith("<") and tag.endswith(">")) or locale not in LOCALES:
+        raise ValueError(f"start with a locale tag, one of {', '.join('<' + loc + '>' for loc in LOCALES)}; "
+                         f"got {tag!r}")
+    babel_dates = _babel_dates()
+    month_names = {name.lower().rstrip("."): month
+                   for width in ("wide", "abbreviated") for context in ("format", "stand-alone")
+                   for month, name in babel_dates.get_month_names(width, context, locale).items()}
+    numbers, month, digits = [], None, ""
+    for token in tokenize(rest) + [""]:
+        if token.isdigit():
+            digits += token
+            continue
+        if digits:
+            numbers.append(digits)
+            digits = ""
+        if token.lower() in month_names:
+            month = month_names[token.lower()]
+    if month is None:
+        order = field_order(f"{locale}/short")                                # every numeric format's order
+        if len(numbers) != 3:
+            raise ValueError(f"expected a day, a month and a year in the order {order}; got {rest!r}")
+        fields = dict(zip(order, numbers))
+    else:
+        order = field_order(f"{locale}/long").replace("M", "")
+        if len(numbers) != 2:
+            raise ValueError(f"expected a month name, a day and a year; got {rest!r}")
+        fields = dict(zip(order, numbers), M=str(month))
+    year = int(fields["Y"])
+    if len(fields["Y"]) <= 2:
+        year += 1900 if year >= 50 else 2000
+    date = datetime.date(year, int(fields["M"]), int(fields["D"]))           # ValueError for 31 June
+    _check_date(date)
+    return date
