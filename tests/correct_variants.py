@@ -469,6 +469,84 @@ def apply_rotary_rotate_half(x, positions, base=10000.0):
     return (x * emb.cos() + _rotate_half(x) * emb.sin()).to(x.dtype)
 
 
+def _attend_sdpa(attn, query, key_value, allowed):
+    """``attn``'s projections around PyTorch's fused attention; ``allowed`` is SDPA's mask (True = may attend)."""
+    B, L, E = query.shape
+    S, H = key_value.shape[1], attn.num_heads
+    q = attn.q_proj(query).view(B, L, H, E // H).transpose(1, 2)                   # (B, H, L, D)
+    k, v = (p(key_value).view(B, S, H, E // H).transpose(1, 2) for p in (attn.k_proj, attn.v_proj))
+    context = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)           # (B, H, L, D)
+    return attn.out_proj(context.transpose(1, 2).reshape(B, L, E))
+
+
+def decoder_block_with_sdpa(block, x, memory, tgt_mask, memory_key_padding_mask):
+    """The block's masks turned to SDPA's polarity once (True = may attend), the LN placement chosen per sublayer."""
+    may_see_past = ~tgt_mask                                                        # (L, L)
+    may_see_source = ~memory_key_padding_mask[:, None, None, :]                     # (B, 1, 1, S)
+    sublayers = [(block.norm1, lambda h: _attend_sdpa(block.self_attn, h, h, may_see_past)),
+                 (block.norm2, lambda h: _attend_sdpa(block.multihead_attn, h, memory, may_see_source)),
+                 (block.norm3, block.feed_forward)]
+    for norm, sublayer in sublayers:
+        x = x + sublayer(norm(x)) if block.norm_first else norm(x + sublayer(x))
+    return x
+
+
+def decoder_block_float64(block, x, memory, tgt_mask, memory_key_padding_mask):
+    """Every sublayer written out from the weights, in float64, with einsum; the masks filled with -inf."""
+    def attend(attn, query, key_value, ignore):                                     # ignore: True = masked
+        B, L, E = query.shape
+        H = attn.num_heads
+        q = _linear64(query, attn.q_proj).view(B, L, H, E // H)
+        k, v = (_linear64(key_value, p).view(B, key_value.shape[1], H, E // H) for p in (attn.k_proj, attn.v_proj))
+        scores = torch.einsum("blhd,bshd->bhls", q, k) / math.sqrt(E // H)
+        w = torch.softmax(scores.masked_fill(ignore, float("-inf")), dim=-1)        # (B, H, L, S)
+        return _linear64(torch.einsum("bhls,bshd->blhd", w, v).reshape(B, L, E), attn.out_proj)
+
+    def norm(h, layer):
+        return F.layer_norm(h, h.shape[-1:], layer.weight.double(), layer.bias.double(), layer.eps)
+
+    act = F.gelu if block.activation == "gelu" else F.relu
+    x, memory = x.double(), memory.double()
+    sublayers = [(block.norm1, lambda h: attend(block.self_attn, h, h, tgt_mask)),
+                 (block.norm2, lambda h: attend(block.multihead_attn, h, memory, memory_key_padding_mask[:, None, None])),
+                 (block.norm3, lambda h: _linear64(act(_linear64(h, block.linear1)), block.linear2))]
+    for layer, sublayer in sublayers:
+        if block.norm_first:
+            x = x + sublayer(norm(x, layer))
+        else:
+            x = norm(x + sublayer(x), layer)
+    return x.to(block.linear1.weight.dtype)
+
+
+def shift_right_pad(tgt_out, bos_id):
+    return F.pad(tgt_out[:, :-1], (1, 0), value=bos_id)                             # (B, L - 1) -> (B, L)
+
+
+def shift_right_roll(tgt_out, bos_id):
+    tgt_in = tgt_out.roll(1, dims=1)                                                # the last label wraps round
+    tgt_in[:, 0] = bos_id                                                           # ... and is overwritten
+    return tgt_in
+
+
+def beam_search_step_sort(log_probs, beam_scores, beam_size):
+    """A full descending sort of the K x V candidates; the flat index unravelled with torch.unravel_index."""
+    B, K, V = log_probs.shape
+    candidates = (beam_scores.unsqueeze(-1) + log_probs).flatten(1)                # (B, K*V)
+    scores, order = candidates.sort(dim=-1, descending=True)
+    beam_idx, token_idx = torch.unravel_index(order[:, :beam_size], (K, V))
+    return scores[:, :beam_size], beam_idx, token_idx
+
+
+def beam_search_step_two_stage(log_probs, beam_scores, beam_size):
+    """Each beam's best min(beam_size, V) tokens first, then the best beam_size of those K x n candidates."""
+    B, K, V = log_probs.shape
+    n = min(beam_size, V)
+    top_log_probs, top_tokens = log_probs.topk(n, dim=-1)                           # (B, K, n)
+    candidates = (beam_scores[:, :, None] + top_log_probs).reshape(B, K * n)
+    scores, pick = candidates.topk(beam_size, dim=-1)                               # (B, beam_size)
+    return scores, pick // n, top_tokens.reshape(B, K * n).gather(1, pick)
+
+
 # check name -> correct variants
 def interleaved_to_half_split_by_index(weight, num_heads):
     """The new row order as an index, head by head: evens of each head, then its odds."""
@@ -514,4 +592,7 @@ VARIANTS = {
     "check_lm_forward": [char_transformer_forward_float64],
     "check_apply_rotary": [apply_rotary_complex_half_split, apply_rotary_rotate_half],
     "check_interleaved_to_half_split": [interleaved_to_half_split_by_index],
+    "check_decoder_block": [decoder_block_with_sdpa, decoder_block_float64],
+    "check_shift_right": [shift_right_pad, shift_right_roll],
+    "check_beam_search_step": [beam_search_step_sort, beam_search_step_two_stage],
 }

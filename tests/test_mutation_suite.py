@@ -43,9 +43,12 @@ def check_of(entry):
 
 
 def as_called(entry, obj):
-    """What the check receives: the object itself, or ``Class.forward`` taking the instance first."""
+    """What the check receives: the object itself, or ``Class.forward`` taking the instance first (its last
+    arguments passed by the names the entry lists in ``keywords``, when it lists any)."""
     if entry.get("call") == "forward":
-        return lambda module, *args: obj.forward(module, *args)
+        names = entry.get("keywords", [])
+        return lambda module, *args: obj.forward(module, *args[:len(args) - len(names)],
+                                                 **dict(zip(names, args[len(args) - len(names):])))
     return obj
 
 

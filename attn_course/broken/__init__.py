@@ -13,6 +13,7 @@ from .block_v2 import (
     masked_softmax_v4,
 )
 from .classification_v2 import attention_pooling_v2
+from .encoder_decoder_v2 import DecoderBlock_v2, shift_right_v2
 from .flash_v2 import online_softmax_update_v2
 from .generation_v2 import CharTransformer_v2
 from .gqa_v2 import repeat_kv_v2
@@ -76,4 +77,6 @@ __all__ = [
     "cached_attention_v2",
     "repeat_kv_v2",
     "apply_rotary_v2",
+    "DecoderBlock_v2",
+    "shift_right_v2",
 ]

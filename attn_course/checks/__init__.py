@@ -49,6 +49,7 @@ from .core import (
     format_shape,
     random_tensor,
 )
+from .encoder_decoder import check_beam_search_step, check_decoder_block, check_shift_right
 from .flash import check_online_softmax_update
 from .generation import check_lm_forward, check_sample_next
 from .gqa import check_repeat_kv
@@ -84,4 +85,6 @@ __all__ = [
     # lesson 17
     "check_apply_rotary",
     "check_interleaved_to_half_split",
+    # lesson 18
+    "check_decoder_block", "check_shift_right", "check_beam_search_step",
 ]
