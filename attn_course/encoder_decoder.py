@@ -478,8 +478,9 @@ def beam_search_step(log_probs, beam_scores, beam_size):
 def beam_search(model, src, beam_size=4, max_len=None, length_penalty=0.0, src_key_padding_mask=None):
     """Beam search with the KV cache: keep the ``beam_size`` most likely prefixes at every step.
 
-    Finished hypotheses (ending in ``<eos>``) leave the beam; the search stops when ``beam_size`` have finished
-    or after ``max_len`` steps. The best is the highest ``score / length ** length_penalty`` (0: the plain
+    Each step ranks the 2K best continuations: an ``<eos>`` among the first K finishes a hypothesis, which leaves
+    the beam; the K best others go on. The search stops after ``max_len`` steps, or once every sentence has K
+    finished hypotheses and no live beam scores above the worst of them. The best is the highest ``score / length ** length_penalty`` (0: the plain
     log-probability, which prefers short outputs; Wu et al. 2016 use a length penalty near 0.6).
 
     Args:
@@ -506,7 +507,7 @@ def beam_search(model, src, beam_size=4, max_len=None, length_penalty=0.0, src_k
     beam_scores[:, 0] = 0.0                                                                # one live beam at first
     prefixes = torch.full((B, K, 0), model.bos_id, dtype=torch.long, device=src.device)
     y = torch.full((B * K, 1), model.bos_id, dtype=torch.long, device=src.device)
-    finished = [[] for _ in range(B)]
+    finished = [[] for _ in range(B)]                                                      # (normalised score, ids)
     for t in range(max_len):
         log_probs, _ = model.step(y, memory, pad, cache)                                   # (B*K, V)
         scores, beam_idx, token_idx = beam_search_step(log_probs.view(B, K, -1), beam_scores, 2 * K)
@@ -514,8 +515,9 @@ def beam_search(model, src, beam_size=4, max_len=None, length_penalty=0.0, src_k
                               token_idx[:, :, None]], 2)                                   # (B, 2K, t + 1)
         is_eos = token_idx == model.eos_id
         for b, k in is_eos.nonzero().tolist():
-            if len(finished[b]) < K and scores[b, k] > float("-inf"):
+            if k < K and scores[b, k] > float("-inf"):                                     # an <eos> among the K best
                 finished[b].append((scores[b, k].item() / (t + 1) ** length_penalty, prefixes[b, k].tolist()))
+                finished[b] = sorted(finished[b], key=lambda item: -item[0])[:K]
         live = scores.masked_fill(is_eos, float("-inf"))                                   # (B, 2K)
         beam_scores, order = live.topk(K, dim=-1)                                          # the K best live ones
         prefixes = prefixes.gather(1, order[:, :, None].expand(-1, -1, t + 1))             # (B, K, t + 1)
@@ -524,7 +526,10 @@ def beam_search(model, src, beam_size=4, max_len=None, length_penalty=0.0, src_k
             cache.keys[layer] = cache.keys[layer][origin.flatten()]
             cache.values[layer] = cache.values[layer][origin.flatten()]
         y = prefixes[:, :, -1].reshape(B * K, 1)
-        if all(len(f) >= K for f in finished):
+        # done: K hypotheses finished and no live beam can still beat the worst of them (a prefix's
+        # log-probability only falls as it grows; exact for length_penalty = 0, a heuristic above it)
+        if all(len(f) >= K and beam_scores[b, 0].item() / (t + 1) ** length_penalty <= f[-1][0]
+               for b, f in enumerate(finished)):
             break
     best = []
     for b in range(B):

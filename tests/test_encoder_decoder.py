@@ -246,6 +246,29 @@ def test_beam_search_with_a_wide_beam_finds_the_most_likely_sequence():
     assert one_beam[0] == [t for t in greedy[0].tolist() if t != 0]
 
 
+@pytest.mark.parametrize("seed", [1, 3, 4])
+def test_beam_search_with_one_beam_is_greedy_decoding(seed):
+    model = small_translator(seed=seed)
+    src = torch.randint(4, 11, (6, 5), generator=torch.Generator().manual_seed(seed))
+    greedy, _ = greedy_decode(model, src, max_len=8)
+    beams, _ = beam_search(model, src, beam_size=1, max_len=8)
+    assert beams == [[t for t in row if t != 0] for row in greedy.tolist()]
+
+
+def test_beam_search_is_never_worse_than_greedy_in_log_probability():
+    model = small_translator(seed=5)
+    src = torch.randint(4, 11, (8, 5), generator=torch.Generator().manual_seed(5))
+    greedy, _ = greedy_decode(model, src, max_len=8)
+    beams, scores = beam_search(model, src, beam_size=4, max_len=8)
+    with torch.no_grad():
+        for b, row in enumerate(greedy.tolist()):
+            ids = [t for t in row if t != 0]
+            if ids[-1] != model.eos_id:
+                continue                                                              # greedy never finished
+            logp = model(src[b:b + 1], torch.tensor([[model.bos_id, *ids[:-1]]])).log_softmax(-1)[0]
+            assert scores[b] >= logp[torch.arange(len(ids)), torch.tensor(ids)].sum().item() - 1e-4
+
+
 def test_beam_search_batches_independently():
     model = small_translator(seed=3)
     src = torch.tensor([[4, 5, 6, 7], [8, 9, 0, 0], [10, 4, 4, 0]])
