@@ -1,4 +1,4 @@
-"""The widgets of lessons 02, 04-09 and 11-17 work in a real JupyterLab, driven by a real Chromium.
+"""The widgets of lessons 02, 04-09 and 11-18 work in a real JupyterLab, driven by a real Chromium.
 
 One JupyterLab (started with ``attn_course.lab.lab_command``, as ``make lab`` does, with the user's
 own Jupyter configuration shut out) serves copies of the lessons; one Chromium drives it. For each
@@ -10,7 +10,7 @@ widget (the first one it shows) as a learner would and check that
   that was picked; the typed number in words (09), the query patch (11), the test image (12), the
   voice and the digit (13), the article's title (14), the temperature and the typed prompt (15), the
   tile being read and the causal switch (16), the query's position, the offset and the score that
-  moving both positions leaves unchanged (17));
+  moving both positions leaves unchanged (17), the typed date, the layer and the head (18));
 * the chart is redrawn: its pixels differ from before, and it is not blank (many colours, not one).
 
 Every lookup is scoped to the widget's own VBox (the one holding the control), so a lesson that shows
@@ -64,6 +64,7 @@ LESSONS = [
     "15_text_generation",
     "16_attention_at_scale",
     "17_positions_rope_alibi",
+    "18_encoder_decoder_transformer",
 ]
 RUN_ALL_TIMEOUT_S = 300   # a lesson on a loaded 2-core machine
 CHANGE_TIMEOUT_MS = 60_000  # one widget callback: a few matplotlib figures, on a busy kernel
@@ -419,6 +420,33 @@ def rotary_explorer(page, name):
     w.shoot()
 
 
+def cross_attention_explorer(page, name):
+    box = page.locator(".widget-vbox:has(> .xattn-input)").first
+    w = WidgetCheck(name, box, "xattn-readout", "xattn-chart")
+    first = "1987" not in box.locator(".xattn-input input").input_value()
+    text, iso = ("<en_US> November 24, 1987", "1987-11-24") if first else ("<fr_FR> mardi 3 juin 1997", "1997-06-03")
+    type_into(box.locator(".xattn-input"), text)
+    readout = w.changed(f"typing {text!r}")
+    assert re.search(rf"^reference:\s+{iso}$", readout, re.M), readout
+    assert re.search(r"^model:\s+\S+\s+(correct|WRONG)$", readout, re.M), readout
+    m = re.search(r"^layer \d+, (head \d+|mean over \d+ heads): crossings \d+ of \d+ \(\d\.\d\d\): ", readout, re.M)
+    assert m, readout
+    head = m.group(1)
+    old, layer = slider_step(page, box.locator(".xattn-layer"), int)
+    readout = w.changed(f"layer {old} -> {layer}")
+    assert re.search(rf"^layer {layer}, {head}: crossings", readout, re.M), readout
+    picked = select_other(box.locator(".xattn-head select"))
+    readout = w.changed(f"picking {picked!r}")
+    shown = re.escape(picked) if picked.startswith("head ") else r"mean over \d+ heads"
+    assert re.search(rf"^layer {layer}, {shown}: crossings \d+ of \d+ \(", readout, re.M), readout
+    type_into(box.locator(".xattn-input"), "not a date")
+    expect(w.readout).to_contain_text("cannot translate 'not a date': ", timeout=CHANGE_TIMEOUT_MS)
+    expect(w.chart).to_be_hidden()
+    type_into(box.locator(".xattn-input"), text)
+    expect(w.chart).to_be_visible(timeout=CHANGE_TIMEOUT_MS)
+    WidgetCheck(name, box, "xattn-readout", "xattn-chart").shoot()
+
+
 INTERACTIONS = {
     "02_queries_keys_scores": scale_explorer,
     "04_soft_and_hard_attention": gumbel_explorer,
@@ -434,6 +462,7 @@ INTERACTIONS = {
     "15_text_generation": generation_explorer,
     "16_attention_at_scale": tiling_explorer,
     "17_positions_rope_alibi": rotary_explorer,
+    "18_encoder_decoder_transformer": cross_attention_explorer,
 }
 
 

@@ -119,6 +119,7 @@ SUBJECTS = {
     "15": ["application", "generat", "language model", "hamlet"],
     "16": ["flashattention", "online softmax", "kv cache", "grouped-query"],
     "17": ["rope", "rotary", "alibi", "length generalisation", "relative position"],
+    "18": ["encoder-decoder", "beam search", "label smoothing", "warm-up", "date", "nn.transformer"],
 }
 REFERENCE = re.compile(r"\b[Ll]esson (\d\d)(?![–-]\d)\b")
 
