@@ -38,8 +38,8 @@
 #    whose word order changes, and compare it with lesson 09's recurrent model with additive attention;
 # 4. read its cross-attention, layer by layer and head by head, and measure how often the alignment crosses;
 # 5. decode greedily and with **beam search**, both on a KV cache;
-# 6. find two bugs that train without an error and break the model: a target that is not shifted, and a
-#    causal mask on the cross-attention.
+# 6. find two bugs that train without an error and break the model: a target shifted by the wrong amount,
+#    and a causal mask on the cross-attention.
 #
 # Shape legend (the same in every lesson): **B** batch, **L** target length, **S** source length,
 # **H** heads, **D** head_dim, **E** d_model, **F** d_ff, **V** vocabulary, **N** layers, **K** beam size.
@@ -50,6 +50,7 @@
 import copy
 import inspect
 import time
+import warnings
 
 import matplotlib.pyplot as plt
 import torch
@@ -159,6 +160,7 @@ print({title: int(mask.sum()) for title, mask in hidden.items()}, "hidden cells"
 # lesson 07). Both norm placements (post-LN, the paper's; pre-LN) give the same outputs to float32 rounding:
 
 # %%
+warnings.filterwarnings("ignore", message=r".*nested.tensor")   # PyTorch's notes on its own fast path, not on results
 torch.manual_seed(0)
 B, S, L, E, H = 3, 9, 6, 32, 4
 src_key_padding_mask = ac.padding_mask([9, 7, 4], S)                            # (B, S), True = padding
@@ -267,7 +269,6 @@ test_q1_hidden(decoder_block_forward)
 # %%
 splits = dates.splits()                                                          # 20,000 / 1,000 / 2,000 pairs
 train_pairs, val_pairs, test_pairs = splits["train"], splits["val"], splits["test"]
-day = dates.DatePair  # noqa: F841  (the type of every pair: date, fmt, src, tgt, spans)
 for fmt in ("en_US/full", "en_GB/short", "fr_FR/long", "de_DE/full", "es_ES/long", "it_IT/short", "hu_HU/long"):
     p = dates.pair(test_pairs[0].date, fmt)
     print(f"{fmt:12s} {dates.field_order(fmt)}  {' '.join(p.src):42s} -> {''.join(p.tgt)}")
