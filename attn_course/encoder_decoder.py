@@ -98,10 +98,7 @@ class DecoderBlock(nn.Module):
         self.norm3 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
-    def feed_forward(self, x):
-        """The position-wise feed-forward layer: (B, L, E) -> (B, L, F) -> (B, L, E)."""
-        hidden = self.dropout(ACTIVATIONS[self.activation](self.linear1(x)))  # (B, L, E) -> (B, L, F)
-        return self.linear2(hidden)                                            # (B, L, F) -> (B, L, E)
+    feed_forward = TransformerBlock.feed_forward                               # the encoder block's, eq. 2
 
     def self_attention(self, x, tgt_mask=None, tgt_key_padding_mask=None, tgt_is_causal=False):
         """Masked self-attention of the target positions: (B, L, E) -> ((B, L, E), (B, H, L, L))."""
