@@ -36,9 +36,12 @@
 # 2. write the additive attention step of Bahdanau et al. (2015) — score, masked softmax, weighted
 #    sum — for a batch of padded sentences;
 # 3. train a GRU encoder-decoder with and without attention on a real translation task and compare
-#    them honestly, by exact match on sentences never seen in training, as a function of length;
+#    them honestly, by exact match on sentences never seen in training, against how much the
+#    sentence has to carry;
 # 4. decode greedily, and read alignment heatmaps: which source word each output word looked at;
-# 5. find a bug that hands the decoder the wrong thing to attend to.
+# 5. see alignments that **cross** where the two languages order words differently (dates written in
+#    28 formats, translated to ISO), and write the test of whether an alignment crosses;
+# 6. find a bug that hands the decoder the wrong thing to attend to.
 #
 # Lessons 02–07 built attention from its parts. This lesson puts it back where it was born:
 # neural machine translation.
@@ -57,9 +60,9 @@ import torch
 
 import attn_course as ac
 from attn_course import checks, plot
-from attn_course.apps import translation
+from attn_course.apps import date_translation, translation
 from attn_course.widgets import TranslationExplorer
-from attn_course.data import number_words
+from attn_course.data import dates, number_words
 
 torch.set_printoptions(precision=4, sci_mode=False)
 torch.set_num_threads(1)   # small models: one thread is faster here, and the numbers are repeatable
@@ -277,9 +280,10 @@ plt.show()
 #
 # Targets, and why: the attention model must reach **95 %** exact match on the test set — on this
 # task the only errors left should be rare slips, since every test number is built from words seen
-# in training. The baseline is the same model without attention, trained the same way. It is not
-# broken: it should be nearly perfect on short numbers. What we expect to see is the bottleneck:
-# its accuracy falls as the numbers get longer, while attention's does not.
+# in training, and the validation split (0.997 with this seed) leaves room for another seed's slips.
+# The test split is read once, here. The baseline is the same model without attention, trained the
+# same way. It is not broken: it should be nearly perfect on short numbers. What we expect to see is
+# the bottleneck: its accuracy falls as the numbers grow, while attention's does not.
 
 # %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
@@ -288,31 +292,48 @@ for name, model in [("with attention", attn_model), ("without attention", plain_
     val_acc, _ = translation.exact_match(model, data["val"], src_vocab, tgt_vocab, device=device)
     test_acc, by_digits = translation.exact_match(model, data["test"], src_vocab, tgt_vocab, device=device)
     results[name] = by_digits
-    print(f"{name:18s} validation {val_acc:.3f}  test {test_acc:.3f}   by digit count: "
-          + " ".join(f"{d}:{a:.2f}" for d, a in by_digits.items()))
+    print(f"{name:18s} validation {val_acc:.3f}  test {test_acc:.3f}")
     if name == "with attention":
         attn_test_acc = test_acc
 assert attn_test_acc >= 0.95, f"attention should reach 95 % exact match; got {attn_test_acc:.3f}"
 assert min(results["without attention"][3], results["without attention"][4]) >= 0.9, "the baseline should learn short numbers"
 assert results["with attention"][9] - results["without attention"][9] >= 0.3, "expected the bottleneck on 9-digit numbers"
 
+# %% [markdown]
+# "Longer" can mean two things here: more English words, or more digits. They are not the same: an
+# 8-digit number, "twenty-one million , seventy-one thousand , two hundred and eighty", and a 7-digit
+# one, "one million , seventy-one thousand , two hundred and eighty", have the same 11 tokens.
+# What grows with every digit is the **information** the fixed vector must carry: a $d$-digit number
+# is one of $9 \cdot 10^{d-1}$, $\log_2(9 \cdot 10^{d-1})$ bits, about 3.3 bits more per digit. The
+# test set, by digit count:
+
 # %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
-lengths = {d: sum(len(en) for n, en, _ in data["test"] if len(str(n)) == d) / 200 for d in range(3, 10)}
+import math
+
+words = {d: sum(len(en) for n, en, _ in data["test"] if len(str(n)) == d) / 200 for d in range(3, 10)}   # 200 per count
+bits = {d: math.log2(9 * 10 ** (d - 1)) for d in range(3, 10)}
+print(f"{'digits':>6} {'bits':>6} {'English words':>14} {'with attention':>15} {'without':>8}")
+for d in range(3, 10):
+    print(f"{d:>6} {bits[d]:>6.1f} {words[d]:>14.1f} {results['with attention'][d]:>15.2f} "
+          f"{results['without attention'][d]:>8.2f}")
 fig, ax = plt.subplots(figsize=(7, 3.4), layout="constrained")
 for name, by_digits in results.items():
     ax.plot(list(by_digits), list(by_digits.values()), "-o", label=name)
-ax.set_xticks(range(3, 10), [f"{d}\n({lengths[d]:.0f} words)" for d in range(3, 10)])
-ax.set(xlabel="digits (mean English length)", ylabel="exact match", ylim=(0, 1.05),
-       title="held-out accuracy against input length")
+ax.set_xticks(range(3, 10), [f"{d}\n{bits[d]:.0f} bits" for d in range(3, 10)])
+ax.set(xlabel="digits in the number (information to carry)", ylabel="exact match", ylim=(0, 1.05),
+       title="held-out accuracy against the information in the input")
 ax.legend()
 plt.show()
 
 # %% [markdown]
 # The picture of Bahdanau et al. (2015, figure 2), on a small scale: without attention the model
-# is as good as attention on short inputs and falls off as they grow — the fixed 64 numbers must
-# hold nine digits and their grammar. With attention the decoder looks up each group of digits
-# when it needs it, and length hardly matters.
+# is as good as attention on short inputs and falls off as they grow. The table says what "grow"
+# means. 7- and 8-digit numbers are both about 12 English words long, yet the model without
+# attention drops from 0.69 to 0.18 between them (4- and 5-digit numbers, both about 7 words: 0.99
+# and 0.95). Its 64 numbers must hold every digit until the decoder writes it, and each digit adds
+# 3.3 bits; by 9 digits (30 bits) they no longer fit. With attention the decoder
+# looks up each group of digits when it needs it, and the information to carry hardly matters.
 #
 # Honest caveats. The gap depends on the budget: with a larger state or much longer training the
 # model without attention does better on long numbers too, and up to six digits the gap is already
@@ -369,7 +390,212 @@ for ax, n, w, title, fr in zip(axes, chosen, maps, titles, labels):
 plt.show()
 
 # %% [markdown]
-# ## 8. Try it
+# ## 8. When the word order changes: dates
+#
+# Every alignment above runs down the diagonal, because English and French write the groups of a
+# number in the same order. Bahdanau et al.'s most quoted picture (2015, figure 3) is different: in
+# "European Economic Area" -> "zone économique européenne" the French adjectives come after the noun,
+# and the alignment *crosses*. Attention is what lets the decoder jump back and forth; a model that
+# only reads left to right in step would have to get it wrong.
+#
+# A pair with real reordering that we can generate offline: **dates as people write them ->
+# ISO 8601**. `attn_course.data.dates` writes each date of 1950-2049 in one of 28 formats, the
+# full, long, medium and short forms of seven locales, taken from the Unicode CLDR data that Babel
+# ships; the target is `YYYY-MM-DD`, one token per character. Twenty formats write day, month, year
+# and four (American English) month, day, year: the year, which ISO writes first, comes last. The
+# four Hungarian formats write year, month, day, ISO's own order. The source starts with a locale tag:
+# "6/3/99" is 3 June in `<en_US>` and 6 March in `<es_ES>`. The splits are disjoint by date: no test
+# date appears in training, in any format.
+
+# %%
+date_splits = dates.splits()                                       # 20,000 / 1,000 / 2,000 pairs
+date_src_vocab, date_tgt_vocab = date_translation.build_vocabs(date_splits["train"])
+example = date_splits["test"][0]
+for fmt in ("fr_FR/full", "en_US/long", "de_DE/short", "es_ES/medium", "hu_HU/long"):
+    p = dates.pair(example.date, fmt)
+    print(f"{fmt:13s} {dates.field_order(fmt)}  {' '.join(p.src):44s} -> {''.join(p.tgt)}")
+print({name: len(pairs) for name, pairs in date_splits.items()},
+      f" V_src={len(date_src_vocab)}, V_tgt={len(date_tgt_vocab)}")
+
+
+def as_triples(pairs):
+    """DatePairs -> the (n, source tokens, target tokens) triples of translation.encode_pairs."""
+    return [(0, p.src, p.tgt) for p in pairs]
+
+
+date_batch = translation.encode_pairs(as_triples(date_splits["train"]), date_src_vocab, date_tgt_vocab)
+date_batch = {k: t.to(device) for k, t in date_batch.items()}
+
+# %% [markdown]
+# The same two models as before — the same classes, sizes, loop, learning rate and seed — trained for
+# 200 steps of 128 dates (about 9 s with attention and 5 s without on one thread).
+
+# %% tags=["otter_ignore"]
+# NBVAL_IGNORE_OUTPUT
+def new_date_model(attention, seed=0):
+    torch.manual_seed(seed)
+    return translation.Seq2Seq(len(date_src_vocab), len(date_tgt_vocab), embed_dim=64, hidden_size=32,
+                               attention=attention, attn_dim=64).to(device)
+
+date_models = {}
+for name, attention in [("with attention", True), ("without attention", False)]:
+    date_models[name] = new_date_model(attention)
+    losses = translation.train(date_models[name], date_batch, steps=200, batch_size=128, lr=5e-3, desc=name)
+    print(f"{name:18s} final loss (mean of the last 20 steps) {sum(losses[-20:]) / 20:.4f}")
+
+# %% [markdown]
+# Exact match on the validation dates, by field order and for the formats below 0.98:
+
+# %% tags=["otter_ignore"]
+def date_exact_match(model, pairs):
+    """(accuracy, {format: accuracy}, {field order: accuracy}) of greedy translations of DatePairs."""
+    hyps = translation.translate_batch(model, as_triples(pairs), date_src_vocab, date_tgt_vocab, device=device)
+    accuracy, by_format = date_translation.exact_match(hyps, pairs)
+    by_order = {}
+    for hyp, p in zip(hyps, pairs):
+        by_order.setdefault(dates.field_order(p.fmt), []).append(hyp == p.tgt)
+    return accuracy, by_format, {order: sum(v) / len(v) for order, v in sorted(by_order.items())}
+
+
+for name, model in date_models.items():
+    val_acc, by_format, by_order = date_exact_match(model, date_splits["val"])
+    print(f"{name:18s} validation {val_acc:.3f}  by field order: "
+          + "  ".join(f"{order} {acc:.3f}" for order, acc in by_order.items()))
+    print(f"{'':18s} formats below 0.98: {len([f for f, a in by_format.items() if a < 0.98])} of 28",
+          {f: round(a, 3) for f, a in by_format.items() if a < 0.98} if val_acc > 0.9 else "")
+
+# %% [markdown]
+# With attention, the dates are solved: 0.999 of the validation dates right, the one weak spot the
+# American short form ("6/3/99"). Its target, set from that figure with room for another seed: **95 %**
+# on the test dates, read once below. Without attention, after the same 200 steps, fewer than
+# two dates in three are right in any field order, and the Hungarian ones, which need no reordering, are
+# the worst (they are a seventh of the training data). The bottleneck of section 5 is not the reason:
+# a date is one of 36,525, only 15.2 bits, less than a five-digit number. What the fixed vector lacks
+# is training: it must learn one code for 28 formats, while attention lets the decoder read each field
+# where it stands. The baseline keeps improving with more steps (set `steps=1200` in the cell above and
+# see how far it gets, in about 30 s); the point of this section is what attention *does*.
+#
+# ### Alignments that cross
+#
+# The attention model's weights while it writes three test dates, teacher-forced (each row is the
+# character being written, each column a source token):
+
+# %% tags=["otter_ignore"]
+# NBVAL_IGNORE_OUTPUT
+date_model = date_models["with attention"].eval()
+shown = [dates.pair(example.date, fmt) for fmt in ("fr_FR/full", "en_US/long", "hu_HU/medium")]
+probe = translation.encode_pairs(as_triples(shown), date_src_vocab, date_tgt_vocab)
+with torch.no_grad():
+    _, date_weights = date_model(probe["src"].to(device), probe["key_padding_mask"].to(device),
+                                 probe["tgt_in"].to(device))                                  # (3, 11, S)
+fig, axes = plt.subplots(1, 3, figsize=(17, 4.6), layout="constrained")
+for ax, p, w in zip(axes, shown, date_weights.cpu()):
+    plot.attention_heatmap(w[:, :len(p.src)], p.tgt + ["<eos>"], p.src, ax=ax, annotate=False, colorbar=False,
+                           title=f"{p.fmt} ({dates.field_order(p.fmt)})")
+plt.show()
+
+# %% [markdown]
+# Read each map top to bottom. The year's four rows look at the end of the source — its first two
+# mostly at the decade digit, since every date lies in 1950-2049 and the century follows from it. Then
+# the month's rows jump left, to "octobre" in the middle or "October" at the start, and the day's rows
+# jump again: further left in French, back right in American English. These are the crossing lines of
+# Bahdanau et al.'s figure 3. The Hungarian date, written in ISO's order, gives a staircase down the
+# diagonal. The `-` and `<eos>` rows, written in the same place in every date, look around the day.
+#
+# **How often?** For each test date take, for each of the 8 digits, the source token with the largest
+# weight (`date_translation.alignment`), and ask whether that sequence of peaks ever steps left
+# (`date_translation.crosses`) and whether each peak lies inside its own field's source span
+# (`date_translation.in_field`; the spans come from Babel's pattern, `DatePair.spans`).
+#
+# ### Exercise 3 — does an alignment cross?
+#
+# Write `alignment_crosses(attn_weights)`: `attn_weights` $(B, T, S)$ holds, for each of B sentences,
+# the weights of T output rows (in the order they are written) over S source tokens. Return a bool
+# tensor $(B,)$: True where the alignment is **not monotone**, that is where the most-attended source
+# token of some row lies strictly left of the previous row's. Two rows on the same token are not a
+# step left. The cell after the exercise measures the trained model with the package's version,
+# `date_translation.crosses(date_translation.alignment(weights))`.
+
+# %% [raw]
+# # BEGIN QUESTION
+# name: q3_alignment_crosses
+# points: [1, 1]
+
+# %% [raw]
+# # BEGIN SOLUTION
+
+# %%
+def alignment_crosses(attn_weights):
+    """(B, T, S) attention weights -> (B,) bool: True where some row's peak lies left of the previous row's."""
+    """ # BEGIN PROMPT
+    raise NotImplementedError("Exercise 3: write alignment_crosses")
+    """ # END PROMPT
+    # BEGIN SOLUTION NO PROMPT
+    peaks = attn_weights.argmax(dim=-1)                           # (B, T, S) -> (B, T): one source token per row
+    return (peaks[:, 1:] < peaks[:, :-1]).any(dim=-1)             # a step left anywhere -> (B,)
+    # END SOLUTION
+
+
+# %% [raw]
+# # END SOLUTION
+
+# %% [raw]
+# # BEGIN TESTS
+
+# %%
+def test_q3_public(alignment_crosses):
+    from attn_course.checks import check_alignment_crosses
+    check_alignment_crosses(alignment_crosses)
+
+test_q3_public(alignment_crosses)
+
+# %%
+# HIDDEN
+def test_q3_hidden(alignment_crosses):
+    from attn_course.checks import check_alignment_crosses
+    check_alignment_crosses(alignment_crosses, thorough=True)
+
+test_q3_hidden(alignment_crosses)
+
+# %% [raw]
+# # END TESTS
+
+# %% [raw]
+# # END QUESTION
+
+# %% tags=["otter_ignore"]
+# NBVAL_IGNORE_OUTPUT
+test_dates = date_splits["test"]
+date_test_acc, date_test_by_format, date_test_by_order = date_exact_match(date_model, test_dates)
+baseline_test_acc, _, _ = date_exact_match(date_models["without attention"], test_dates)
+print(f"test exact match: with attention {date_test_acc:.4f}, without {baseline_test_acc:.3f};  with attention "
+      "by field order: " + "  ".join(f"{order} {acc:.3f}" for order, acc in date_test_by_order.items()))
+probe = translation.encode_pairs(as_triples(test_dates), date_src_vocab, date_tgt_vocab)
+with torch.no_grad():
+    _, test_weights = date_model(probe["src"].to(device), probe["key_padding_mask"].to(device),
+                                 probe["tgt_in"].to(device))                                  # (2000, 11, S)
+peaks = date_translation.alignment(test_weights.cpu())                                        # (2000, 8)
+crossing = date_translation.crosses(peaks)                                                    # (2000,) bool
+reorders = torch.tensor([dates.reorders(p.fmt) for p in test_dates])
+crossing_rate = crossing[reorders].float().mean().item()
+print(f"alignments that cross: {crossing_rate:.3f} of the {int(reorders.sum())} test dates whose format "
+      f"reorders, {crossing[~reorders].float().mean().item():.3f} of the {int((~reorders).sum())} year-month-day ones")
+print(f"digits whose peak lies inside their own field: {date_translation.in_field(peaks, test_dates).mean().item():.3f}")
+assert date_test_acc >= 0.95, f"attention should reach 95 % exact match on the dates; got {date_test_acc:.3f}"
+assert crossing_rate > 0.5, f"the alignments should cross where the format reorders; they did on {crossing_rate:.3f}"
+
+# %% [markdown]
+# On the test dates the attention model writes 0.9995 of the ISO dates right, one mistake in 2,000 (the
+# target was 0.95; the model without attention: 0.532).
+# Its alignment crosses on **every** test date whose format reorders (1.000 of 1,712), as it must to be
+# read as "this digit came from there", and 0.952 of the digits' peaks sit inside their own field. On
+# the year-month-day dates a right alignment is monotone, and 0.115 of them still step left somewhere:
+# a peak on a neighbouring token, since each encoder state also carries its neighbours (a bidirectional
+# GRU). As in section 7, the map is evidence of what the model reads, not a proof; here it can be
+# checked against the fields' true positions, and it agrees.
+#
+# %% [markdown]
+# ## 9. Try it
 #
 # Type a number (up to 999,999,999). The readout gives the English words, the translations of both
 # models and `num2words`' answer; the picture is the attention model's alignment. Try long numbers,
@@ -391,7 +617,7 @@ for number in ["1000001", "999,999,999", "twelve"]:
 explorer.set(71_080_091)
 
 # %% [markdown]
-# ## 9. Bug hunt
+# ## 10. Bug hunt
 #
 # The seed articles' translator had a decoder that "is handed token ids as encoder outputs". Here is
 # `Seq2Seq_v2`: the same class, its docstring word for word the reference's; it runs, and every
@@ -508,13 +734,17 @@ test_q2_hidden(fixed_forward)
 # ## Summary
 #
 # - An encoder-decoder without attention passes the whole source through one fixed-length vector;
-#   with a small state its accuracy falls with the input's length (here from nearly 100 % on
-#   three-digit numbers to under 25 % on nine-digit ones).
+#   with a small state its accuracy falls with the information it must carry (here from 1.00 on
+#   three-digit numbers, 10 bits, to 0.11 on nine-digit ones, 30 bits), not with the count of words:
+#   7- and 8-digit numbers have the same length in words and score 0.69 and 0.18.
 # - Additive attention (Bahdanau et al. 2015) re-reads every encoder state at every decoder step:
 #   score $v^\top \tanh(W_q s_{t-1} + W_k h_j)$, softmax over the source positions with padding
 #   masked, weighted sum. The same small model then stays near 100 % at every length.
 # - Greedy decoding feeds back the most likely word; the attention weights of the steps form the
 #   alignment, readable as a heatmap.
+# - Where the languages order words differently, the alignment crosses: translating dates in 28
+#   formats to ISO (0.9995 of test dates right), the argmax alignment steps back on every date whose
+#   format reorders, and 0.952 of the digits attend inside their own field.
 # - The keys must be the encoder's states: attending to the word embeddings runs, keeps every shape,
 #   and loses all context and position.
 #
@@ -528,4 +758,5 @@ test_q2_hidden(fixed_forward)
 # Sutskever, Vinyals & Le (2014), *Sequence to Sequence Learning with Neural Networks*. Luong, Pham &
 # Manning (2015), *Effective Approaches to Attention-based Neural Machine Translation*. The PyTorch
 # tutorial *NLP From Scratch: Translation with a Sequence to Sequence Network and Attention*.
-# `num2words` (LGPL-2.1), https://github.com/savoirfairelinux/num2words.
+# `num2words` (LGPL-2.1), https://github.com/savoirfairelinux/num2words. The dates come from the
+# Unicode CLDR data shipped by Babel (BSD-3-Clause), https://babel.pocoo.org.

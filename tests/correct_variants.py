@@ -555,6 +555,18 @@ def interleaved_to_half_split_by_index(weight, num_heads):
     return weight[order]
 
 
+def alignment_crosses_loop(attn_weights):
+    """Row by row, in plain Python: does any peak lie left of the one before?"""
+    peaks = attn_weights.argmax(-1).tolist()                             # (B, T) as lists
+    return torch.tensor([any(b < a for a, b in zip(row, row[1:])) for row in peaks], dtype=torch.bool)
+
+
+def alignment_crosses_sorted(attn_weights):
+    """A monotone sequence equals its sorted self."""
+    peaks = attn_weights.argmax(dim=-1)                                  # (B, T)
+    return (peaks != peaks.sort(dim=-1).values).any(dim=-1)
+
+
 VARIANTS = {
     "check_pad_batch": [pad_batch_pad_sequence],
     "check_embedding_lookup": [embedding_lookup_one_hot],
@@ -580,6 +592,7 @@ VARIANTS = {
     "check_transformer_block": [transformer_block_with_sdpa],
     "check_additive_attention": [additive_attention_concat_float64],
     "check_seq2seq_forward": [seq2seq_forward_by_hand],
+    "check_alignment_crosses": [alignment_crosses_loop, alignment_crosses_sorted],
     "check_attention_pooling": [attention_pooling_loops],
     "check_spatial_attention_pool": [spatial_attention_pool_einsum],
     "check_attention_map": [attention_map_row_slices],

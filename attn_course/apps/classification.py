@@ -15,10 +15,12 @@ import collections
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ..attention import attention_weights, weighted_sum
 from ..data import Vocab, pad_batch, tokenize
 from ..pooling import attention_pool
-from ..training import fit, replayable
+from ..training import fit, replayable, shuffled_batches
 
 
 def attention_pooling(attn_scores, value, key_padding_mask=None):
@@ -315,3 +317,196 @@ def rank_correlation(a, b):
     rb = b.argsort().argsort().double()
     ra, rb = ra - ra.mean(), rb - rb.mean()
     return float((ra @ rb) / (ra.norm() * rb.norm()).clamp(min=1e-12))
+
+
+# ---------------------------------------------------------------- a Keras model ported as written
+
+def pad_to_length(ids, key_padding_mask, maxlen, padding="post", truncating="pre"):
+    """Pad or truncate every sequence to exactly ``maxlen`` ids, as Keras's ``pad_sequences`` does.
+
+    The real tokens of each row (those where ``key_padding_mask`` is False, in order) are kept whole
+    when there are at most ``maxlen`` of them; a longer row loses its first tokens
+    (``truncating="pre"``, Keras's default: the end is kept) or its last ones (``"post"``). Padding
+    (id 0) goes after the tokens (``padding="post"``, what the article sets) or before them
+    (``"pre"``, Keras's default).
+
+    Args:
+        ids: int64 tensor (N, S), e.g. from :func:`encode`.
+        key_padding_mask: bool tensor (N, S), **True = padding**.
+        maxlen: the length of the result, a positive int.
+        padding, truncating: "pre" or "post".
+
+    Returns:
+        (ids, key_padding_mask): (N, maxlen) int64 with 0 at padding, and (N, maxlen) bool, True = padding.
+
+    Raises:
+        ValueError: ``maxlen`` not a positive int, ``padding`` or ``truncating`` not "pre" or "post",
+            ``ids`` not 2-D, or a mask that is not bool of the shape of ``ids``.
+
+    References: ``keras.utils.pad_sequences(sequences, maxlen, padding="pre", truncating="pre", value=0)``;
+    the same ids for the same arguments (tests/test_classification.py, with the examples of its documentation).
+
+    >>> ids, mask = pad_batch([[1], [2, 3], [4, 5, 6]])
+    >>> pad_to_length(ids, mask, maxlen=2, padding="pre")[0]
+    tensor([[0, 1],
+            [2, 3],
+            [5, 6]])
+    """
+    if padding not in ("pre", "post") or truncating not in ("pre", "post"):
+        raise ValueError(f"padding and truncating must be 'pre' or 'post'; got {padding!r}, {truncating!r}")
+    if not isinstance(maxlen, int) or isinstance(maxlen, bool) or maxlen < 1:
+        raise ValueError(f"maxlen must be a positive int; got {maxlen!r}")
+    if ids.dim() != 2 or key_padding_mask.dtype != torch.bool or key_padding_mask.shape != ids.shape:
+        raise ValueError(f"ids must be (N, S) and key_padding_mask a bool tensor of the same shape; got ids "
+                         f"{tuple(ids.shape)}, key_padding_mask {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}")
+    N, S = ids.shape
+    order = torch.argsort(key_padding_mask.to(torch.uint8), dim=1, stable=True)  # (N, S): real tokens first, in order
+    tokens = F.pad(ids.gather(1, order), (0, 1))                                 # (N, S + 1), a spare column for S = 0
+    lengths = (~key_padding_mask).sum(dim=1, keepdim=True)                       # (N, 1) real tokens
+    kept = lengths.clamp(max=maxlen)                                             # (N, 1) tokens that fit
+    first = lengths - kept if truncating == "pre" else torch.zeros_like(kept)    # (N, 1) the first token kept
+    start = maxlen - kept if padding == "pre" else torch.zeros_like(kept)        # (N, 1) where it goes
+    pos = torch.arange(maxlen, device=ids.device).expand(N, maxlen)              # (N, maxlen)
+    new_mask = (pos < start) | (pos >= start + kept)                             # (N, maxlen), True = padding
+    source = (first + pos - start).clamp(0, S)                                   # (N, maxlen), index into tokens
+    return tokens.gather(1, source).masked_fill(new_mask, 0), new_mask
+
+
+class KerasAttentionClassifier(nn.Module):
+    """A popular Keras model for sentiment, ported as written: Embedding -> BiLSTM -> Attention -> Flatten -> Dense.
+
+    ``attn_weights = softmax(h h^T)`` over the keys, **no scaling** (Keras's ``Attention()``, Luong's
+    "dot" score), ``context = attn_weights h``, the (S, 2 Hd) contexts flattened into one vector of
+    ``maxlen * 2 * Hd`` numbers and one linear layer to a logit (the Keras model's ``Dense(1, "sigmoid")``
+    without its sigmoid: train with ``F.binary_cross_entropy_with_logits``).
+
+    As written (``use_mask=False``) the model receives no mask: padding positions are queries and keys
+    of the attention, and the LSTM reads them (after post-padding, the backward direction reads all of
+    them before the first real token). With ``use_mask=True`` it does what ``Embedding(mask_zero=True)``
+    does in Keras: the LSTM runs on packed sequences (padding never enters a real token's state), the
+    attention gives padded keys weight **exactly 0**, and the contexts of padded queries are set to 0
+    before Flatten. Flatten stays in both: the Dense weights of position j only ever see position j,
+    and the model takes sequences of exactly ``maxlen`` ids.
+
+    Args:
+        vocab_size: V (id 0 is padding, but its embedding is trained like any other: Keras's
+            ``Embedding`` has no padding row). maxlen: the one sequence length the model takes.
+        embed_dim: E (the article: 128); hidden_size: Hd per LSTM direction (the article: 64).
+        use_mask: False as written; True to ignore padding.
+
+    Forward:
+        ids (B, maxlen) int64, key_padding_mask (B, maxlen) bool, **True = padding** (ignored unless
+        ``use_mask``; None: ``ids == 0``) -> logits (B,); with ``need_weights=True`` also attn_weights
+        (B, maxlen, maxlen), each query row summing to 1 over the keys (0 on padded rows with the mask).
+        With ``use_mask=True`` the padding must come after the tokens (``pad_to_length(padding="post")``).
+
+    Raises:
+        ValueError: ids not of length ``maxlen`` (Flatten ties the Dense layer to it); with ``use_mask``,
+            a mask that is not bool (B, maxlen) or not post-padding.
+
+    References: Luong, Pham & Manning 2015, eq. 8 ("dot"); ``keras.layers.Attention(use_scale=False)``,
+    ``keras.layers.Bidirectional(LSTM(64, return_sequences=True))``, ``keras.layers.Flatten``.
+    """
+
+    def __init__(self, vocab_size, maxlen, embed_dim=128, hidden_size=64, use_mask=False):
+        super().__init__()
+        self.maxlen, self.use_mask = maxlen, use_mask
+        self.embedding = nn.Embedding(vocab_size, embed_dim)                     # no padding_idx, as in Keras
+        self.lstm = nn.LSTM(embed_dim, hidden_size, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(maxlen * 2 * hidden_size, 1)                        # Dense(1) after Flatten
+
+    def forward(self, ids, key_padding_mask=None, need_weights=False):
+        B, S = ids.shape
+        if S != self.maxlen:
+            raise ValueError(f"the Flatten layer ties this model to maxlen = {self.maxlen} tokens; got {S}: "
+                             f"truncate or pad to {self.maxlen} (pad_to_length)")
+        x = self.embedding(ids)                                                  # (B, S) -> (B, S, E)
+        if self.use_mask:
+            key_padding_mask = ids == 0 if key_padding_mask is None else key_padding_mask
+            lengths = self._post_padded_lengths(key_padding_mask)                # (B,)
+            packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+            hidden, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=S)  # (B, S, 2 Hd)
+            attn_mask = ~key_padding_mask.unsqueeze(1)                           # (B, 1, S), True = may attend
+        else:
+            hidden, _ = self.lstm(x)                                             # (B, S, E) -> (B, S, 2 Hd)
+            attn_mask = None                                                     # as written: padding is a key
+        attn_weights = attention_weights(hidden, hidden, attn_mask, scale=1.0)   # (B, S, S) = softmax(h h^T)
+        context = weighted_sum(attn_weights, hidden)                             # (B, S, S) @ (B, S, 2 Hd) -> (B, S, 2 Hd)
+        if self.use_mask:
+            context = context.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)   # padded queries say nothing
+        logits = self.out(context.flatten(1)).squeeze(-1)                        # (B, S * 2 Hd) -> (B, 1) -> (B,)
+        return (logits, attn_weights) if need_weights else logits
+
+    def _post_padded_lengths(self, key_padding_mask):
+        """Real tokens per row (B,), after checking that the mask is bool (B, maxlen) with padding last."""
+        if key_padding_mask.dtype != torch.bool or key_padding_mask.shape[1:] != (self.maxlen,):
+            raise ValueError(f"key_padding_mask must be a bool tensor (B, {self.maxlen}), True = padding; got "
+                             f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}")
+        lengths = (~key_padding_mask).sum(dim=1)                                 # (B,)
+        pos = torch.arange(self.maxlen, device=key_padding_mask.device)
+        if not torch.equal(key_padding_mask, pos >= lengths.unsqueeze(1)):
+            raise ValueError("use_mask=True needs the padding after the tokens (pad_to_length(..., padding='post')); "
+                             "got a key_padding_mask with padding before or between tokens")
+        return lengths
+
+
+@torch.no_grad()
+def accuracy_binary(model, ids, key_padding_mask, labels, batch_size=512):
+    """The fraction of reviews whose logit has the sign of its label (label 1 <=> logit > 0), a float.
+
+    Args:
+        model: ``model(ids, key_padding_mask) -> logits (B,)``, e.g. a ``KerasAttentionClassifier``;
+            put in eval mode. ids (N, S) int64, key_padding_mask (N, S) bool, labels (N,) of 0 and 1.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    labels = torch.as_tensor(labels)
+    correct = 0
+    for start in range(0, len(ids), batch_size):
+        end = start + batch_size
+        logits = model(ids[start:end].to(device), key_padding_mask[start:end].to(device)).cpu()  # (b,)
+        correct += int(((logits > 0).long() == labels[start:end]).sum())
+    return correct / len(ids)
+
+
+@replayable
+def train_keras_style(model, train, monitor, epochs, batch_size=32, lr=1e-3, seed=0, also=None, progress=True):
+    """Train a binary classifier as ``model.fit(..., validation_data=monitor)`` does, and keep its best epoch.
+
+    Adam (Keras's defaults: lr 1e-3, epsilon 1e-7) on ``F.binary_cross_entropy_with_logits``, a new
+    shuffle every epoch (``attn_course.training.shuffled_batches``), the accuracy on ``monitor`` after
+    each epoch, and the weights of the epoch where it was highest (the first on ties): what a Keras user
+    gets with ``ModelCheckpoint(save_best_only=True)`` or by choosing the number of epochs from the log.
+    That number is a selected maximum: it is an honest estimate only on data the choice did not look at.
+
+    Args:
+        model: ``model(ids, key_padding_mask) -> logits (B,)``.
+        train, monitor: triples ``(ids (N, S), key_padding_mask (N, S), labels (N,) of 0 and 1)``;
+            ``monitor`` is what the caller passes as Keras's ``validation_data``.
+        epochs, batch_size, lr: the schedule; seed: the shuffles (same seed and model, same history).
+        also: None or a dict ``name -> triple`` evaluated after each epoch and recorded, never used to choose.
+        progress: show a tqdm bar (``tqdm.auto``).
+
+    Returns:
+        a list of dicts, one per epoch: ``{"epoch", "train_loss", "val_accuracy"}`` (Keras's name for
+        the accuracy on ``monitor``) and ``f"{name}_accuracy"`` for each split of ``also``.
+    """
+    device = next(model.parameters()).device
+    ids, mask, labels = train
+    labels = torch.as_tensor(labels, dtype=torch.float32)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-7)
+    also = also or {}
+    extra = []
+
+    def batch_loss(batch):
+        logits = model(ids[batch].to(device), mask[batch].to(device))           # (b, S) -> (b,)
+        return F.binary_cross_entropy_with_logits(logits, labels[batch].to(device))
+
+    def evaluate():
+        extra.append({f"{name}_accuracy": accuracy_binary(model, *split) for name, split in also.items()})
+        return accuracy_binary(model, *monitor)
+
+    history = fit(model, shuffled_batches(len(ids), batch_size, seed), batch_loss, opt, epochs,
+                  evaluate=evaluate, keep_best="max", progress=progress)
+    return [{"epoch": epoch, "train_loss": loss, "val_accuracy": acc, **more}
+            for epoch, (loss, acc, more) in enumerate(zip(history.epoch_loss, history.evaluations, extra), start=1)]

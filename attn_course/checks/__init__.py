@@ -63,7 +63,7 @@ from .self_cross import check_cross_attention, check_self_attention
 from .speech import check_query_attention_pool, check_subsample_padding_mask
 from .summarization import check_rouge_1_f1, check_word_attention
 from .transformer import check_causal_mask, check_masked_softmax, check_positional_encoding, check_transformer_block
-from .translation import check_additive_attention, check_seq2seq_forward
+from .translation import check_additive_attention, check_alignment_crosses, check_seq2seq_forward
 from .vision import check_attention_map, check_spatial_attention_pool
 
 __all__ = [
@@ -77,7 +77,7 @@ __all__ = [
     "check_multi_head_attention", "check_causal_mask", "check_masked_softmax", "check_transformer_block",
     "check_positional_encoding", "check_multi_head_attention_module",
     # lessons 09-15
-    "check_additive_attention", "check_seq2seq_forward", "check_attention_pooling", "check_spatial_attention_pool",
+    "check_additive_attention", "check_seq2seq_forward", "check_alignment_crosses", "check_attention_pooling", "check_spatial_attention_pool",
     "check_attention_map", "check_soft_attention", "check_query_attention_pool", "check_subsample_padding_mask",
     "check_rouge_1_f1", "check_word_attention", "check_sample_next", "check_lm_forward",
     # lesson 16

@@ -1,9 +1,10 @@
-"""Checks of lesson 09 (translation): the additive attention step and a translator's forward pass."""
+"""Checks of lesson 09 (translation): the additive attention step, a translator's forward pass, and whether an
+alignment crosses."""
 
 import torch
 
 from .. import pooling, scoring
-from ..apps import translation
+from ..apps import date_translation, translation
 from .core import CheckFailure, call_learner, expect_rows_sum_to_one, expect_tensor, forbids
 from .remote import type_name
 from .tripwire import SDPA, package
@@ -113,3 +114,82 @@ def check_seq2seq_forward(fn, thorough=False, seed=91):
                     "the same key_padding_mask.")
         expect_tensor("logits", logits, ref_logits, case, "(B, L, V)", hint=hint)
         expect_tensor("attn_weights", attn_weights, ref_weights, case, "(B, L, S)")
+
+
+# ------------------------------------------------------------------------------- does an alignment cross?
+
+def _peaks_to_weights(g, peaks, S, dtype):
+    """(B, T) int64 peaks -> (B, T, S) softmax weights whose argmax is exactly ``peaks`` (margin >= 1 in score)."""
+    B, T = peaks.shape
+    scores = torch.rand(B, T, S, generator=g, dtype=torch.float64)               # in [0, 1)
+    scores.scatter_(-1, peaks[..., None], 2.0 + torch.rand(B, T, 1, generator=g, dtype=torch.float64))
+    return torch.softmax(scores * 3, dim=-1).to(dtype)
+
+
+def _crosses_cases(thorough, g):
+    """(label, attn_weights (B, T, S))."""
+    base = torch.tensor([[0, 1, 2, 3, 4, 5],      # the diagonal: monotone
+                         [6, 7, 8, 9, 3, 4],      # the year at the end, then the month: crosses once
+                         [2, 2, 5, 5, 7, 8],      # two digits on one token: not a step left
+                         [1, 2, 3, 4, 5, 0],      # steps left at the last digit only
+                         [3, 6, 5, 7, 8, 9],      # steps left, though never left of the first row
+                         [5, 5, 5, 5, 5, 5]])     # every row on one token: monotone
+    yield "B=6 alignments, T=6 rows, S=10 source tokens", _peaks_to_weights(g, base, 10, torch.float32)
+    if thorough:
+        yield "one row per alignment (T=1): nothing to cross, B=3, S=4", \
+            _peaks_to_weights(g, torch.tensor([[3], [0], [2]]), 4, torch.float32)
+        yield "float64, B=2, T=8, S=12: the first row's peak to the right of all others, then monotone", \
+            _peaks_to_weights(g, torch.tensor([[11, 0, 1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 0, 0, 0, 0]]), 12,
+                              torch.float64)
+        peaks = torch.randint(0, 9, (64, 5), generator=g)
+        peaks[:32] = peaks[:32].sort(-1).values                                    # half of them monotone
+        yield "B=64 random alignments, T=5, S=9 (32 sorted)", _peaks_to_weights(g, peaks, 9, torch.float32)
+        yield "more rows than tokens, B=2, T=7, S=3", \
+            _peaks_to_weights(g, torch.tensor([[0, 0, 1, 1, 2, 2, 2], [2, 2, 2, 0, 1, 1, 2]]), 3, torch.float32)
+
+
+def _crosses_hint(attn_weights):
+    """What a wrong (B,) answer equals, among the usual slips."""
+    peaks = attn_weights.argmax(-1)                                                # (B, T)
+    slips = {"a step of 0 (two rows on one token) is not a step left: compare with <, not <=":
+             (peaks[:, 1:] <= peaks[:, :-1]).any(-1),
+             "it crosses if ANY row steps left of the row before, not only if every row does (.any(-1), not .all)":
+             (peaks[:, 1:] < peaks[:, :-1]).all(-1),
+             "compare each row's peak with the row just before, not with the first row's":
+             (peaks[:, 1:] < peaks[:, :1]).any(-1)}
+    wrong_axis = attn_weights.argmax(1)                                            # (B, S): over the rows
+    if wrong_axis.shape[-1] > 1:
+        slips["take the argmax over the source tokens (dim=-1), one peak per row; argmax(dim=1) runs over the rows"] = \
+            (wrong_axis[:, 1:] < wrong_axis[:, :-1]).any(-1)
+
+    slips["a crossing is a step to the LEFT, a later peak with a smaller source index than the one before"] = \
+        (peaks[:, 1:] > peaks[:, :-1]).any(-1)
+
+    def hint(actual, expected):
+        matches = [message for message, answer in slips.items()
+                   if torch.equal(actual.bool(), answer) and not torch.equal(answer, expected)]
+        if len(matches) == 1:                                                      # name a slip only when it is sure
+            return matches[0][0].upper() + matches[0][1:] + "."
+        return "Peaks: the argmax of each row over the source tokens; it crosses if a later peak lies left of the one before."
+    return hint
+
+
+@forbids(("attn_course.apps.date_translation.crosses", date_translation.crosses),
+         ("attn_course.apps.date_translation.alignment", date_translation.alignment))
+def check_alignment_crosses(fn, thorough=False, seed=92):
+    """``fn(attn_weights (B, T, S) float) -> (B,) bool``: True where the alignment is not monotone, i.e. the
+    most-attended source token of some row lies left of the previous row's (Bahdanau et al. 2015, Fig. 3).
+
+    Failures: ``type``, ``shape``, ``dtype`` (bool expected); ``values`` with a hint naming the usual slip
+    (``<=`` for ``<``, ``all`` for ``any``, the first row for the previous one, the argmax over the rows, a step
+    right for a step left).
+    ``thorough`` adds T = 1, float64, many random alignments and more rows than tokens.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for case, attn_weights in _crosses_cases(thorough, g):
+        expected = date_translation.crosses(attn_weights.argmax(-1))              # (B,)
+        got = call_learner(fn, (attn_weights.clone(),), case)
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape and got.dtype != torch.bool:
+            raise CheckFailure("dtype", f"{case}: return a bool tensor (B,), True where the alignment crosses; got "
+                                        f"{got.dtype}. A comparison such as a < b gives bool; keep it.")
+        expect_tensor("crosses", got, expected, case, "(B,)", hint=_crosses_hint(attn_weights))
