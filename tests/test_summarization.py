@@ -50,6 +50,32 @@ def test_standfirst_drops_subtitles_that_repeat_the_lead():
     assert sum(bool(a["standfirst"]) for a in dw) > 0.9 * len(dw)
 
 
+def test_references_are_cleaned_of_bylines_and_feed_residue():
+    """Al Jazeera's bylines leave the standfirst and the authors' names leave the title; TASS's '"?' goes."""
+    arts = news.articles()
+    jazeera = [a for a in arts if a["source"] == "aljazeera.com"]
+    assert not any(a["standfirst"].split()[-1:] == ["By"] for a in jazeera)
+    example = next(a for a in jazeera if a["raw_title"].endswith("'violates rights and dignity' Nigel Wilson"))
+    assert example["title"] == "Israeli settlement law 'violates rights and dignity'"
+    assert example["standfirst"].endswith("critics say.")
+    two = next(a for a in jazeera if a["raw_title"].endswith("Shatha Hammad Zena Tahhan"))   # "By By": two authors
+    assert two["title"] == "West Bank: 'One day on my land is worth a lifetime'"
+    changed = [a for a in jazeera if a["title"] != a["raw_title"]]
+    assert 80 <= len(changed) <= 95
+    for a in changed:                                   # only trailing words go, and at most three per author
+        assert a["raw_title"].startswith(a["title"]) and len(a["raw_title"].split()) - len(a["title"].split()) <= 6
+    assert not any('"?' in a["title"] + a["standfirst"] or "\ufffd" in a["title"] + a["standfirst"]
+                   for a in arts if a["source"] == "tass.com")
+    assert news.clean_title('Russia ready to talk "?diplomat', "tass.com") == "Russia ready to talk - diplomat"
+    assert news.clean_title('league players"?availability', "tass.com") == "league players' availability"
+    assert news.clean_title("A title Savera Z John", "aljazeera.com", 1) == "A title"
+    assert news.clean_title("A title By", "bbc.co.uk", 0) == "A title By"           # other sources untouched
+    assert news.clean_standfirst("Text. By Colonial legacy Community", "aljazeera.com") == ("Text.", 1)
+    assert news.clean_standfirst("Stand By Me is a song.", "aljazeera.com") == ("Stand By Me is a song.", 0)
+    untouched = [a for a in arts if a["source"] not in ("aljazeera.com", "tass.com")]
+    assert all(a["title"] == a["raw_title"] for a in untouched)
+
+
 def test_sentence_splitter_and_words():
     assert news.split_sentences('He said "No." Then he left. 3 days later, nothing.') == [
         'He said "No."', "Then he left.", "3 days later, nothing."]

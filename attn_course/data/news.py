@@ -17,7 +17,7 @@ and ``csv`` from the standard library.
 
 >>> arts = articles()                                   # doctest: +SKIP
 >>> sorted(arts[0])                                     # doctest: +SKIP
-['article_id', 'publish_date', 'sentences', 'source', 'standfirst', 'subtitle', 'text', 'title', 'words']
+['article_id', 'publish_date', 'raw_title', 'sentences', 'source', 'standfirst', 'subtitle', 'text', 'title', 'words']
 """
 import collections
 import csv
@@ -68,6 +68,73 @@ def _repeats(subtitle, sentence, threshold=0.7):
     return overlap > 0 and 2 * overlap / (sum(a.values()) + sum(b.values())) >= threshold
 
 
+# Scraping residue, removed from titles and standfirsts (``clean_title``, ``clean_standfirst``):
+# Al Jazeera's subtitle column ends with a byline, "... critics say. By" (one "By" per author; in long
+# features the section headings follow it), while the authors' names are glued to the end of the title,
+# "Israeli settlement law 'violates rights and dignity' Nigel Wilson"; TASS's feed turned an em dash or a
+# closing quote into '"?' ("... in 2016 "?Economy Ministry") and some quotes into U+FFFD.
+_BYLINE = re.compile(r"(?<=[.?!'\"\u2019\u201d])\s+((?:By\b\s*)+)|\s+((?:By\b\s*)+)$")
+_INITIAL = re.compile(r"[A-Z]\.?")
+
+
+def clean_standfirst(subtitle, source):
+    """The subtitle without its scraping residue, and the number of authors its byline names.
+
+    For aljazeera.com the subtitle is cut at its byline ("By", once per author, after the end of a
+    sentence or at the very end); what follows it is the feature's section headings. For tass.com
+    '"?' becomes " - " after a space (an em dash: '2016 "?Economy Ministry') and "' " after a word
+    (a closing quote: 'league players"?availability'), and U+FFFD characters are dropped.
+
+    Returns:
+        (text, authors): the cleaned str and an int (0 when there is no byline).
+
+    >>> clean_standfirst("Legislation contravenes the law, critics say. By", "aljazeera.com")
+    ('Legislation contravenes the law, critics say.', 1)
+    >>> clean_standfirst('Terms for Cyprus"?reunification', "tass.com")
+    ("Terms for Cyprus' reunification", 0)
+    """
+    authors = 0
+    if source == "aljazeera.com":
+        m = _BYLINE.search(subtitle)
+        if m:
+            authors = len((m.group(1) or m.group(2)).split())
+            subtitle = subtitle[:m.start()]
+    if source == "tass.com":
+        subtitle = _clean_tass(subtitle)
+    return subtitle.strip(), authors
+
+
+def _clean_tass(text):
+    text = re.sub(r'\s"\?\s*', " - ", text)                      # an em dash before the source of a quote
+    text = re.sub(r'(?<=\w)"\?(?=\w)', "' ", text)                # a closing quote between two words
+    text = text.replace('"?', '"').replace("\ufffd", "")
+    return re.sub(r"\s{2,}", " ", text)
+
+
+def clean_title(title, source, authors=0):
+    """The title without its scraping residue: ``authors`` names (from ``clean_standfirst``) removed
+    from its end, two words each (three with a middle initial; "Al Jazeera Staff"), and TASS's '"?'
+    and U+FFFD as in ``clean_standfirst``.
+
+    A few names of three or more words leave a word behind (4 of the 87 Al Jazeera titles concerned).
+
+    >>> clean_title("Israeli settlement law 'violates rights and dignity' Nigel Wilson", "aljazeera.com", 1)
+    "Israeli settlement law 'violates rights and dignity'"
+    >>> clean_title('Russia\'s foreign trade down 11.9% in 2016 "?Economy Ministry', "tass.com")
+    "Russia's foreign trade down 11.9% in 2016 - Economy Ministry"
+    """
+    tokens = title.split()
+    for _ in range(authors):
+        if tokens[-3:] == ["Al", "Jazeera", "Staff"]:
+            del tokens[-3:]
+        elif len(tokens) > 3 and _INITIAL.fullmatch(tokens[-2]):
+            del tokens[-3:]
+        elif len(tokens) > 2:
+            del tokens[-2:]
+    title = " ".join(tokens)
+    return _clean_tass(title).strip() if source == "tass.com" else title
+
+
 @functools.lru_cache(maxsize=1)
 def raw_rows():
     """Every row of ``NewsArticles.csv`` as a dict of str (the 6 ``COLUMNS``), in file order.
@@ -91,9 +158,10 @@ def articles(min_sentences=2):
     Kept: a non-empty title and text, at least ``min_sentences`` sentences, and the first copy of a
     text that appears more than once (42 duplicates are dropped, so no article sits in both the
     training and the test split). Each dict has ``article_id`` (str), ``publish_date``, ``source``
-    (the publisher's host name), ``title``, ``subtitle`` (may be ""), ``text`` and ``sentences``
-    (a tuple of str, from ``split_sentences``), ``words`` (for each sentence, its ``words``, a tuple)
-    and ``standfirst``: the subtitle where it is a real standfirst, else "". It is "" for cnn.com, whose
+    (the publisher's host name), ``title`` (cleaned by ``clean_title``; ``raw_title`` as in the CSV),
+    ``subtitle`` (as in the CSV, may be ""), ``text`` and ``sentences`` (a tuple of str, from
+    ``split_sentences``), ``words`` (for each sentence, its ``words``, a tuple) and ``standfirst``: the
+    subtitle cleaned by ``clean_standfirst`` where it is a real standfirst, else "". It is "" for cnn.com, whose
     subtitle column holds the article's opening paragraph (or a note on the author), and where the
     subtitle repeats the text's first sentence (most bbc.co.uk articles): scoring a summary against
     those would reward copying the lead.
@@ -109,9 +177,11 @@ def articles(min_sentences=2):
             continue
         host = row["article_source_link"].split("/")[2] if "//" in row["article_source_link"] else ""
         source, subtitle = host.removeprefix("www."), row["subtitle"].strip()
-        standfirst = "" if source == "cnn.com" or _repeats(subtitle, sentences[0]) else subtitle
-        out.append({"article_id": row["article_id"], "publish_date": row["publish_date"],
-                    "source": source, "title": title, "subtitle": subtitle, "standfirst": standfirst,
+        cleaned, authors = clean_standfirst(subtitle, source)
+        standfirst = "" if source == "cnn.com" or _repeats(cleaned, sentences[0]) else cleaned
+        out.append({"article_id": row["article_id"], "publish_date": row["publish_date"], "source": source,
+                    "title": clean_title(title, source, authors), "raw_title": title,
+                    "subtitle": subtitle, "standfirst": standfirst,
                     "text": text, "sentences": sentences,
                     "words": tuple(tuple(words(s)) for s in sentences)})
     return tuple(out)
