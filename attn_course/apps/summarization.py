@@ -323,6 +323,55 @@ def score_picks(articles, picks):
     return {key: 100 * totals[key] / len(articles) for key in ("r1", "r2", "rl")}
 
 
+def article_scores(articles, picks, key="r1"):
+    """Per article, the ROUGE F1 (in %) of the picked sentences against its reference: a list of floats.
+
+    ``key`` is ``"r1"``, ``"r2"`` or ``"rl"``; the mean of the list is ``score_picks(...)[key]``.
+    """
+    if key not in ("r1", "r2", "rl"):
+        raise ValueError(f"key must be 'r1', 'r2' or 'rl'; got {key!r}")
+    return [100 * rouge(" ".join(sentences(a)[i] for i in chosen), reference_text(a))[key]
+            for a, chosen in zip(articles, picks)]
+
+
+def paired_bootstrap(scores_a, scores_b, resamples=10_000, level=0.95, seed=0):
+    """Paired bootstrap of the mean difference ``a - b`` of two systems scored on the same items.
+
+    The items (articles) are resampled with replacement ``resamples`` times, the same draw for both
+    systems, so that what varies is which articles are in the test set, not the pairing (Koehn 2004;
+    Berg-Kirkpatrick, Burkett & Klein 2012). The interval is the percentile interval of the resampled
+    mean differences.
+
+    Args:
+        scores_a, scores_b: sequences of floats of the same length n >= 2, one score per item.
+        resamples: int >= 100; level: the interval's coverage, in (0, 1); seed: the generator's seed.
+
+    Returns:
+        dict: ``diff`` (the observed mean of a - b), ``low`` and ``high`` (the interval), ``p_not_better``
+        (the share of resamples whose mean difference is <= 0), ``n``.
+
+    Raises:
+        ValueError: different lengths, fewer than 2 items, resamples < 100, or level outside (0, 1).
+
+    >>> r = paired_bootstrap([2.0, 3.0, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0], resamples=200)
+    >>> r["diff"], r["low"], r["high"]
+    (1.0, 1.0, 1.0)
+    """
+    a, b = torch.as_tensor(scores_a, dtype=torch.float64), torch.as_tensor(scores_b, dtype=torch.float64)
+    if a.shape != b.shape or a.dim() != 1 or len(a) < 2:
+        raise ValueError(f"expected two score lists of the same length >= 2; got {tuple(a.shape)} and {tuple(b.shape)}")
+    if resamples < 100 or not 0 < level < 1:
+        raise ValueError(f"resamples must be >= 100 and level in (0, 1); got {resamples} and {level}")
+    diff = a - b                                                                     # (n,)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(diff), (resamples, len(diff)), generator=g)           # (R, n) the same rows for a and b
+    means = diff[idx].mean(-1)                                                       # (R,)
+    tail = (1 - level) / 2
+    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return {"diff": diff.mean().item(), "low": low, "high": high,
+            "p_not_better": (means <= 0).double().mean().item(), "n": len(diff)}
+
+
 def baseline_table(articles, weights=None, seed=0):
     """ROUGE F1 (%) of Lead-1, Lead-3, random-1, oracle-1 and, given sentence weights (A, N), the model's top-1 and top-3."""
     rng = random.Random(seed)
