@@ -401,3 +401,80 @@ def test_attention_by_offset_on_a_worked_example():
                              [sum(1 / (i + 1) for i in range(5)) / 5, sum(1 / (i + 1) for i in range(1, 5)) / 4,
                               sum(1 / (i + 1) for i in range(2, 5)) / 3]])
     torch.testing.assert_close(got, expected)
+
+
+# ---------------------------------------------------------------- count models, position curve, repetition
+
+generation = gen
+
+def _dense_ngram_bpc(train_ids, eval_ids, V, order, alpha):
+    """An independent float64 reference: a dense (V,)*order count table, filled one n-gram at a time."""
+    counts = torch.zeros((V,) * order, dtype=torch.float64)
+    for i in range(len(train_ids) - order + 1):
+        counts[tuple(train_ids[i:i + order].tolist())] += 1
+    total = 0.0
+    for i in range(len(eval_ids) - order + 1):
+        gram = tuple(eval_ids[i:i + order].tolist())
+        row = counts[gram[:-1]]
+        total -= math.log2((row[gram[-1]] + alpha) / (row.sum() + alpha * V))
+    return total / (len(eval_ids) - order + 1)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_ngram_bpc_and_the_ngram_model_agree_with_a_dense_count_table(order):
+    g = torch.Generator().manual_seed(order)
+    V = 5
+    train_ids, eval_ids = torch.randint(0, V, (400,), generator=g), torch.randint(0, V, (120,), generator=g)
+    expected = _dense_ngram_bpc(train_ids, eval_ids, V, order, 0.1)
+    assert abs(generation.ngram_bpc(train_ids, eval_ids, V, order=order, alpha=0.1) - expected) < 1e-9
+    lm = generation.NGramModel(train_ids, V, order=order, alpha=0.1)
+    k = order - 1
+    histories = torch.stack([eval_ids[i:i + k] for i in range(len(eval_ids) - k)]) if k else \
+        torch.zeros(len(eval_ids), 0, dtype=torch.long)
+    logp = lm.logits(histories)                                                  # (N, V)
+    assert torch.allclose(logp.double().exp().sum(-1), torch.ones(len(histories), dtype=torch.float64), atol=1e-5)
+    nll = -logp.gather(1, eval_ids[k:, None]).squeeze(1).double() / math.log(2)
+    assert abs(nll.mean().item() - expected) < 1e-5
+
+
+def test_ngram_model_generates_from_its_counts():
+    """A 2-gram model of "abab..." at a low temperature writes "abab..." on, and a seed repeats it."""
+    train_ids = torch.tensor([0, 1] * 50)
+    lm = generation.NGramModel(train_ids, 3, order=2)
+    out = generation.generate(lm, torch.tensor([[0]]), 10, temperature=0.05, generator=torch.Generator().manual_seed(0))
+    assert out[0].tolist() == [0, 1] * 5 + [0]
+    again = generation.generate(lm, torch.tensor([[0]]), 10, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(again, generation.generate(lm, torch.tensor([[0]]), 10, temperature=1.0,
+                                                  generator=torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError):
+        generation.NGramModel(train_ids, 3, order=0)
+
+
+def test_bpc_by_position_matches_evaluate_bpc_and_sees_context():
+    torch.manual_seed(0)
+    V = 7
+    model = generation.CharTransformer(V, d_model=16, num_heads=2, num_layers=1, max_len=8)
+    ids = torch.randint(0, V, (300,))
+    curve = generation.bpc_by_position(model, ids, block_size=8)
+    assert curve.shape == (8,) and abs(curve.mean().item() - generation.evaluate_bpc(model, ids, block_size=8)) < 1e-5
+    # units of six characters, "xyzxyz" with x, y, z random: characters 3-5 of a unit copy the one 3 places
+    # back; with windows aligned to the units, position t predicts character t + 1, so positions 2-4 (predicting
+    # characters 3-5) are easy for a model that reads 3 back, and 0, 1 and 5 (a new random character) are not
+    g = torch.Generator().manual_seed(0)
+    units = torch.randint(0, V, (400, 3), generator=g)
+    text = torch.cat([units, units], dim=1).reshape(-1)                                  # (2400,)
+    torch.manual_seed(0)
+    model = generation.CharTransformer(V, d_model=32, num_heads=2, num_layers=1, max_len=6)
+    generation.train_char_model(model, text, steps=300, block_size=6, batch_size=32, lr=1e-2, progress=False)
+    curve = generation.bpc_by_position(model, text, block_size=6, stride=6)
+    assert curve[[0, 1, 5]].min() > math.log2(V) - 0.5 and curve[2:5].max() < 1.2, curve
+    with pytest.raises(ValueError):
+        generation.bpc_by_position(model, ids, block_size=8, stride=0)
+
+
+def test_repetition_rate_worked_examples():
+    assert generation.repetition_rate("the cat and the cat and the dog") == pytest.approx(3 / 7)
+    assert generation.repetition_rate("to be or not to be") == pytest.approx(1 / 5)
+    assert generation.repetition_rate("all different words here") == 0.0
+    assert generation.repetition_rate("the the the the", n=1) == pytest.approx(3 / 4)
+    assert math.isnan(generation.repetition_rate("one"))

@@ -24,6 +24,7 @@ Shakespeare); Holtzman et al. 2020 (top-k and temperature sampling); Shannon 195
 and bits per character).
 """
 import math
+import re
 import time
 
 import torch
@@ -173,19 +174,52 @@ def evaluate_bpc(model, ids, block_size=64, batch_size=64, device="cpu"):
     return total / targets.numel() / LOG2
 
 
+@torch.no_grad()
+def bpc_by_position(model, ids, block_size=64, stride=None, batch_size=64, device="cpu"):
+    """Bits per character at each position of the context window: (block_size,) float64.
+
+    Windows of ``block_size + 1`` characters start every ``stride`` characters (default ``block_size``:
+    the windows of ``evaluate_bpc``, whose mean over t this then equals); a smaller stride averages
+    over more windows, each character then being predicted at several positions. Entry t is the mean
+    of ``-log2 p(x_{t+1} | x_0..x_t)``, the prediction made with t + 1 characters of context. A curve
+    that keeps falling with t is evidence that the model uses long context; a count model of order n
+    is flat from t = n - 2 on.
+
+    Raises:
+        ValueError: ``stride`` < 1 or a text shorter than one window.
+    """
+    stride = block_size if stride is None else stride
+    if stride < 1 or len(ids) < block_size + 1:
+        raise ValueError(f"need stride >= 1 and at least block_size + 1 = {block_size + 1} ids; got stride "
+                         f"{stride}, {len(ids)} ids")
+    model.eval()
+    starts = torch.arange(0, len(ids) - block_size, stride)                               # (n,)
+    total = torch.zeros(block_size, dtype=torch.float64)
+    for i in range(0, len(starts), batch_size):
+        inputs, targets = windows(ids, starts[i:i + batch_size], block_size)             # (b, L) each
+        logits = model(inputs.to(device)).float()                                         # (b, L, V)
+        nll = F.cross_entropy(logits.transpose(1, 2), targets.to(device), reduction="none")   # (b, L)
+        total += nll.sum(0).double().cpu()
+    return total / len(starts) / LOG2
+
+
 def ngram_bpc(train_ids, eval_ids, vocab_size, order=2, alpha=0.1):
     """Bits per character of an n-gram character model with add-alpha smoothing, on ``eval_ids``.
 
     ``p(c | h) = (count(h c) + alpha) / (count(h) + alpha V)`` with h the previous ``order - 1``
     characters (order 1: unigram, no history; order 2: bigram). Counts come from ``train_ids``; the
-    first ``order - 1`` characters of ``eval_ids`` are context only. Computed in float64.
+    first ``order - 1`` characters of ``eval_ids`` are context only. Only the n-grams that occur are
+    stored (sorted codes and ``torch.searchsorted``), so orders of 5 and more fit in memory; computed
+    in float64.
 
     Raises:
-        ValueError: ``order`` < 1.
+        ValueError: ``order`` < 1, ``alpha`` <= 0, or ``vocab_size ** order`` beyond int64.
     """
-    if order < 1:
-        raise ValueError(f"order must be >= 1; got {order}")
+    if order < 1 or not alpha > 0:
+        raise ValueError(f"order must be >= 1 and alpha > 0; got order={order}, alpha={alpha}")
     V, k = vocab_size, order - 1
+    if V ** order >= 2 ** 62:
+        raise ValueError(f"vocab_size ** order = {V}^{order} does not fit the int64 n-gram codes")
 
     def codes(ids):                                                  # (N,) -> (N - k,) n-gram codes
         code = torch.zeros(len(ids) - k, dtype=torch.long)
@@ -193,10 +227,82 @@ def ngram_bpc(train_ids, eval_ids, vocab_size, order=2, alpha=0.1):
             code = code * V + ids[j: len(ids) - k + j]
         return code
 
-    counts = torch.bincount(codes(train_ids), minlength=V ** order).double().view(-1, V)   # (V^k, V)
-    probs = (counts + alpha) / (counts.sum(-1, keepdim=True) + alpha * V)                  # rows sum to 1
-    eval_codes = codes(eval_ids)
-    return -probs.view(-1)[eval_codes].log2().mean().item()
+    def count(table, keys):                                          # occurrences of each key in table
+        seen, counts = torch.unique(table, return_counts=True)      # sorted codes, their counts
+        at = torch.searchsorted(seen, keys).clamp(max=len(seen) - 1)
+        return torch.where(seen[at] == keys, counts[at], 0).double()
+
+    train_codes, eval_codes = codes(train_ids), codes(eval_ids)
+    c_full = count(train_codes, eval_codes)                          # count(h c)
+    c_hist = count(train_codes // V, eval_codes // V)                # count(h): h followed by anything
+    probs = (c_full + alpha) / (c_hist + alpha * V)
+    return -probs.log2().mean().item()
+
+
+class NGramModel:
+    """An n-gram character model with add-alpha smoothing that can be sampled like the transformer.
+
+    ``logits(history)`` gives ``log p(c | h)`` for every character c (the probabilities of
+    ``ngram_bpc``), so ``sample_next`` applies the same temperature and top-k to both models; with
+    ``generate(ngram, ids, ...)`` it writes text (``max_len`` is ``order - 1``: it reads that many ids).
+
+    Args:
+        train_ids: (N,) int64 training text; vocab_size: V; order: n >= 1; alpha: > 0.
+
+    Raises:
+        ValueError: as ``ngram_bpc``.
+    """
+
+    def __init__(self, train_ids, vocab_size, order=3, alpha=0.1):
+        if order < 1 or not alpha > 0 or vocab_size ** order >= 2 ** 62:
+            raise ValueError(f"need order >= 1, alpha > 0 and V^order < 2^62; got order={order}, alpha={alpha}")
+        self.V, self.order, self.alpha, self.max_len = vocab_size, order, alpha, order - 1
+        code = torch.zeros(len(train_ids) - order + 1, dtype=torch.long)
+        for j in range(order):
+            code = code * vocab_size + train_ids[j: len(train_ids) - order + 1 + j]
+        self.codes, self.counts = torch.unique(code, return_counts=True)                  # sorted n-gram codes
+
+    def eval(self):
+        return self
+
+    def logits(self, history):
+        """``history`` (B, k) int64 with k >= order - 1 -> (B, V) float32 log-probabilities of the next id."""
+        B, V, k = history.shape[0], self.V, self.order - 1
+        h = torch.zeros(B, dtype=torch.long)
+        for j in range(k):
+            h = h * V + history[:, history.shape[1] - k + j]
+        keys = h[:, None] * V + torch.arange(V)                                           # (B, V) codes of h c
+        at = torch.searchsorted(self.codes, keys).clamp(max=len(self.codes) - 1)
+        c = torch.where(self.codes[at] == keys, self.counts[at], 0).double()              # (B, V) count(h c)
+        probs = (c + self.alpha) / (c.sum(-1, keepdim=True) + self.alpha * V)
+        return probs.log().float()
+
+    def __call__(self, ids):
+        """(B, L) ids -> (B, L, V) logits; only the last position is computed (what ``generate`` reads)."""
+        out = torch.zeros(ids.shape[0], ids.shape[1], self.V)
+        out[:, -1] = self.logits(ids)
+        return out
+
+
+def repetition_rate(text, n=2):
+    """The share of a text's word n-grams that already occurred earlier in the same text (0 = none repeats).
+
+    Words are lower-case letters and apostrophes (``re.findall(r"[a-z']+", text.lower())``). Returns nan
+    for a text with no n-gram. A measure of degenerate repetition in generated text (Holtzman et al. 2020
+    report repetition of n-grams; Welleck et al. 2020, "seq-rep-n", is 1 - distinct / total).
+
+    >>> repetition_rate("the cat and the cat and the dog")
+    0.42857142857142855
+    """
+    words = re.findall(r"[a-z']+", text.lower())
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return float("nan")
+    seen, repeats = set(), 0
+    for gram in grams:
+        repeats += gram in seen
+        seen.add(gram)
+    return repeats / len(grams)
 
 
 def sample_next(logits, temperature=1.0, top_k=None, generator=None):
