@@ -68,9 +68,15 @@ g = ac.seed_everything(0)  # a seeded CPU generator: the same numbers on every d
 # %% [markdown]
 # ## 1. Real images: scikit-learn's handwritten digits
 #
-# `sklearn.datasets.load_digits` ships 1,797 real handwritten digits from 43 writers (UCI, CC BY
-# 4.0), 8 × 8 pixels with 16 grey levels. `attn_course.data.images.digits` splits them with a seeded
+# `sklearn.datasets.load_digits` ships 1,797 real handwritten digits, 8 × 8 pixels with 16 grey
+# levels: the *test set* of the UCI "Optical Recognition of Handwritten Digits" data (Alpaydin &
+# Kaynak 1998, CC BY 4.0), written by **13 people** (30 others wrote the UCI training set, which
+# scikit-learn does not ship). `attn_course.data.images.digits` splits them with a seeded
 # permutation: 80 % for training, 20 % **held out** for testing, the same split on every machine.
+# Held out means *images* never seen, not *writers*: the writers are not labelled, so the same 13
+# hands appear on both sides, and the test accuracies below are for known handwriting (new writers
+# may score lower).
+#
 # We upsample them to 16 × 16 (bilinear) so that the CNN's feature grid is 8 × 8: enough positions
 # to draw a map.
 

@@ -73,8 +73,8 @@ g = ac.seed_everything(0)  # a seeded CPU generator: the same numbers on every d
 # Each image is three real handwritten digits from scikit-learn's `load_digits` side by side,
 # 8 × 24 pixels; its caption is their names, *"three one four"*, then `<eos>`.
 # `images.digit_strips` builds the **training** images only from the training digits of lesson 11's
-# split and the **test** images only from the 359 held-out digits, so no test digit was ever seen
-# in training.
+# split and the **test** images only from the 359 held-out digits, so no test digit *image* was ever
+# seen in training (the 13 people who wrote these digits appear on both sides, as lesson 11 says).
 
 # %%
 train_x, train_y = images.digit_strips("train", n=2400, seed=0)    # (2400, 1, 8, 24), (2400, 3)

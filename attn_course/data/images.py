@@ -2,9 +2,11 @@
 
 Sources (both ship inside the scikit-learn wheel; nothing downloads):
 
-- ``sklearn.datasets.load_digits``: 1,797 handwritten digits, 8x8 pixels, 16 grey levels, from the
-  UCI "Optical Recognition of Handwritten Digits" data set (Alpaydin & Kaynak, 1998; 43 writers),
-  licence CC BY 4.0.
+- ``sklearn.datasets.load_digits``: 1,797 handwritten digits, 8x8 pixels, 16 grey levels: the *test
+  set* of the UCI "Optical Recognition of Handwritten Digits" data set (Alpaydin & Kaynak, 1998),
+  written by 13 people (the 30 others of the 43 wrote its training set, which scikit-learn does not
+  ship), licence CC BY 4.0. The writers are not labelled, so no split can keep them apart: a
+  random split by image puts the same 13 hands in training and test.
 - ``sklearn.datasets.load_sample_images``: two photographs, ``china.jpg`` (a temple) and
   ``flower.jpg``, 427 x 640 pixels, by Flickr users danielbuechele and vultilion, licence CC BY 2.0.
 
