@@ -323,12 +323,13 @@ def test_check_alignment_crosses_cases_are_what_they_say():
     assert True in answers and False in answers
 
 
-def test_alignment_crosses_on_a_trained_date_model_matches_the_fields():
-    """On a worked example the measure says what the eye sees: a DMY date's digits, aligned to their fields,
-    cross; an ISO-ordered one does not."""
+def test_alignment_crosses_on_hand_aligned_dates_matches_the_fields():
+    """On worked examples the measure says what the eye sees: a DMY or MDY date's digits, aligned to their
+    fields, cross; an ISO-ordered one does not."""
+    import datetime
+
     from attn_course.apps import date_translation
     from attn_course.data import dates
-    import datetime
     for fmt, crosses in (("fr_FR/full", True), ("en_US/long", True), ("hu_HU/long", False)):
         p = dates.pair(datetime.date(1999, 6, 3), fmt)
         w = torch.zeros(1, 11, len(p.src))

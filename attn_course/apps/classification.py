@@ -7,6 +7,11 @@ review, the context ``c = sum_t a_t h_t`` and a linear layer to the class logits
 are what the lesson highlights over the text; :func:`erasure_experiment` tests how much they explain
 (Jain & Wallace 2019; Wiegreffe & Pinter 2019).
 
+The second half ports a popular Keras model as written, to measure its flaws:
+:class:`KerasAttentionClassifier` (a bidirectional LSTM, Keras's unscaled dot-product ``Attention`` of
+the sequence on itself, ``Flatten`` and one ``Dense`` unit), :func:`pad_to_length` (Keras's
+``pad_sequences``) and :func:`train_keras_style` (``model.fit`` with ``validation_data``).
+
 Shapes: B batch, S tokens of a review (padded), E embedding size, Hd hidden size of one RNN
 direction (the context has 2 * Hd numbers), C classes.
 """
@@ -15,7 +20,6 @@ import collections
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..attention import attention_weights, weighted_sum
 from ..data import Vocab, pad_batch, tokenize
@@ -358,7 +362,8 @@ def pad_to_length(ids, key_padding_mask, maxlen, padding="post", truncating="pre
         raise ValueError(f"maxlen must be a positive int; got {maxlen!r}")
     if ids.dim() != 2 or key_padding_mask.dtype != torch.bool or key_padding_mask.shape != ids.shape:
         raise ValueError(f"ids must be (N, S) and key_padding_mask a bool tensor of the same shape; got ids "
-                         f"{tuple(ids.shape)}, key_padding_mask {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}")
+                         f"{tuple(ids.shape)}, key_padding_mask {key_padding_mask.dtype} "
+                         f"{tuple(key_padding_mask.shape)}")
     N, S = ids.shape
     order = torch.argsort(key_padding_mask.to(torch.uint8), dim=1, stable=True)  # (N, S): real tokens first, in order
     tokens = F.pad(ids.gather(1, order), (0, 1))                                 # (N, S + 1), a spare column for S = 0
@@ -383,10 +388,10 @@ class KerasAttentionClassifier(nn.Module):
     As written (``use_mask=False``) the model receives no mask: padding positions are queries and keys
     of the attention, and the LSTM reads them (after post-padding, the backward direction reads all of
     them before the first real token). With ``use_mask=True`` it does what ``Embedding(mask_zero=True)``
-    does in Keras: the LSTM runs on packed sequences (padding never enters a real token's state), the
-    attention gives padded keys weight **exactly 0**, and the contexts of padded queries are set to 0
-    before Flatten. Flatten stays in both: the Dense weights of position j only ever see position j,
-    and the model takes sequences of exactly ``maxlen`` ids.
+    does in Keras: each LSTM direction reads the real tokens only, as with packed sequences (padding
+    never enters a real token's state), the attention gives padded keys weight **exactly 0**, and padded
+    queries get rows of zero weights, so their contexts are 0 before Flatten. Flatten stays in both: the
+    Dense weights of position j only ever see position j, and the model takes exactly ``maxlen`` ids.
 
     Args:
         vocab_size: V (id 0 is padding, but its embedding is trained like any other: Keras's
@@ -405,49 +410,66 @@ class KerasAttentionClassifier(nn.Module):
             a mask that is not bool (B, maxlen) or not post-padding.
 
     References: Luong, Pham & Manning 2015, eq. 8 ("dot"); ``keras.layers.Attention(use_scale=False)``,
-    ``keras.layers.Bidirectional(LSTM(64, return_sequences=True))``, ``keras.layers.Flatten``.
+    ``keras.layers.Bidirectional(LSTM(64, return_sequences=True))``, ``keras.layers.Flatten``. The two
+    LSTMs equal ``nn.LSTM(bidirectional=True)`` as written, and the same on packed sequences with the
+    mask (tests/test_classification.py).
     """
 
     def __init__(self, vocab_size, maxlen, embed_dim=128, hidden_size=64, use_mask=False):
         super().__init__()
         self.maxlen, self.use_mask = maxlen, use_mask
         self.embedding = nn.Embedding(vocab_size, embed_dim)                     # no padding_idx, as in Keras
-        self.lstm = nn.LSTM(embed_dim, hidden_size, batch_first=True, bidirectional=True)
+        self.lstm_forward = nn.LSTM(embed_dim, hidden_size, batch_first=True)    # Bidirectional(LSTM(Hd)):
+        self.lstm_backward = nn.LSTM(embed_dim, hidden_size, batch_first=True)   # one LSTM per direction
         self.out = nn.Linear(maxlen * 2 * hidden_size, 1)                        # Dense(1) after Flatten
+
+    def encode(self, ids, key_padding_mask):
+        """The LSTM states (B, S, 2 Hd), forward and backward side by side.
+
+        As written the backward LSTM reads each row from its last position, padding first; with
+        ``use_mask`` it reads the real tokens reversed (``reverse_index``), padding last, and the states
+        at padding are 0: ``pack_padded_sequence`` gives the same states, about twice as slowly on a CPU.
+        """
+        B, S = ids.shape
+        x = self.embedding(ids)                                                  # (B, S) -> (B, S, E)
+        if self.use_mask:
+            flip = reverse_index(key_padding_mask)                               # (B, S): [c, b, a, pad]
+        else:
+            flip = torch.arange(S - 1, -1, -1, device=ids.device).expand(B, S)   # (B, S): [pad, c, b, a]
+        flip = flip.unsqueeze(-1)                                                # (B, S, 1)
+        h_fwd, _ = self.lstm_forward(x)                                          # (B, S, E) -> (B, S, Hd)
+        h_bwd, _ = self.lstm_backward(x.gather(1, flip.expand_as(x)))            # (B, S, Hd), read right to left
+        hidden = torch.cat([h_fwd, h_bwd.gather(1, flip.expand_as(h_bwd))], -1)  # (B, S, 2 Hd), reading order
+        return hidden.masked_fill(key_padding_mask.unsqueeze(-1), 0.0) if self.use_mask else hidden
 
     def forward(self, ids, key_padding_mask=None, need_weights=False):
         B, S = ids.shape
         if S != self.maxlen:
             raise ValueError(f"the Flatten layer ties this model to maxlen = {self.maxlen} tokens; got {S}: "
                              f"truncate or pad to {self.maxlen} (pad_to_length)")
-        x = self.embedding(ids)                                                  # (B, S) -> (B, S, E)
+        attn_mask = None                                                         # as written: padding is a key
         if self.use_mask:
             key_padding_mask = ids == 0 if key_padding_mask is None else key_padding_mask
-            lengths = self._post_padded_lengths(key_padding_mask)                # (B,)
-            packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-            hidden, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=S)  # (B, S, 2 Hd)
+            self._check_post_padding(key_padding_mask)
             attn_mask = ~key_padding_mask.unsqueeze(1)                           # (B, 1, S), True = may attend
-        else:
-            hidden, _ = self.lstm(x)                                             # (B, S, E) -> (B, S, 2 Hd)
-            attn_mask = None                                                     # as written: padding is a key
+        hidden = self.encode(ids, key_padding_mask)                              # (B, S, 2 Hd)
         attn_weights = attention_weights(hidden, hidden, attn_mask, scale=1.0)   # (B, S, S) = softmax(h h^T)
-        context = weighted_sum(attn_weights, hidden)                             # (B, S, S) @ (B, S, 2 Hd) -> (B, S, 2 Hd)
         if self.use_mask:
-            context = context.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)   # padded queries say nothing
+            attn_weights = attn_weights.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)  # padded queries: rows of 0
+        context = weighted_sum(attn_weights, hidden)                             # (B, S, 2 Hd)
         logits = self.out(context.flatten(1)).squeeze(-1)                        # (B, S * 2 Hd) -> (B, 1) -> (B,)
         return (logits, attn_weights) if need_weights else logits
 
-    def _post_padded_lengths(self, key_padding_mask):
-        """Real tokens per row (B,), after checking that the mask is bool (B, maxlen) with padding last."""
+    def _check_post_padding(self, key_padding_mask):
+        """Raise ValueError unless the mask is bool (B, maxlen) with every row's padding after its tokens."""
         if key_padding_mask.dtype != torch.bool or key_padding_mask.shape[1:] != (self.maxlen,):
             raise ValueError(f"key_padding_mask must be a bool tensor (B, {self.maxlen}), True = padding; got "
                              f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}")
-        lengths = (~key_padding_mask).sum(dim=1)                                 # (B,)
+        lengths = (~key_padding_mask).sum(dim=1, keepdim=True)                   # (B, 1)
         pos = torch.arange(self.maxlen, device=key_padding_mask.device)
-        if not torch.equal(key_padding_mask, pos >= lengths.unsqueeze(1)):
+        if not torch.equal(key_padding_mask, pos >= lengths):
             raise ValueError("use_mask=True needs the padding after the tokens (pad_to_length(..., padding='post')); "
                              "got a key_padding_mask with padding before or between tokens")
-        return lengths
 
 
 @torch.no_grad()
@@ -473,11 +495,12 @@ def accuracy_binary(model, ids, key_padding_mask, labels, batch_size=512):
 def train_keras_style(model, train, monitor, epochs, batch_size=32, lr=1e-3, seed=0, also=None, progress=True):
     """Train a binary classifier as ``model.fit(..., validation_data=monitor)`` does, and keep its best epoch.
 
-    Adam (Keras's defaults: lr 1e-3, epsilon 1e-7) on ``F.binary_cross_entropy_with_logits``, a new
-    shuffle every epoch (``attn_course.training.shuffled_batches``), the accuracy on ``monitor`` after
-    each epoch, and the weights of the epoch where it was highest (the first on ties): what a Keras user
-    gets with ``ModelCheckpoint(save_best_only=True)`` or by choosing the number of epochs from the log.
-    That number is a selected maximum: it is an honest estimate only on data the choice did not look at.
+    Adam (Keras's defaults: lr 1e-3, epsilon 1e-7; PyTorch's fused kernel on a CPU or a GPU, faster on
+    the embedding table) on ``F.binary_cross_entropy_with_logits``, a new shuffle every epoch
+    (``attn_course.training.shuffled_batches``), the accuracy on ``monitor`` after each epoch, and the
+    weights of the epoch where it was highest (the first on ties): what a Keras user gets with
+    ``ModelCheckpoint(save_best_only=True)`` or by choosing the number of epochs from the log. That
+    number is a selected maximum: it is an honest estimate only on data the choice did not look at.
 
     Args:
         model: ``model(ids, key_padding_mask) -> logits (B,)``.
@@ -494,7 +517,7 @@ def train_keras_style(model, train, monitor, epochs, batch_size=32, lr=1e-3, see
     device = next(model.parameters()).device
     ids, mask, labels = train
     labels = torch.as_tensor(labels, dtype=torch.float32)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-7)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-7, fused=device.type in ("cpu", "cuda"))
     also = also or {}
     extra = []
 
