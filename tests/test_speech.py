@@ -313,3 +313,26 @@ def test_answer_key_entries_of_lesson_13():
             check(broken, thorough=False)
         assert err.value.kind == e["caught_as"]
 
+
+
+def test_energy_pooling_averages_the_loud_frames_only():
+    """pooling="energy": weight 1/n on the encoder frames whose input frame is loud (the Clips.voiced test at
+    frames 0, 2, 4, ...), 0 elsewhere; a clip with no loud frame falls back to all its real frames."""
+    from attn_course.apps import speech as sp
+    torch.manual_seed(0)
+    F_ = 4
+    model = sp.SpokenDigitClassifier(torch.zeros(F_), torch.ones(F_), d_model=8, pooling="energy", energy_floor=-50.0)
+    x = torch.full((3, 10, F_), -60.0)                                   # all quiet
+    x[0, 2:6] = -20.0                                                    # clip 0: frames 2..5 loud
+    x[1, 7:] = -20.0                                                     # clip 1: frames 7..9 loud, 9 is padding
+    key_padding_mask = torch.zeros(3, 10, dtype=torch.bool)
+    key_padding_mask[1, 9:] = True
+    key_padding_mask[2, 6:] = True                                       # clip 2: quiet, 6 real frames
+    _, w = model(x, key_padding_mask)                                    # (3, 5)
+    assert torch.allclose(w[0], torch.tensor([0, 0.5, 0.5, 0, 0]))       # frames 2 and 4 of 0, 2, 4, 6, 8
+    assert torch.allclose(w[1], torch.tensor([0, 0, 0, 0, 1.0]))         # frame 8 (9 is padding)
+    assert torch.allclose(w[2], torch.tensor([1 / 3, 1 / 3, 1 / 3, 0, 0]))   # no loud frame: its 3 real ones
+    with pytest.raises(ValueError):
+        sp.SpokenDigitClassifier(torch.zeros(F_), torch.ones(F_), pooling="energy")
+    with pytest.raises(ValueError):
+        sp.SpokenDigitClassifier(torch.zeros(F_), torch.ones(F_), pooling="max")

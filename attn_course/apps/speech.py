@@ -116,17 +116,30 @@ class SpokenDigitClassifier(nn.Module):
 
     Args:
         band_mean, band_std: (F,) float tensors, the per-band statistics of the training frames.
-        d_model: E, channels of the convolutions and size of the query. pooling: "attention" | "mean".
+        d_model: E, channels of the convolutions and size of the query.
+        pooling: "attention"; "mean" (every real frame weighs 1/n); or "energy", the mean over the **loud**
+            frames only: those whose mean band power (dB) exceeds ``energy_floor + threshold_db``, the
+            test of ``spoken_digits.Clips.voiced``, taken at the encoder's frames (every second frame).
+            A clip with no loud frame falls back to all its frames. "energy" asks whether attention
+            does more than find the loud part.
+        energy_floor: the noise level in dB (``spoken_digits.load()["noise"].mean()``), needed by "energy".
+        threshold_db: how far above the floor a frame must be to count as loud.
 
     ``forward(x (B, S, F), key_padding_mask (B, S))`` returns ``(logits (B, 10), attn_weights (B, S'))``
     with ``S' = ceil(S / 2)``: the first convolution has stride 2 (20 ms per encoder frame).
+
+    Raises:
+        ValueError: an unknown ``pooling``, or "energy" without ``energy_floor``.
     """
 
-    def __init__(self, band_mean, band_std, d_model=64, pooling="attention", num_classes=10):
+    def __init__(self, band_mean, band_std, d_model=64, pooling="attention", num_classes=10, energy_floor=None,
+                 threshold_db=15.0):
         super().__init__()
-        if pooling not in ("attention", "mean"):
-            raise ValueError(f"pooling must be 'attention' or 'mean'; got {pooling!r}")
-        self.pooling = pooling
+        if pooling not in ("attention", "mean", "energy"):
+            raise ValueError(f"pooling must be 'attention', 'mean' or 'energy'; got {pooling!r}")
+        if pooling == "energy" and energy_floor is None:
+            raise ValueError("pooling='energy' needs energy_floor, the noise level in dB")
+        self.pooling, self.energy_floor, self.threshold_db = pooling, energy_floor, threshold_db
         self.register_buffer("band_mean", torch.as_tensor(band_mean, dtype=torch.float32))
         self.register_buffer("band_std", torch.as_tensor(band_std, dtype=torch.float32))
         n_mels = self.band_mean.shape[-1]
@@ -159,8 +172,19 @@ class SpokenDigitClassifier(nn.Module):
             context, attn_weights = mean_pool(h, key_padding_mask)                   # the baseline: equal weights
         return self.out(context), attn_weights                                       # (B, E) -> (B, 10)
 
+    def quiet_frames(self, x, key_padding_mask):
+        """(B, S, F) dB frames -> (B, S') bool, True where an encoder frame is padding or not loud (see "energy")."""
+        loud = x.mean(-1) > self.energy_floor + self.threshold_db                   # (B, S) the test of Clips.voiced
+        loud = (loud & ~key_padding_mask)[:, ::2]                                    # (B, S'), frames 0, 2, 4, ...
+        none = ~loud.any(-1, keepdim=True)                                           # (B, 1) no loud frame at all
+        return ~torch.where(none, ~subsample_padding_mask(key_padding_mask, 2), loud)
+
     def forward(self, x, key_padding_mask):
-        return self.classify(*self.encode(x, key_padding_mask))
+        h, mask = self.encode(x, key_padding_mask)                                   # (B, S', E), (B, S')
+        if self.pooling == "energy":
+            context, attn_weights = mean_pool(h, self.quiet_frames(x, key_padding_mask))   # 1/n on the loud frames
+            return self.out(context), attn_weights
+        return self.classify(h, mask)
 
 
 def band_stats(frames):
