@@ -40,7 +40,8 @@
 #    Wiegreffe & Pinter 2019) — and say what the test shows and what it does not;
 # 5. port a popular Keras model (BiLSTM, dot attention, Flatten) and measure its three flaws: no
 #    padding mask, one input length only, and the test set used as validation;
-# 6. find a padding bug that changes a review's prediction when more `<pad>` tokens are appended.
+# 6. find a padding bug that changes a review's prediction when more `<pad>` tokens are appended, and
+#    write the test that catches it.
 #
 # Lessons 03–07 built attention over a sequence of keys for each query. A classifier needs one
 # vector per text, whatever its length. Attention pooling is the simplest answer: **one learned
@@ -659,10 +660,17 @@ print("suspect   weight on <pad> per review:", suspect_weights.masked_fill(~key_
 # its input alone (the in-place version is <code>masked_fill_</code>). Where does the result
 # go?</details>
 #
-# ### Exercise 2 — fix it
+# ### Exercise 2 — a test that catches it
 #
-# Write `fixed_attention_pooling(attn_scores, value, key_padding_mask)`: the suspect's code with
-# the bug removed. Its source is below; do not change the caller's `attn_scores` in place.
+# The fix is one assignment: `attn_scores = attn_scores.masked_fill(key_padding_mask, float("-inf"))`.
+# The lasting lesson is the test that would have caught the bug before any model was trained: a
+# correct pooling gives a review the same context however much padding follows it.
+#
+# Write `padding_leaks(pooling)`: call `pooling(attn_scores, value, key_padding_mask)` (the signature of
+# Exercise 1) on a small padded batch of your own, call it again with more padded positions appended
+# (mark them True in `key_padding_mask`, and give them scores and values that would matter if they
+# leaked), and return `True` if the contexts differ, `False` if they agree. It is checked on correct
+# poolings and on broken ones, the suspect among them.
 
 # %% tags=["otter_ignore"]
 print(inspect.getsource(attention_pooling_v2))
@@ -676,17 +684,22 @@ print(inspect.getsource(attention_pooling_v2))
 # # BEGIN SOLUTION
 
 # %%
-def fixed_attention_pooling(attn_scores, value, key_padding_mask=None):
-    """attention_pooling_v2 with the bug removed: (context (B, Dv), attn_weights (B, S)), padding weight 0."""
+def padding_leaks(pooling):
+    """True when appending padded positions changes the contexts ``pooling`` gives the real reviews."""
     """ # BEGIN PROMPT
-    raise NotImplementedError("Exercise 2: fix attention_pooling_v2")
+    raise NotImplementedError("Exercise 2: write padding_leaks")
     """ # END PROMPT
     # BEGIN SOLUTION NO PROMPT
-    if key_padding_mask is not None:
-        attn_scores = attn_scores.masked_fill(key_padding_mask, float("-inf"))   # keep the result
-    attn_weights = torch.softmax(attn_scores, dim=-1)                             # (B, S)
-    context = (attn_weights.unsqueeze(1) @ value).squeeze(1)                      # (B, Dv)
-    return context, attn_weights
+    g = torch.Generator().manual_seed(0)
+    B, S, P, Dv = 3, 5, 4, 6
+    attn_scores, value = torch.randn(B, S, generator=g), torch.randn(B, S, Dv, generator=g)
+    key_padding_mask = torch.arange(S) >= torch.tensor([5, 3, 1])[:, None]            # (B, S), True = padding
+    context, _ = pooling(attn_scores, value, key_padding_mask)                        # (B, Dv)
+    more_scores = torch.cat([attn_scores, torch.full((B, P), 10.0)], dim=1)           # tempting scores
+    more_value = torch.cat([value, torch.full((B, P, Dv), 100.0)], dim=1)             # values that would show
+    more_mask = torch.cat([key_padding_mask, torch.ones(B, P, dtype=torch.bool)], dim=1)
+    more_context, _ = pooling(more_scores, more_value, more_mask)                     # (B, Dv)
+    return not torch.allclose(context, more_context, atol=1e-5)
     # END SOLUTION
 
 
@@ -697,19 +710,19 @@ def fixed_attention_pooling(attn_scores, value, key_padding_mask=None):
 # # BEGIN TESTS
 
 # %%
-def test_q2_public(fixed_attention_pooling):
-    from attn_course.checks import check_attention_pooling
-    check_attention_pooling(fixed_attention_pooling)
+def test_q2_public(padding_leaks):
+    from attn_course.checks import check_padding_probe
+    check_padding_probe(padding_leaks)
 
-test_q2_public(fixed_attention_pooling)
+test_q2_public(padding_leaks)
 
 # %%
 # HIDDEN
-def test_q2_hidden(fixed_attention_pooling):
-    from attn_course.checks import check_attention_pooling
-    check_attention_pooling(fixed_attention_pooling, thorough=True)
+def test_q2_hidden(padding_leaks):
+    from attn_course.checks import check_padding_probe
+    check_padding_probe(padding_leaks, thorough=True)
 
-test_q2_hidden(fixed_attention_pooling)
+test_q2_hidden(padding_leaks)
 
 # %% [raw]
 # # END TESTS

@@ -567,6 +567,17 @@ def alignment_crosses_sorted(attn_weights):
     return (peaks != peaks.sort(dim=-1).values).any(dim=-1)
 
 
+def padding_probe_max_difference(pooling):
+    """Another probe: one review, padding with huge scores and values, the largest change of the context."""
+    attn_scores = torch.tensor([[0.3, -1.2, 2.0, 0.0, 0.0]])
+    value = torch.arange(10.0).view(1, 5, 2)
+    mask = torch.tensor([[False, False, False, True, True]])
+    context, _ = pooling(attn_scores, value, mask)
+    wider, _ = pooling(torch.cat([attn_scores, torch.full((1, 3), 50.0)], 1),
+                       torch.cat([value, torch.full((1, 3, 2), -1e3)], 1), torch.cat([mask, torch.ones(1, 3, dtype=torch.bool)], 1))
+    return bool((context - wider).abs().max() > 1e-4)
+
+
 VARIANTS = {
     "check_pad_batch": [pad_batch_pad_sequence],
     "check_embedding_lookup": [embedding_lookup_one_hot],
@@ -593,6 +604,7 @@ VARIANTS = {
     "check_additive_attention": [additive_attention_concat_float64],
     "check_seq2seq_forward": [seq2seq_forward_by_hand],
     "check_alignment_crosses": [alignment_crosses_loop, alignment_crosses_sorted],
+    "check_padding_probe": [padding_probe_max_difference],
     "check_attention_pooling": [attention_pooling_loops],
     "check_spatial_attention_pool": [spatial_attention_pool_einsum],
     "check_attention_map": [attention_map_row_slices],

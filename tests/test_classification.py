@@ -535,3 +535,72 @@ def test_accuracy_binary_counts_the_sign_of_the_logit():
     ids = torch.tensor([[1], [2], [3], [0]])
     kpm = torch.zeros(4, 1, dtype=torch.bool)
     assert cls.accuracy_binary(Fixed(), ids, kpm, torch.tensor([0, 1, 0, 1]), batch_size=3) == 0.5
+
+
+# ---------------------------------------------------------------- check_padding_probe (lesson 10, Ex 2)
+
+def _probe(pooling, pad_scores=10.0, pad_values=100.0, original_padding=True, tolerance=1e-5):
+    g = torch.Generator().manual_seed(0)
+    B, S, P, Dv = 3, 5, 4, 6
+    attn_scores, value = torch.randn(B, S, generator=g), torch.randn(B, S, Dv, generator=g)
+    lengths = torch.tensor([5, 3, 1]) if original_padding else torch.tensor([5, 5, 5])
+    key_padding_mask = torch.arange(S) >= lengths[:, None]
+    context, _ = pooling(attn_scores, value, key_padding_mask)
+    more, _ = pooling(torch.cat([attn_scores, torch.full((B, P), pad_scores)], 1),
+                      torch.cat([value, torch.full((B, P, Dv), pad_values)], 1),
+                      torch.cat([key_padding_mask, torch.ones(B, P, dtype=torch.bool)], 1))
+    return not torch.allclose(context, more, atol=tolerance) if tolerance else not torch.equal(context, more)
+
+
+def test_the_probed_poolings_are_what_the_check_says():
+    """Each pooling the probe is run on is labelled right: the correct ones pass check_attention_pooling (and
+    equal the reference), the leaking ones fail it."""
+    from attn_course.checks import CheckFailure, check_attention_pooling
+    from attn_course.checks.classification import _PROBED
+    for pool, leaks, _ in _PROBED:
+        if leaks:
+            with pytest.raises(CheckFailure):
+                check_attention_pooling(pool, thorough=True)
+        else:
+            check_attention_pooling(pool, thorough=True)
+    assert sum(leaks for _, leaks, _ in _PROBED) == 4 and sum(not leaks for _, leaks, _ in _PROBED) == 3
+    assert any(leaks for _, leaks, _ in _PROBED[:4]) and not all(leaks for _, leaks, _ in _PROBED[:4])
+
+
+@pytest.mark.parametrize("thorough", [False, True])
+def test_check_padding_probe_passes_a_good_probe(thorough):
+    from attn_course.checks import check_padding_probe
+    check_padding_probe(_probe, thorough=thorough)
+    check_padding_probe(lambda pooling: torch.tensor(_probe(pooling)), thorough=thorough)   # a bool tensor is fine
+
+
+@pytest.mark.parametrize("probe, kind, words", [
+    (lambda pooling: True, "values", "says padding leaks, but this is a correct"),
+    (lambda pooling: False, "values", "says padding does not leak"),
+    (lambda pooling: _probe(pooling, pad_scores=float("-inf"), original_padding=False), "values", "not -inf"),
+    (lambda pooling: None, "type", "forget `return`"),
+    (lambda pooling: 1, "type", "True or False"),
+])
+def test_check_padding_probe_catches_weak_probes(probe, kind, words):
+    from attn_course.checks import CheckFailure, check_padding_probe
+    with pytest.raises(CheckFailure) as err:
+        check_padding_probe(probe, thorough=True)
+    assert err.value.kind == kind and words in str(err.value), str(err.value)
+
+
+def test_check_padding_probe_refuses_a_probe_that_calls_the_pooling_check():
+    from attn_course.checks import CheckFailure, check_attention_pooling, check_padding_probe, tripwire
+
+    def lazy(pooling):
+        try:
+            check_attention_pooling(pooling)
+        except CheckFailure:
+            return True
+        return False
+    tripwire.enable()
+    try:
+        with pytest.raises(CheckFailure) as err:
+            check_padding_probe(lazy)
+    finally:
+        tripwire.enable(False)
+    assert err.value.kind == "reference"

@@ -222,8 +222,9 @@ def printed_source_problems(cells, broken):
             if missing:
                 problems.append(f"{name}: its printed source needs {missing}, which the notebook does not define "
                                 f"(or defines only as an unfinished exercise) before it")
-            later = [n for cell in cells[i + 1:] for n in ast.parse(cell).body
-                     if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and "NotImplementedError" in ast.unparse(n)]
+            later = [n for cell in cells[i + 1:] for n in ast.parse(cell).body      # the fix-it stubs that follow
+                     if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and "NotImplementedError" in ast.unparse(n)
+                     and ": fix" in ast.unparse(n)]
             want = _parameters(ast.parse(textwrap.dedent(printed)).body[0])
             if later and _parameters(later[0]) != want:
                 problems.append(f"{name}: the exercise {later[0].name} takes {_parameters(later[0])}, the printed "
@@ -235,12 +236,15 @@ def test_printed_source_check_catches_a_missing_helper_and_another_signature():
     import attn_course.broken as broken
     cells = ["import inspect\nfrom attn_course.broken import scaled_dot_scores_v2",
              "print(inspect.getsource(scaled_dot_scores_v2))",
-             "def fixed(query, key):\n    raise NotImplementedError"]
+             "def fixed(query, key):\n    raise NotImplementedError('Exercise 3: fix it')"]
     problems = printed_source_problems(cells, broken)
     assert len(problems) == 2 and "validate_query_key" in problems[0] and "['query', 'key']" in problems[1]
     cells[1] = "from attn_course.scoring import validate_query_key\n" + cells[1]
-    cells[2] = "def fixed(query, key, scale=None):\n    raise NotImplementedError"
+    cells[2] = "def fixed(query, key, scale=None):\n    raise NotImplementedError('Exercise 3: fix it')"
     assert printed_source_problems(cells, broken) == []
+    cells[2] = "def probe(pooling):\n    raise NotImplementedError('Exercise 3: write a test')"   # not a fix: any signature
+    assert printed_source_problems(cells, broken) == []
+    cells[2] = "def fixed(query, key, scale=None):\n    raise NotImplementedError('Exercise 3: fix it')"
     cells[0] += "\ndef validate_query_key(query, key, same_dim):\n    raise NotImplementedError"   # an unfinished exercise
     cells[1] = cells[1].split("\n", 1)[1]
     assert "validate_query_key" in printed_source_problems(cells, broken)[0]

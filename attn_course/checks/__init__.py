@@ -37,7 +37,7 @@ from .attention import (
     check_token_embedding,
 )
 from .captioning import check_soft_attention
-from .classification import check_attention_pooling
+from .classification import check_attention_pooling, check_padding_probe
 from .core import (
     KINDS,
     CheckFailure,
@@ -77,7 +77,8 @@ __all__ = [
     "check_multi_head_attention", "check_causal_mask", "check_masked_softmax", "check_transformer_block",
     "check_positional_encoding", "check_multi_head_attention_module",
     # lessons 09-15
-    "check_additive_attention", "check_seq2seq_forward", "check_alignment_crosses", "check_attention_pooling", "check_spatial_attention_pool",
+    "check_additive_attention", "check_seq2seq_forward", "check_alignment_crosses", "check_attention_pooling",
+    "check_padding_probe", "check_spatial_attention_pool",
     "check_attention_map", "check_soft_attention", "check_query_attention_pool", "check_subsample_padding_mask",
     "check_rouge_1_f1", "check_word_attention", "check_sample_next", "check_lm_forward",
     # lesson 16

@@ -1,4 +1,5 @@
-"""Checks of lesson 10 (text classification): attention pooling with a padding mask."""
+"""Checks of lesson 10 (text classification): attention pooling with a padding mask, and a probe that catches
+padding that leaks."""
 
 import torch
 
@@ -86,3 +87,99 @@ def check_attention_pooling(fn, thorough=False, seed=100):
         context2, _ = call_learner(fn, (longer_scores, longer_value, longer_mask), case + ", 3 more padding tokens")
         expect_tensor("context", context2, expected_context, case + " with 3 more padding tokens (scores 30, "
                       "values 1000): the result must not change", legend="(B, Dv)", **tol)
+
+
+# --------------------------------------------------------------------- a test that catches a padding bug
+# The poolings a learner's probe is run on. They are module-level functions so that, when the grader runs
+# the check outside the notebook's process, they travel to it by reference; their names say nothing of
+# whether they are right.
+
+def _pooling_1(attn_scores, value, key_padding_mask=None):
+    if key_padding_mask is not None:
+        attn_scores = attn_scores.masked_fill(key_padding_mask, float("-inf"))
+    attn_weights = torch.nan_to_num(torch.softmax(attn_scores, dim=-1))
+    return (attn_weights.unsqueeze(1) @ value).squeeze(1), attn_weights
+
+
+def _pooling_2(attn_scores, value, key_padding_mask=None):
+    if key_padding_mask is not None:
+        attn_scores.masked_fill(key_padding_mask, float("-inf"))                     # result thrown away
+    attn_weights = torch.softmax(attn_scores, dim=-1)
+    return (attn_weights.unsqueeze(1) @ value).squeeze(1), attn_weights
+
+
+def _pooling_3(attn_scores, value, key_padding_mask=None):
+    attn_weights = torch.softmax(attn_scores, dim=-1)                                # the mask never used
+    return torch.einsum("bs,bsd->bd", attn_weights, value), attn_weights
+
+
+def _pooling_4(attn_scores, value, key_padding_mask=None):
+    real = torch.ones_like(attn_scores) if key_padding_mask is None else (~key_padding_mask).to(attn_scores.dtype)
+    top = attn_scores.masked_fill(real == 0, float("-inf")).amax(-1, keepdim=True).nan_to_num(neginf=0.0)
+    e = (attn_scores - top).clamp(max=0.0).exp() * real                              # exp of the real scores only
+    attn_weights = e / e.sum(-1, keepdim=True).clamp(min=torch.finfo(e.dtype).tiny)
+    return torch.einsum("bs,bsd->bd", attn_weights, value), attn_weights
+
+
+def _pooling_5(attn_scores, value, key_padding_mask=None):
+    if key_padding_mask is not None:
+        attn_scores = attn_scores.masked_fill(key_padding_mask, 0.0)                 # 0 is not -inf
+    attn_weights = torch.softmax(attn_scores, dim=-1)
+    return (attn_weights.unsqueeze(1) @ value).squeeze(1), attn_weights
+
+
+def _pooling_6(attn_scores, value, key_padding_mask=None):
+    attn_weights = torch.softmax(attn_scores, dim=-1)
+    if key_padding_mask is not None:
+        attn_weights = attn_weights.masked_fill(key_padding_mask, 0.0)               # zeroed, not renormalised
+    return (attn_weights.unsqueeze(1) @ value).squeeze(1), attn_weights
+
+
+def _pooling_7(attn_scores, value, key_padding_mask=None):
+    context, attn_weights = _pooling_1(attn_scores.double(), value.double(), key_padding_mask)   # float64 inside
+    return context.to(value.dtype), attn_weights.to(attn_scores.dtype)
+
+
+# (pooling, leaks, what it does); the quick check uses the first four
+_PROBED = ((_pooling_1, False, "a correct pooling (-inf on padding, then softmax)"),
+           (_pooling_2, True, "the suspect's bug: masked_fill's result thrown away"),
+           (_pooling_4, False, "a correct pooling that sums exp() over the real tokens only"),
+           (_pooling_3, True, "a pooling that never uses key_padding_mask"),
+           (_pooling_5, True, "a pooling that fills padded scores with 0 instead of -inf"),
+           (_pooling_6, True, "a pooling that zeroes padded weights after the softmax without renormalising"),
+           (_pooling_7, False, "a correct pooling computed in float64"))
+
+
+@forbids(("attn_course.checks.check_attention_pooling", check_attention_pooling))
+def check_padding_probe(fn, thorough=False, seed=101):
+    """``fn(pooling) -> bool``: True when ``pooling(attn_scores, value, key_padding_mask)`` lets padding change a
+    review's context (appending padded positions, whatever their scores and values, moves the output), False
+    when it does not.
+
+    The probe is run on correct poolings and on broken ones (the suspect's bug, a mask never used, 0 instead
+    of -inf, weights zeroed after the softmax). Failures: ``type`` (not a bool), ``values`` (a broken pooling
+    passed, or a correct one flagged; the message names which, without its code). ``thorough`` runs all
+    seven poolings, in an order drawn from ``seed``.
+    """
+    from ..checks import CheckFailure
+    probed = list(_PROBED if thorough else _PROBED[:4])
+    order = torch.randperm(len(probed), generator=torch.Generator().manual_seed(seed)).tolist()
+    for i in order:
+        pooling_fn, leaks, what = probed[i]
+        case = f"pooling {i + 1} of {len(probed)}"
+        got = call_learner(fn, (pooling_fn,), case)
+        if isinstance(got, torch.Tensor) and got.numel() == 1 and got.dtype == torch.bool:
+            got = bool(got)
+        if not isinstance(got, bool):
+            raise CheckFailure("type", f"{case}: return True or False (does padding leak?); got {type_name(got)}"
+                                       + (" (did you forget `return`?)" if got is None else ""))
+        if leaks and not got:
+            raise CheckFailure("values", f"{case}: your probe says padding does not leak, but this is {what}. Append "
+                                         f"padded positions with large scores and values unlike the real ones (not "
+                                         f"-inf, not 0), mark them True in key_padding_mask, and compare the contexts "
+                                         f"of the real reviews before and after.")
+        if not leaks and got:
+            raise CheckFailure("values", f"{case}: your probe says padding leaks, but this is {what}. Compare the "
+                                         f"contexts with a tolerance (torch.allclose), only those of reviews that "
+                                         f"have at least one real token, and pass the same real scores and values "
+                                         f"both times.")
