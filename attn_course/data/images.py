@@ -111,6 +111,76 @@ def digit_strips(split="train", n=1000, num_digits=3, seed=0):
     return strips, labels[index]
 
 
+def digit_canvases(split="train", n=1000, min_digits=2, max_digits=5, width=56, seed=0, digit_subset=None):
+    """Strips of a varying number of real handwritten digits at varying places, with their boxes.
+
+    Each canvas (8 x ``width`` pixels, black = 0) holds k real digits, k uniform in
+    ``min_digits .. max_digits``, left to right, none overlapping. The ``width - 8k`` free columns
+    are shared at random between the left margin, the k - 1 gaps and the right margin: draw k
+    integers uniformly in ``0 .. width - 8k``, sort them to u_0 <= ... <= u_{k-1}, and put digit i at
+    ``x_start_i = u_i + 8i``. So the left offset and every gap (>= 0, possibly 0) vary, and the column
+    of digit i is not fixed by i. Digits are drawn uniformly from ``digits(split)`` only, so test
+    canvases hold only held-out digit images; ``digit_subset`` narrows the draw further, e.g. to keep
+    a validation set's digit images out of the training canvases.
+
+    Args:
+        split: ``"train"`` or ``"test"`` (the split of :func:`digits`).
+        n: number of canvases.
+        min_digits, max_digits: the range of k, 1 <= min_digits <= max_digits.
+        width: W in pixels, at least ``8 * max_digits`` (56: five digits leave 16 free columns).
+        seed: seed of a ``torch.Generator``: the same seed gives the same canvases on every machine.
+        digit_subset: None (every digit of the split), or a slice or int64 index tensor into
+            ``digits(split)``: only those digit images are drawn.
+
+    Returns:
+        (images, labels, lengths, boxes):
+        images float32 (n, 1, 8, W) in [0, 1];
+        labels int64 (n, max_digits), the digits left to right, padded with -1 after the k-th;
+        lengths int64 (n,), k;
+        boxes int64 (n, max_digits, 2), ``[x_start, x_end)`` pixel columns of each digit
+        (``x_end = x_start + 8``), -1 for padding.
+
+    Raises:
+        ValueError: split not train/test, n not a positive int, not 1 <= min_digits <= max_digits,
+            or width < 8 * max_digits, or an empty digit_subset.
+
+    >>> images, labels, lengths, boxes = digit_canvases("test", n=2, min_digits=2, max_digits=3, width=32)
+    >>> tuple(images.shape), tuple(labels.shape), tuple(boxes.shape)
+    ((2, 1, 8, 32), (2, 3), (2, 3, 2))
+    >>> bool(((boxes[..., 1] - boxes[..., 0] == 8) == (labels >= 0)).all())
+    True
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+    for name, value in (("n", n), ("min_digits", min_digits), ("max_digits", max_digits), ("width", width)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int; got {value!r}")
+    if min_digits > max_digits or width < 8 * max_digits:
+        raise ValueError(f"need 1 <= min_digits <= max_digits and width >= 8 * max_digits; got min_digits="
+                         f"{min_digits}, max_digits={max_digits}, width={width}")
+    digit_images, digit_labels = digits(split)
+    if digit_subset is not None:
+        digit_images, digit_labels = digit_images[digit_subset], digit_labels[digit_subset]
+        if len(digit_labels) == 0:
+            raise ValueError(f"digit_subset selects no digit of the {split!r} split; got {digit_subset!r}")
+    g = torch.Generator().manual_seed(seed)
+    K = max_digits
+    lengths = torch.randint(min_digits, max_digits + 1, (n,), generator=g)            # (n,) k
+    index = torch.randint(0, len(digit_labels), (n, K), generator=g)                    # (n, K) which digits
+    real = torch.arange(K) < lengths[:, None]                                           # (n, K) bool
+    free = width - 8 * lengths                                                          # (n,) free columns
+    u = torch.rand(n, K, generator=g).masked_fill(~real, 2.0).sort(dim=1).values        # (n, K) sorted, pads last
+    u = (u * (free[:, None] + 1)).floor().long()                                        # (n, K) in 0..free
+    x_start = u + 8 * torch.arange(K)                                                   # (n, K)
+    canvases = torch.zeros(n, width, 8)                                                 # (n, W, 8): column-major
+    b, i = real.nonzero(as_tuple=True)                                                  # one entry per real digit
+    columns = x_start[b, i, None] + torch.arange(8)                                     # (N_digits, 8) pixel columns
+    canvases[b[:, None], columns] = digit_images[index[b, i], 0].transpose(1, 2)        # (N_digits, 8 cols, 8 rows)
+    images = canvases.transpose(1, 2).unsqueeze(1).contiguous()                         # (n, W, 8) -> (n, 1, 8, W)
+    labels = digit_labels[index].masked_fill(~real, -1)                                 # (n, K)
+    boxes = torch.stack([x_start, x_start + 8], -1).masked_fill(~real[..., None], -1)   # (n, K, 2)
+    return images, labels, lengths, boxes
+
 def caption(labels):
     """Digit labels -> words: ``[3, 1, 4]`` -> ``"three one four"``."""
     return " ".join(DIGIT_WORDS[int(d)] for d in labels)

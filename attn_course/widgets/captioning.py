@@ -1,7 +1,7 @@
 """Lesson 12's widget: a caption and one attention map per word."""
 import ipywidgets as widgets
 
-from ..apps.captioning import WORDS
+from ..apps.captioning import PAD, WORDS
 from ..plot import new_figure
 from .panel import Panel
 from .vision import overlay
@@ -10,8 +10,9 @@ from .vision import overlay
 class CaptionExplorer(Panel):
     """Pick a test image (slider); see the generated caption and the attention map of each word.
 
-    Args: images (N, 1, 8, W), words (N, T) generated ids, attn_weights (N, T, S), labels (N, n)
-    the true digits, grid (rows, cols) of the feature map. ``pick(i)`` moves the slider; ``text()``.
+    Args: images (N, 1, 8, W), words (N, T) generated ids (``PAD`` after ``<eos>``), attn_weights (N, T, S),
+    labels (N, K) the true digits (``PAD`` after the k-th), grid (rows, cols) of the feature map
+    (``model.encoder.grid``). ``pick(i)`` moves the slider; ``text()``.
     """
 
     def __init__(self, images, words, attn_weights, labels, grid=(4, 12), index=0):
@@ -29,14 +30,14 @@ class CaptionExplorer(Panel):
     def text(self):
         """The readout as plain text: the generated caption and the true one."""
         i = self.slider.value
-        said = " ".join(WORDS[w] for w in self.words[i].tolist())
-        truth = " ".join(WORDS[d] for d in self.labels[i].tolist())
+        said = " ".join(WORDS[w] for w in self.words[i].tolist() if w != PAD)
+        truth = " ".join(WORDS[d] for d in self.labels[i].tolist() if d != PAD)
         return f"image {i}: generated '{said}'   true '{truth}'"
 
     def figure(self):
         """The chart: the image, then one attention map over it per generated word."""
         i, (rows, cols) = self.slider.value, self.grid
-        T = self.words.shape[1]
+        T = max(1, int((self.words[i] != PAD).sum()))                               # the words written, <eos> included
         fig = new_figure((5.5, 0.9 * (T + 1) + 0.3))
         axes = fig.subplots(T + 1, 1)
         H, W = self.images.shape[-2:]
