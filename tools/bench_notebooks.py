@@ -7,7 +7,7 @@ under 45 s per notebook for lessons 01-08, under 120 s for the application lesso
 (they train); a class of 30 graded in under 300 s with 2 jobs, so under 20 s per submission. The
 device follows ATTN_COURSE_DEVICE (cpu | cuda | auto); grading is always on the CPU.
 
-Usage: python tools/bench_notebooks.py [--repeat N] [--no-grading]
+Usage: python tools/bench_notebooks.py [--repeat N] [--no-grading] [--only 09 14 ...]
 """
 import argparse
 import os
@@ -63,12 +63,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=1, help="runs per notebook (median reported)")
     parser.add_argument("--no-grading", action="store_true", help="leave out the grading column")
+    parser.add_argument("--only", nargs="+", metavar="NN", help="time only these lessons (by number, e.g. 09 14)")
     args = parser.parse_args()
     device = os.environ.get("ATTN_COURSE_DEVICE", "auto")
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, ATTN_COURSE_DEVICE={device}, "
           f"cuda available: {torch.cuda.is_available()}")
     rows, late = [], []
     for source in sorted((ROOT / "solutions").glob("[0-9][0-9]_*.py")):
+        if args.only and source.stem[:2] not in args.only:
+            continue
         times = {}
         for folder in ("solutions", "lessons"):
             path = ROOT / folder / f"{source.stem}.ipynb"
