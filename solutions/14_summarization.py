@@ -428,21 +428,10 @@ assert share > 0.6, "the top-weighted sentence should beat a random sentence on 
 from attn_course.apps import headlines
 from attn_course.data import Vocab
 
-
-def copy_task(n, seed, known, names):
-    """n (source, target) pairs: 4-6 words, 80 % of them names; the target repeats the source."""
-    rng = random.Random(seed)
-    pairs = []
-    for _ in range(n):
-        words = [rng.choice(names) if rng.random() < 0.8 else rng.choice(known) for _ in range(rng.randint(4, 6))]
-        pairs.append((words, list(words)))
-    return pairs
-
-
 known = [f"w{i}" for i in range(12)]
 copy_vocab = Vocab([[headlines.BOS, headlines.EOS] + known])
-copy_train = copy_task(1500, 0, known, [f"name{i}" for i in range(3000)])
-copy_test = copy_task(200, 1, known, [f"city{i}" for i in range(3000)])         # names never seen in training
+copy_train = headlines.copy_task(1500, 0, known, [f"name{i}" for i in range(3000)])     # (source, target) word lists
+copy_test = headlines.copy_task(200, 1, known, [f"city{i}" for i in range(3000)])         # names never seen in training
 print("a test pair:", " ".join(copy_test[0][0]))
 for copy in (True, False):
     torch.manual_seed(0)

@@ -5,7 +5,6 @@ Shape legend: B batch, S source length, L target length, V vocabulary, n extra (
 ``key_padding_mask`` True = padding.
 """
 import doctest
-import random
 
 import pytest
 import torch
@@ -213,22 +212,12 @@ def test_attention_map_of_one_article():
 
 
 # ----------------------------------------------------------------- training: the copy task
-def copy_task(n, seed, in_vocab_words, oov_pool):
-    """Sources of 4-6 words, 80 % of them from ``oov_pool`` (outside the vocabulary); the target repeats the source."""
-    rng = random.Random(seed)
-    pairs = []
-    for _ in range(n):
-        src = [rng.choice(oov_pool) if rng.random() < 0.8 else rng.choice(in_vocab_words) for _ in range(rng.randint(4, 6))]
-        pairs.append((src, list(src)))
-    return pairs
-
-
 @pytest.fixture(scope="module")
 def copy_task_runs():
     words = [f"w{i}" for i in range(12)]
     vocab = Vocab([[hl.BOS, hl.EOS] + words])
-    train_pairs = copy_task(1500, 0, words, [f"name{i}" for i in range(3000)])
-    test_pairs = copy_task(200, 1, words, [f"city{i}" for i in range(3000)])      # names never seen in training
+    train_pairs = hl.copy_task(1500, 0, words, [f"name{i}" for i in range(3000)])
+    test_pairs = hl.copy_task(200, 1, words, [f"city{i}" for i in range(3000)])      # names never seen in training
     runs = {}
     for copy in (True, False):
         torch.manual_seed(0)

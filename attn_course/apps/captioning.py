@@ -236,26 +236,6 @@ def train_captioner(model, images, labels, epochs=6, batch_size=64, lr=5e-3, see
                desc=desc, progress=progress).step_loss
 
 
-def caption_scores(predicted, labels):
-    """(word accuracy, caption accuracy): share of digit words right, share of captions all right."""
-    right = predicted[:, :labels.shape[1]].cpu() == labels
-    return right.float().mean().item(), right.all(1).float().mean().item()
-
-
-def peak_on_digit(attn_weights, grid=(4, 12), num_digits=3):
-    """For word i, does the attention's largest weight lie over digit i? (B, num_digits) bool.
-
-    attn_weights: (B, T, S) with S = grid[0] * grid[1]; digit i covers the grid's columns
-    ``i * cols / num_digits ...``.
-    """
-    rows, cols = grid
-    peak_column = attn_weights[:, :num_digits].argmax(-1) % cols            # (B, N)
-    return peak_column // (cols // num_digits) == torch.arange(num_digits)
-
-
-# ---------------------------------------------------------------------------------------------
-# Captions of varying length: scores, where each word looks, a blind control, an upper reference
-# ---------------------------------------------------------------------------------------------
 def caption_lengths(words):
     """Word ids (B, T) -> the number of words before the first ``<eos>`` or ``PAD`` (T where there is none),
     (B,) int64."""

@@ -22,6 +22,7 @@ vocabulary, n the largest number of out-of-vocabulary words of an article in the
 ``key_padding_mask`` is (B, S) bool, **True = padding**, as in ``torch.nn.MultiheadAttention``.
 """
 import collections
+import random
 
 import torch
 from torch import nn
@@ -372,3 +373,19 @@ def attention_map(model, source, vocab, block_ngram=0, ban_unk=False, device="cp
     T = len(output)
     return {"source": list(source), "output": output, "attn_weights": attn_weights[0, :T].cpu(),
             "p_gen": p_gen[0, :T].cpu()}
+
+
+def copy_task(n, seed, known, names):
+    """``n`` (source, target) pairs of a task made for the pointer: sources of 4-6 words, each drawn from
+    ``names`` (meant to lie outside the vocabulary) with probability 0.8, else from ``known``; the target
+    repeats the source. Seeded by ``random.Random(seed)``.
+
+    >>> copy_task(1, 0, ["a"], ["zed"])
+    [(['zed', 'zed', 'zed', 'a', 'zed'], ['zed', 'zed', 'zed', 'a', 'zed'])]
+    """
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        words = [rng.choice(names) if rng.random() < 0.8 else rng.choice(known) for _ in range(rng.randint(4, 6))]
+        pairs.append((words, list(words)))
+    return pairs
