@@ -33,8 +33,8 @@
 # **Learning goals.** After this lesson you can
 # 1. describe the Show, Attend and Tell model: a CNN encoder, a recurrent decoder, and soft
 #    attention over the image positions **before every word**;
-# 2. write the soft-attention step of the decoder (additive scores, softmax over positions,
-#    context vector);
+# 2. write the greedy decoding loop that turns the decoder into a caption writer: each word fed
+#    back as the next input, each caption ending at its own `<eos>`;
 # 3. train a captioner on strips of two to five real handwritten digits at random places, and
 #    measure what attention adds over a fair baseline without it (one that keeps position), and
 #    against a CNN that is given the digits' boxes;
@@ -140,36 +140,70 @@ torch.testing.assert_close(attn_weights, torch.softmax(scores, dim=-1)[:, 0])
 print("scores equal to lesson 02's additive_scores with one query per image: yes")
 
 # %% [markdown]
-# ### Exercise 1 — the soft-attention step
+# ### Writing a caption: the greedy decoding loop
 #
-# Write `soft_attention(query, features, w_query, w_key, v)` for a decoder state `query (B, Hd)`,
-# `features (B, S, C)`, `w_query (A, Hd)`, `w_key (A, C)` and `v (A,)`. Return
-# `(context (B, C), attn_weights (B, S))`: the additive scores
-# $v^\top \tanh(W_q h + W_k f_s)$ (compute `query @ w_query.T` once per image and broadcast it over
-# the S positions with `unsqueeze(1)`), a softmax over the **positions**, and the weighted sum of
-# the features.
+# At training time the true previous word is fed in (teacher forcing). To *write* a caption there is
+# no true word: the decoder starts from `<bos>`, picks the most likely word (the argmax), feeds that
+# word back in for the next step, and goes on until it writes `<eos>`. With strips of two to five
+# digits, captions in one batch end at different steps, so each caption needs its own end: after its
+# `<eos>`, its places hold `PAD` (-1) and its attention maps 0, while the others go on.
+#
+# The model exposes one step: `model.start(images)` encodes the images once and returns the first
+# state; `model.step(word, state)` takes the previous words `(B,)` and returns `(logits (B, V), the
+# next state, attn_weights (B, S))`. With random weights the words are random, but the loop is the same:
+
+# %%
+torch.manual_seed(0)
+untrained = captioning.CaptionDecoder(width=56).to(device).eval()
+two_strips = images.digit_canvases("train", n=2, seed=5)[0].to(device)        # (B=2, 1, 8, 56)
+with torch.no_grad():
+    state = untrained.start(two_strips)
+    word = torch.full((2,), captioning.BOS, device=device)                     # (B,) every caption starts at <bos>
+    logits, state, attn_weights = untrained.step(word, state)
+print("logits", tuple(logits.shape), " attn_weights", tuple(attn_weights.shape),
+      " first words:", [captioning.WORDS[i] for i in logits.argmax(-1).tolist()])
+
+# %% [markdown]
+# ### Exercise 1 — the greedy decoding loop
+#
+# Write `greedy_decode(step, state, batch_size, max_len, device="cpu")`. Start every caption with
+# `captioning.BOS`; at each of at most `max_len` steps call `logits, state, attn_weights = step(word,
+# state)`, take the argmax over the vocabulary, and feed it back as the next `word`. Return
+# `(words (B, max_len) int64, attn_weights (B, max_len, S))`: a caption's `<eos>` is written, every
+# place after it holds `captioning.PAD` and weights 0. Keep a `(B,)` bool `running`; you may stop
+# early once no caption is running (then fill the rest with `PAD` and 0). Treat `state` as a
+# parcel: pass on whatever `step` returns.
 
 # %% [raw]
 # # BEGIN QUESTION
-# name: q1_soft_attention
+# name: q1_greedy_decode
 # points: [1, 2]
 
 # %% [raw]
 # # BEGIN SOLUTION
 
 # %%
-def soft_attention(query, features, w_query, w_key, v):
-    """Additive soft attention of a decoder state over image positions -> (context (B, C), attn_weights (B, S))."""
+def greedy_decode(step, state, batch_size, max_len, device="cpu"):
+    """Greedy captions that stop at <eos> -> (words (B, max_len) int64, attn_weights (B, max_len, S))."""
     """ # BEGIN PROMPT
-    raise NotImplementedError("Exercise 1: write soft_attention")
+    raise NotImplementedError("Exercise 1: write greedy_decode")
     """ # END PROMPT
     # BEGIN SOLUTION NO PROMPT
-    q = (query @ w_query.T).unsqueeze(1)                            # (B, Hd) -> (B, 1, A)
-    k = features @ w_key.T                                          # (B, S, C) -> (B, S, A)
-    attn_scores = torch.tanh(q + k) @ v                             # (B, S, A) @ (A,) -> (B, S)
-    attn_weights = torch.softmax(attn_scores, dim=-1)               # over the S positions
-    context = torch.einsum("bs,bsc->bc", attn_weights, features)    # (B, C)
-    return context, attn_weights
+    word = torch.full((batch_size,), captioning.BOS, dtype=torch.long, device=device)
+    running = torch.ones(batch_size, dtype=torch.bool, device=device)         # (B,) not yet ended
+    words, weights = [], []
+    for _ in range(max_len):
+        logits, state, attn_weights = step(word, state)                       # (B, V), state, (B, S)
+        word = logits.argmax(dim=-1)                                           # (B,) fed back next step
+        words.append(word.masked_fill(~running, captioning.PAD))               # <eos> written, PAD after it
+        weights.append(attn_weights * running[:, None])
+        running = running & (word != captioning.EOS)
+        if not running.any():
+            break
+    pad = max_len - len(words)
+    words = torch.nn.functional.pad(torch.stack(words, 1), (0, pad), value=captioning.PAD)   # (B, max_len)
+    weights = torch.nn.functional.pad(torch.stack(weights, 1), (0, 0, 0, pad))               # (B, max_len, S)
+    return words, weights
     # END SOLUTION
 
 
@@ -180,25 +214,32 @@ def soft_attention(query, features, w_query, w_key, v):
 # # BEGIN TESTS
 
 # %%
-def test_q1_public(soft_attention):
-    from attn_course.checks import check_soft_attention
-    check_soft_attention(soft_attention)
+def test_q1_public(greedy_decode):
+    from attn_course.checks import check_greedy_decode
+    check_greedy_decode(greedy_decode)
 
-test_q1_public(soft_attention)
+test_q1_public(greedy_decode)
 
 # %%
 # HIDDEN
-def test_q1_hidden(soft_attention):
-    from attn_course.checks import check_soft_attention
-    check_soft_attention(soft_attention, thorough=True)
+def test_q1_hidden(greedy_decode):
+    from attn_course.checks import check_greedy_decode
+    check_greedy_decode(greedy_decode, thorough=True)
 
-test_q1_hidden(soft_attention)
+test_q1_hidden(greedy_decode)
 
 # %% [raw]
 # # END TESTS
 
 # %% [raw]
 # # END QUESTION
+
+# %% [markdown]
+# The checker runs your loop on a scripted decoder that writes its planned caption only when it is
+# fed its own previous word and the state it returned, with captions that end at different steps,
+# one that is empty and one that never ends. The package's `captioning.greedy_decode` is the loop
+# that `model.generate(images, stop_at_eos=True)` runs below, so nothing later depends on your
+# exercise; once the model is trained, section 3 runs your loop on it too.
 
 # %% [markdown]
 # ## 3. Training, and what attention adds
@@ -287,6 +328,19 @@ print(f"attention captions of the right length: {lengths_right:.3f}")
 word_acc, caption_acc = results["attention"]
 assert word_acc >= 0.95 and caption_acc >= 0.85, results
 assert caption_acc >= results["flatten"][1] + 0.20, results
+
+# %% [markdown]
+# Your loop from Exercise 1 on the trained captioner, against `generate`:
+
+# %% tags=["otter_ignore"]
+model = captioners["attention"]
+try:
+    with torch.no_grad():
+        yours, _ = greedy_decode(model.step, model.start(test_x.to(device)), len(test_x), 6, device)
+    print("your greedy_decode writes the same test captions as model.generate:",
+          "yes" if torch.equal(yours.cpu(), words) else "no")
+except NotImplementedError:
+    print("Exercise 1 not written yet: the captions above came from captioning.greedy_decode.")
 
 # %% [markdown]
 # With attention the decoder writes 0.987 of the test words and 0.952 of the captions right; the
@@ -454,6 +508,8 @@ test_q2_hidden(fixed_soft_attention)
 # - Show, Attend and Tell: a CNN gives S feature vectors; before each word the decoder's state
 #   scores every position (additive score), softmaxes over the **positions**, and reads the
 #   context $z_t = \sum_s \alpha_{t,s} f_s$. One attention map per word.
+- Writing a caption is a loop: start from `<bos>`, take the argmax, feed it back, pass the state on,
+  and end each caption at its own `<eos>` (then `PAD` and no attention) while the batch goes on.
 # - On strips of two to five held-out handwritten digits at random places, attention took the same
 #   decoder from about 3 captions in 5 (the whole feature map in one vector, position kept) to about
 #   9 in 10, near a CNN that is given every digit's box. Averaging the features instead would cancel

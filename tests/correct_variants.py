@@ -578,6 +578,42 @@ def padding_probe_max_difference(pooling):
     return bool((context - wider).abs().max() > 1e-4)
 
 
+def greedy_decode_preallocated(step, state, batch_size, max_len):
+    """Every place filled in advance with PAD and 0; no early stop: a row's words are kept while it runs."""
+    BOS, EOS, PAD = 11, 10, -1
+    word = torch.full((batch_size,), BOS)
+    words = torch.full((batch_size, max_len), PAD)
+    weights = None
+    ended = torch.zeros(batch_size, dtype=torch.bool)
+    for t in range(max_len):
+        logits, state, attn_weights = step(word, state)
+        if weights is None:
+            weights = attn_weights.new_zeros(batch_size, max_len, attn_weights.shape[-1])
+        word = logits.argmax(dim=1)
+        words[~ended, t] = word[~ended]
+        weights[~ended, t] = attn_weights[~ended]
+        ended = ended | (word == EOS)
+    return words, weights
+
+
+def greedy_decode_row_by_row(step, state, batch_size, max_len):
+    """Decode the batch, then cut each row after its first <eos> in plain Python."""
+    BOS, EOS, PAD = 11, 10, -1
+    word, words, weights = torch.full((batch_size,), BOS), [], []
+    for _ in range(max_len):
+        logits, state, attn_weights = step(word, state)
+        word = logits.argmax(-1)
+        words.append(word)
+        weights.append(attn_weights)
+    words, weights = torch.stack(words, 1).clone(), torch.stack(weights, 1).clone()     # (B, T), (B, T, S)
+    for b, row in enumerate(words.tolist()):
+        if EOS in row:
+            end = row.index(EOS) + 1
+            words[b, end:] = PAD
+            weights[b, end:] = 0
+    return words, weights
+
+
 VARIANTS = {
     "check_pad_batch": [pad_batch_pad_sequence],
     "check_embedding_lookup": [embedding_lookup_one_hot],
@@ -609,6 +645,7 @@ VARIANTS = {
     "check_spatial_attention_pool": [spatial_attention_pool_einsum],
     "check_attention_map": [attention_map_row_slices],
     "check_soft_attention": [soft_attention_per_image],
+    "check_greedy_decode": [greedy_decode_preallocated, greedy_decode_row_by_row],
     "check_query_attention_pool": [query_attention_pool_einsum_float64],
     "check_subsample_padding_mask": [subsample_padding_mask_conv],
     "check_rouge_1_f1": [rouge_1_f1_matching],

@@ -366,3 +366,66 @@ def test_flatten_baseline_sees_digit_order_and_mean_pool_does_not():
     relative_change = {name: ((a - b).norm() / a.norm()).item() for name, (a, b) in contexts.items()}
     assert relative_change["mean"] < 1e-5                              # a sum over positions forgets the order
     assert relative_change["flatten"] > 0.05                           # concatenated positions keep it
+
+
+# ------------------------------------------------------------------ check_greedy_decode (lesson 12, Ex 1)
+
+def test_greedy_decode_equals_generate_and_a_step_by_step_loop():
+    torch.manual_seed(0)
+    model = captioning.CaptionDecoder(width=16).eval()
+    images = torch.randn(5, 1, 8, 16)
+    words, weights = model.generate(images, max_len=6, stop_at_eos=True)
+    for b in range(5):                                              # one image at a time, by hand
+        h, features, fixed = model.start(images[b:b + 1])
+        state, word = (h, features, fixed), torch.tensor([captioning.BOS])
+        for t in range(6):
+            logits, state, attn_weights = model.step(word, state)
+            word = logits.argmax(-1)
+            assert words[b, t] == word.item()
+            torch.testing.assert_close(weights[b, t], attn_weights[0], atol=1e-5, rtol=1e-4)
+            if word.item() == captioning.EOS:
+                assert (words[b, t + 1:] == captioning.PAD).all() and (weights[b, t + 1:] == 0).all()
+                break
+
+
+def test_greedy_decode_refuses_bad_sizes():
+    with pytest.raises(ValueError, match="max_len >= 1"):
+        captioning.greedy_decode(lambda w, s: None, None, 2, 0)
+
+
+def test_check_greedy_decode_passes_the_reference():
+    checks.check_greedy_decode(captioning.greedy_decode)
+    checks.check_greedy_decode(captioning.greedy_decode, thorough=True)
+
+
+def test_check_greedy_decode_refuses_the_reference_when_armed():
+    from attn_course.checks import tripwire
+    tripwire.enable(True)
+    with pytest.raises(checks.CheckFailure, match=r"\[reference\]"):
+        checks.check_greedy_decode(captioning.greedy_decode)
+
+
+@pytest.mark.parametrize("slip,needle", [("no_stop", "write PAD"), ("eos", "<eos> itself"), ("bos", "Feed back"),
+                                         ("state", "Pass the state"), ("first_end", "EVERY caption"),
+                                         ("weights", "must be 0")])
+def test_check_greedy_decode_names_each_slip(slip, needle):
+    from attn_course.checks.captioning import _decode_slip
+    fn = lambda step, state, batch_size, max_len: _decode_slip(step, state, batch_size, max_len, slip)
+    with pytest.raises(checks.CheckFailure, match=r"\[values\]") as err:
+        checks.check_greedy_decode(fn, thorough=True)
+    assert needle in str(err.value)
+
+
+def test_check_greedy_decode_catches_wrong_types():
+    with pytest.raises(checks.CheckFailure, match=r"\[dtype\]"):
+        checks.check_greedy_decode(lambda step, state, b, m: (_loop(step, state, b, m)[0].float(),
+                                                              _loop(step, state, b, m)[1]))
+    with pytest.raises(checks.CheckFailure, match=r"\[type\]"):
+        checks.check_greedy_decode(lambda step, state, b, m: _loop(step, state, b, m)[0])
+    with pytest.raises(checks.CheckFailure, match=r"\[error\]"):
+        checks.check_greedy_decode(lambda step, state, b, m: step(torch.zeros(b + 1, dtype=torch.long), state))
+
+
+def _loop(step, state, batch_size, max_len):
+    from correct_variants import greedy_decode_preallocated
+    return greedy_decode_preallocated(step, state, batch_size, max_len)

@@ -165,31 +165,74 @@ class CaptionDecoder(nn.Module):
             word = captions[:, t].masked_fill(captions[:, t] == PAD, EOS)   # teacher forcing; after <eos>, ignored
         return torch.stack(logits, 1), torch.stack(weights, 1)              # (B, T, V), (B, T, S)
 
+    def start(self, images):
+        """Encode the images once: the decoding state ``(h_0 (B, Hd), features (B, S, C), fixed context or None)``."""
+        features = self.encoder(images)                                     # (B, S, C)
+        h, fixed = self._start(features)
+        return h, features, fixed
+
+    def step(self, word, state):
+        """One decoder step: ``word`` (B,) int64 ids, ``state`` from :meth:`start` or the step before ->
+        ``(logits (B, V), the next state, attn_weights (B, S))``. The ``step`` of :func:`greedy_decode`."""
+        h, features, fixed = state
+        logits, h, attn_weights = self._step(word, h, features, fixed)
+        return logits, (h, features, fixed), attn_weights
+
     @torch.no_grad()
     def generate(self, images, max_len=4, stop_at_eos=False):
         """Greedy decoding: (word ids (B, max_len), attn_weights (B, max_len, S)).
 
         ``stop_at_eos=False`` writes max_len words whatever they are. ``stop_at_eos=True`` ends each
-        caption at its first ``<eos>``: the words after it are ``PAD`` and their attn_weights 0, and the
-        loop stops once every caption has ended.
+        caption at its first ``<eos>`` (:func:`greedy_decode`): the words after it are ``PAD`` and their
+        attn_weights 0, and the loop stops once every caption has ended.
         """
         self.eval()
-        features = self.encoder(images)
-        h, fixed = self._start(features)
-        B, S = features.shape[:2]
-        word = torch.full((B,), BOS, dtype=torch.long, device=images.device)
-        words = torch.full((B, max_len), PAD, dtype=torch.long, device=images.device)
-        weights = features.new_zeros(B, max_len, S)
-        running = torch.ones(B, dtype=torch.bool, device=images.device)    # not yet ended
-        for t in range(max_len):
-            step_logits, h, attn_weights = self._step(word, h, features, fixed)
-            word = step_logits.argmax(-1)                                   # (B,)
-            words[:, t] = word if not stop_at_eos else word.masked_fill(~running, PAD)
-            weights[:, t] = attn_weights if not stop_at_eos else attn_weights * running[:, None]
-            running &= word != EOS
-            if stop_at_eos and not running.any():
+        return greedy_decode(self.step, self.start(images), len(images), max_len, images.device,
+                             stop_at_eos=stop_at_eos)
+
+
+def greedy_decode(step, state, batch_size, max_len, device="cpu", stop_at_eos=True):
+    """Write captions one word at a time, each word the argmax of the step before's output.
+
+    Word 0 is chosen after feeding ``<bos>``; each chosen word is fed back as the next input, and the
+    state returned by one step goes into the next. A caption ends at its first ``<eos>``, which is
+    written: the positions after it hold ``PAD`` and attn_weights 0. The loop stops once every caption
+    has ended, or after ``max_len`` words (Xu et al. 2015, sec. 4.2, with a beam of one).
+
+    Args:
+        step: ``step(word (B,) int64, state) -> (logits (B, V), next state, attn_weights (B, S))``, e.g.
+            ``CaptionDecoder.step``. ``state`` is passed through untouched: any object.
+        state: the first state (``CaptionDecoder.start(images)``).
+        batch_size: B. max_len: int >= 1, the most words per caption, ``<eos>`` included.
+        device: where the word ids live (the model's device).
+        stop_at_eos: False writes max_len argmax words whatever they are (no ``PAD``).
+
+    Returns:
+        ``(words (B, max_len) int64, attn_weights (B, max_len, S))``.
+
+    Raises:
+        ValueError: ``max_len`` < 1 or ``batch_size`` < 1.
+    """
+    if max_len < 1 or batch_size < 1:
+        raise ValueError(f"need max_len >= 1 and batch_size >= 1; got max_len={max_len}, batch_size={batch_size}")
+    word = torch.full((batch_size,), BOS, dtype=torch.long, device=device)
+    running = torch.ones(batch_size, dtype=torch.bool, device=device)     # not yet ended
+    words, weights = [], []
+    for _ in range(max_len):
+        logits, state, attn_weights = step(word, state)                    # (B, V), state, (B, S)
+        word = logits.argmax(-1)                                            # (B,) fed back next step
+        if stop_at_eos:
+            words.append(word.masked_fill(~running, PAD))                   # the <eos> itself is written
+            weights.append(attn_weights * running[:, None])
+            running = running & (word != EOS)
+            if not running.any():
                 break
-        return words, weights
+        else:
+            words.append(word)
+            weights.append(attn_weights)
+    pad = max_len - len(words)
+    words, weights = torch.stack(words, 1), torch.stack(weights, 1)        # (B, T), (B, T, S), T <= max_len
+    return F.pad(words, (0, pad), value=PAD), F.pad(weights, (0, 0, 0, pad))
 
 
 def targets(labels):

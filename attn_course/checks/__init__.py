@@ -36,7 +36,7 @@ from .attention import (
     check_softmax_with_temperature,
     check_token_embedding,
 )
-from .captioning import check_soft_attention
+from .captioning import check_greedy_decode, check_soft_attention
 from .classification import check_attention_pooling, check_padding_probe
 from .core import (
     KINDS,
@@ -79,7 +79,7 @@ __all__ = [
     # lessons 09-15
     "check_additive_attention", "check_seq2seq_forward", "check_alignment_crosses", "check_attention_pooling",
     "check_padding_probe", "check_spatial_attention_pool",
-    "check_attention_map", "check_soft_attention", "check_query_attention_pool", "check_subsample_padding_mask",
+    "check_attention_map", "check_soft_attention", "check_greedy_decode", "check_query_attention_pool", "check_subsample_padding_mask",
     "check_rouge_1_f1", "check_word_attention", "check_sample_next", "check_lm_forward",
     # lesson 16
     "check_online_softmax_update", "check_cached_attention", "check_repeat_kv",
