@@ -16,7 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..pooling import attention_pool, mean_pool
+from ..data import spoken_digits
+from ..pooling import AdditiveAttention, attention_pool, mean_pool
 from ..training import fit, replayable, shuffled_batches
 
 
@@ -237,3 +238,299 @@ def nearest_neighbour(train_clips, test_clips):
 def mass_on_voiced(weights, voiced):
     """Per clip, the attention mass on voiced frames: weights at the encoder rate, voiced at the frame rate."""
     return torch.tensor([w[v[::2]].sum().item() for w, v in zip(weights, voiced)])
+
+
+# ---------------------------------------------------------------- connected digits: Listen, Attend and Spell in small
+
+TOKENS = spoken_digits.WORDS + ["<eos>", "<bos>"]   # ids 0..9 are the digits, 10 = <eos>, 11 = <bos>
+EOS, BOS = 10, 11
+PAD = -1                                             # padding of labels, targets and generated tokens; the loss ignores it
+
+
+def stack_frames(x, key_padding_mask, factor=2):
+    """Concatenate each ``factor`` consecutive frames into one: the pyramid's time reduction of LAS.
+
+    ``stacked[b, t] = [x[b, factor*t] ; x[b, factor*t + 1] ; ... ; x[b, factor*t + factor - 1]]``, S first
+    right-padded with zero frames to a multiple of ``factor``. The new frame is padding when the
+    first frame of its group is (padding sits at the right of each row): the mask is
+    ``subsample_padding_mask(key_padding_mask, factor)``. A group that straddles a clip's end keeps the
+    values of its padded frames: set them to 0 first, and a clip stacks the same alone or in a batch.
+
+    Args:
+        x: (B, S, F) float. key_padding_mask: (B, S) bool, **True = padding**. factor: int >= 1.
+
+    Returns:
+        ``(stacked, key_padding_mask)``: (B, S', factor * F) and (B, S') bool, S' = ceil(S / factor).
+
+    Raises:
+        ValueError: ``factor`` < 1, ``x`` not 3-D, or a mask that is not (B, S) bool.
+
+    References: Chan et al. 2016, "Listen, Attend and Spell", section 3.1, eq. 5 (there between BLSTM layers).
+
+    >>> x = torch.arange(5.0).reshape(1, 5, 1)                               # frames 0, 1, 2, 3, 4
+    >>> stacked, mask = stack_frames(x, torch.tensor([[False, False, False, True, True]]))
+    >>> stacked[0].tolist(), mask
+    ([[0.0, 1.0], [2.0, 3.0], [4.0, 0.0]], tensor([[False, False,  True]]))
+    """
+    if not isinstance(factor, int) or factor < 1 or x.dim() != 3 or key_padding_mask.dtype != torch.bool or \
+            key_padding_mask.shape != x.shape[:2]:
+        raise ValueError(f"need x (B, S, F), key_padding_mask (B, S) bool and an int factor >= 1; got x "
+                         f"{tuple(x.shape)}, key_padding_mask {key_padding_mask.dtype} "
+                         f"{tuple(key_padding_mask.shape)}, factor={factor!r}")
+    B, S, F_ = x.shape
+    S_out = -(-S // factor)                                                      # ceil(S / factor)
+    x = F.pad(x, (0, 0, 0, S_out * factor - S))                                  # (B, S, F) -> (B, S' * factor, F)
+    return x.reshape(B, S_out, factor * F_), subsample_padding_mask(key_padding_mask, factor)  # (B, S', factor*F)
+
+
+def sequence_targets(labels):
+    """Digit labels (B, K), ``PAD`` after the k-th -> decoder targets (B, K + 1): the digits, ``<eos>``, then ``PAD``.
+
+    >>> sequence_targets(torch.tensor([[3, 1, 4], [2, 7, PAD]]))
+    tensor([[ 3,  1,  4, 10],
+            [ 2,  7, 10, -1]])
+    """
+    real = labels != PAD                                                         # (B, K)
+    if (real[:, 1:] & ~real[:, :-1]).any():
+        raise ValueError("labels must hold their digits first and PAD (-1) only after them")
+    targets = torch.cat([labels, torch.full_like(labels[:, :1], PAD)], 1)       # (B, K) -> (B, K + 1)
+    targets[torch.arange(len(labels)), real.sum(1)] = EOS
+    return targets
+
+
+class ConnectedDigitRecogniser(nn.Module):
+    """Listen, Attend and Spell in small: log-mel frames -> the digits said, one at a time, then ``<eos>``.
+
+    The **listener** normalises each band, stacks frames twice (``stack_frames``, factor 2 each: 40 ms
+    per encoder frame), maps each stacked frame to E channels and runs a bidirectional GRU over the
+    real frames only (packed): encoder states (B, S', E), S' = ceil(S / 4), each knowing the whole
+    utterance and where it stands in it. The **speller** is a GRU that, before each token, attends over
+    the states with additive attention (Bahdanau et al. 2015; ``pooling.AdditiveAttention``), padding
+    masked to weight 0:
+
+        attn_weights_t = softmax_s(v . tanh(W_query h_{t-1} + W_key enc_s)),  context_t = sum_s attn_weights_ts enc_s,
+        h_t = GRU([embed(y_{t-1}); context_t], h_{t-1}),  logits_t = W_out [h_t; context_t].
+
+    ``context="mean"`` is the baseline without attention: every step gets the masked mean of the states.
+
+    Args:
+        band_mean, band_std: (F,) float, per-band statistics of the training frames (``band_stats``).
+        d_model: E, the size of an encoder state (E / 2 per direction of the GRU).
+        hidden: Hd, the speller's state. attn_dim: A, the width of the scoring layer. embed: the size of a
+            token's embedding.
+
+    ``forward(x (B, S, F), key_padding_mask (B, S), targets (B, T))`` (teacher forcing: step t reads
+    ``<bos>`` or ``targets[:, t-1]``) returns ``(logits (B, T, V), attn_weights (B, T, S'))``, V = 12;
+    :meth:`generate` decodes greedily.
+
+    Raises:
+        ValueError: an unknown ``context``, or an odd ``d_model``.
+    """
+
+    def __init__(self, band_mean, band_std, d_model=64, hidden=64, attn_dim=32, embed=16, stride=4,
+                 context="attention"):
+        super().__init__()
+        if context not in ("attention", "mean") or d_model % 2:
+            raise ValueError(f"context must be 'attention' or 'mean' and d_model even; got {context!r}, {d_model}")
+        self.context, self.stride = context, stride
+        self.register_buffer("band_mean", torch.as_tensor(band_mean, dtype=torch.float32))
+        self.register_buffer("band_std", torch.as_tensor(band_std, dtype=torch.float32))
+        self.input_proj = nn.Linear(self.stride * self.band_mean.shape[-1], d_model)
+        self.listener = nn.GRU(d_model, d_model // 2, batch_first=True, bidirectional=True)
+        self.embed = nn.Embedding(len(TOKENS), embed)
+        self.init_h = nn.Linear(d_model, hidden)
+        self.attention = AdditiveAttention(hidden, d_model, attn_dim)
+        self.speller = nn.GRUCell(embed + d_model, hidden)
+        self.out = nn.Linear(hidden + d_model, len(TOKENS))
+
+    def listen(self, x, key_padding_mask):
+        """(B, S, F) dB frames -> encoder states (B, S', E), zero on padding, and their mask (B, S')."""
+        x = ((x - self.band_mean) / self.band_std).masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
+        x, key_padding_mask = stack_frames(x, key_padding_mask, self.stride)        # (B, S, F) -> (B, S', stride*F)
+        h = F.relu(self.input_proj(x))                                               # (B, S', stride*F) -> (B, S', E)
+        lengths = (~key_padding_mask).sum(1).cpu()                                   # (B,) real frames
+        packed = nn.utils.rnn.pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+        h, _ = nn.utils.rnn.pad_packed_sequence(self.listener(packed)[0], batch_first=True,
+                                                total_length=h.shape[1])             # (B, S', E), 0 on padding
+        return h, key_padding_mask
+
+    def _step(self, token, h, states, key_padding_mask, projected_key, mean):
+        if self.context == "attention":
+            context, attn_weights = self.attention(h, states, states, key_padding_mask, projected_key)
+        else:
+            context, attn_weights = mean                                             # (B, E), (B, S'): 1/n each
+        h = self.speller(torch.cat([self.embed(token), context], -1), h)            # (B, e + E) -> (B, Hd)
+        return self.out(torch.cat([h, context], -1)), h, attn_weights                # (B, V), (B, Hd), (B, S')
+
+    def _start(self, x, key_padding_mask):
+        states, key_padding_mask = self.listen(x, key_padding_mask)                  # (B, S', E), (B, S')
+        mean = mean_pool(states, key_padding_mask)                                   # (B, E), (B, S')
+        projected_key = self.attention.w_key(states)                                 # (B, S', A), once per utterance
+        return torch.tanh(self.init_h(mean[0])), (states, key_padding_mask, projected_key, mean)
+
+    def forward(self, x, key_padding_mask, targets):
+        h, memory = self._start(x, key_padding_mask)                                 # (B, Hd)
+        token = torch.full_like(targets[:, 0], BOS)
+        logits, weights = [], []
+        for t in range(targets.shape[1]):
+            step_logits, h, attn_weights = self._step(token, h, *memory)
+            logits.append(step_logits)
+            weights.append(attn_weights)
+            token = targets[:, t].masked_fill(targets[:, t] == PAD, EOS)             # teacher forcing
+        return torch.stack(logits, 1), torch.stack(weights, 1)                       # (B, T, V), (B, T, S')
+
+    @torch.no_grad()
+    def generate(self, x, key_padding_mask, max_len=5):
+        """Greedy decoding: (tokens (B, T) with ``PAD`` after each ``<eos>``, attn_weights (B, T, S'), 0 after it).
+
+        T <= max_len: the loop stops once every utterance has written its ``<eos>``.
+        """
+        self.eval()
+        h, memory = self._start(x, key_padding_mask)
+        B, S = memory[0].shape[:2]
+        tokens = torch.full((B, max_len), PAD, dtype=torch.long, device=x.device)
+        weights = x.new_zeros(B, max_len, S)
+        token = torch.full((B,), BOS, dtype=torch.long, device=x.device)
+        running = torch.ones(B, dtype=torch.bool, device=x.device)                  # not yet ended
+        for t in range(max_len):
+            step_logits, h, attn_weights = self._step(token, h, *memory)
+            token = step_logits.argmax(-1)                                           # (B,)
+            tokens[:, t] = token.masked_fill(~running, PAD)
+            weights[:, t] = attn_weights * running[:, None]
+            running &= token != EOS
+            if not running.any():
+                return tokens[:, :t + 1], weights[:, :t + 1]
+        return tokens, weights
+
+
+@replayable
+def train_recogniser(model, utterances, epochs=10, batch_size=32, lr=3e-3, seed=0, clip_grad_norm=1.0,
+                     progress=True):
+    """Teacher forcing, cross-entropy over every digit and the ``<eos>`` (``PAD`` ignored), Adam with a
+    one-cycle schedule, gradients clipped to norm ``clip_grad_norm``, mini-batches of ``utterances``
+    (``spoken_digits.Utterances``) shuffled each epoch by ``seed``; a tqdm bar.
+
+    Returns the mean training loss of each epoch (list of float).
+    """
+    device = next(model.parameters()).device
+    targets = sequence_targets(utterances.labels)                                    # (N, K + 1)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * math.ceil(len(utterances) / batch_size))
+
+    def batch_loss(batch):
+        x, key_padding_mask = pad_frames([utterances.frames[i] for i in batch.tolist()])   # (b, S, F), (b, S)
+        batch_targets = targets[batch]
+        batch_targets = batch_targets[:, :int((batch_targets != PAD).sum(1).max())].to(device)  # (b, T)
+        logits, _ = model(x.to(device), key_padding_mask.to(device), batch_targets)  # (b, T, V)
+        return F.cross_entropy(logits.flatten(0, 1), batch_targets.flatten(), ignore_index=PAD)
+
+    history = fit(model, shuffled_batches(len(utterances), batch_size, seed), batch_loss, opt, epochs,
+                  scheduler=schedule, clip_grad_norm=clip_grad_norm, desc=f"training ({model.context})",
+                  progress=progress)
+    return history.epoch_loss
+
+
+@torch.no_grad()
+def predict_sequences(model, utterances, batch_size=64, max_len=None):
+    """Greedy transcripts and, per utterance, the attention of its digit steps over its own frames.
+
+    Args:
+        model: a ``ConnectedDigitRecogniser``. utterances: a ``spoken_digits.Utterances``.
+        max_len: the most tokens per utterance (``<eos>`` included); None = ``labels.shape[1] + 1``.
+
+    Returns:
+        ``(tokens, attn_weights)``: tokens (N, max_len) int64, the digits, ``<eos>``, then ``PAD``;
+        attn_weights a list of N float tensors (k_i, S'_i): row j is digit step j's weights over the
+        ``S'_i = ceil(T_i / model.stride)`` encoder frames of utterance i, k_i the number of digits it
+        wrote before ``<eos>`` (the ``<eos>`` step's row is left out).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    max_len = utterances.labels.shape[1] + 1 if max_len is None else max_len
+    tokens = torch.full((len(utterances), max_len), PAD, dtype=torch.long)
+    weights = []
+    for start in range(0, len(utterances), batch_size):
+        chunk = utterances.frames[start:start + batch_size]
+        x, key_padding_mask = pad_frames(chunk)
+        words, attn_weights = model.generate(x.to(device), key_padding_mask.to(device), max_len)
+        tokens[start:start + len(chunk), :words.shape[1]] = words.cpu()
+        k = sequence_lengths(words).tolist()
+        weights += [w[:n, :math.ceil(len(f) / model.stride)].cpu() for w, n, f in zip(attn_weights, k, chunk)]
+    return tokens, weights
+
+
+def sequence_lengths(tokens):
+    """Tokens (B, T) -> the number of digits before the first ``<eos>`` or ``PAD`` (T where there is none), (B,)."""
+    ended = (tokens == EOS) | (tokens == PAD)                                    # (B, T)
+    return torch.where(ended.any(1), ended.int().argmax(1), torch.full_like(tokens[:, 0], tokens.shape[1]))
+
+
+def sequence_accuracy(predicted, labels):
+    """Word and sequence accuracy of transcripts that may be too short or too long.
+
+    With k the true number of digits and k_hat the number ``predicted`` writes before its ``<eos>``,
+    position t < max(k, k_hat) is right when both have a digit there and the digits agree. **words** =
+    right positions / sum of max(k, k_hat): a missing or an extra digit counts as one wrong position
+    (position by position, no alignment: a digit left out early makes the later ones wrong too).
+    **sequences** = the share of utterances with k_hat = k and every digit right.
+
+    Args:
+        predicted: int64 (B, T) tokens (``predict_sequences``); labels: int64 (B, K), ``PAD`` after the k-th.
+
+    Returns:
+        ``{"words": float, "sequences": float}``, each in [0, 1].
+
+    >>> sequence_accuracy(torch.tensor([[3, 1, EOS], [2, EOS, PAD]]), torch.tensor([[3, 1], [2, 7]]))
+    {'words': 0.75, 'sequences': 0.5}
+    """
+    predicted, labels = predicted.cpu(), labels.cpu()
+    k, k_hat = (labels != PAD).sum(1), sequence_lengths(predicted)                # (B,), (B,)
+    M = max(predicted.shape[1], labels.shape[1])
+    pad = lambda t: F.pad(t, (0, M - t.shape[1]), value=PAD)                     # (B, *) -> (B, M)
+    position = torch.arange(M)
+    right = (pad(predicted) == pad(labels)) & (position < k[:, None]) & (position < k_hat[:, None])   # (B, M)
+    exact = (k_hat == k) & (right.sum(1) == k)
+    return {"words": right.sum().item() / torch.maximum(k, k_hat).sum().item(), "sequences": exact.float().mean().item()}
+
+
+def alignment_is_monotone(attn_weights):
+    """Per utterance: do its digit steps look further right each time? (N,) bool.
+
+    True when ``argmax_s attn_weights[i][j]`` is strictly increasing in the digit step j. The
+    ``<eos>`` step is not included (``predict_sequences`` leaves it out): after the last digit there is
+    no word left to find, and where that step looks is free. One digit or none is monotone.
+
+    Args:
+        attn_weights: list of N float tensors (k_i, S'_i), as ``predict_sequences`` returns.
+
+    >>> alignment_is_monotone([torch.tensor([[0.9, 0.1, 0.0], [0.1, 0.1, 0.8]]), torch.eye(3).flip(0)])
+    tensor([ True, False])
+    """
+    return torch.tensor([bool((w.argmax(-1).diff() > 0).all()) for w in attn_weights], dtype=torch.bool)
+
+
+def attention_on_words(attn_weights, spans, stride=4, margin=0):
+    """The share of the true digits whose step's attention peaks on that digit's own word.
+
+    Digit step j of utterance i peaks at encoder frame ``s = argmax attn_weights[i][j]``, which stacks
+    the input frames ``[stride * s, stride * s + stride)``; it is on word j when that range meets the
+    word's frames ``spans[i][j]``, widened by ``margin`` frames each side. The count runs over the
+    true words: a word whose step is missing (the transcript stopped early) counts as missed, a step
+    past the last word is not counted (``sequence_accuracy`` penalises it).
+
+    Args:
+        attn_weights: list of N float tensors (k_i, S'_i) (``predict_sequences``); spans: the
+            ``Utterances.spans``; stride: input frames per encoder frame (``model.stride``); margin: frames.
+
+    Returns:
+        a float in [0, 1].
+
+    >>> attention_on_words([torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])], [[(1, 3), (8, 11)]])
+    0.5
+    """
+    hits, total = 0, 0
+    for w, words in zip(attn_weights, spans):
+        total += len(words)
+        for peak, (start, end) in zip(w.argmax(-1).tolist(), words):
+            hits += stride * peak < end + margin and start - margin < stride * peak + stride
+    return hits / total

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..training import fit, replayable, shuffled_batches
+from ..transformer import LearnedPositionalEncoding, TransformerBlock
 
 
 def spatial_attention_pool(features, query):
@@ -144,7 +145,7 @@ def train_classifier(model, images, labels, epochs=8, batch_size=64, lr=1e-2, se
         return F.cross_entropy(logits, labels[batch].to(device))
 
     history = fit(model, shuffled_batches(len(labels), batch_size, seed), batch_loss, opt, epochs,
-                  scheduler=schedule, desc=f"training ({getattr(model, 'pooling', '')})", progress=progress)
+                  scheduler=schedule, desc=f"training ({getattr(model, 'pooling', type(model).__name__)})", progress=progress)
     return history.step_loss
 
 
@@ -172,6 +173,55 @@ def attention_on_ink(attn_weights, images, height, width, threshold=0.3):
     return (attn_weights * ink).sum(-1), ink.float().mean(-1)                       # (B,), (B,)
 
 
+def attention_in_box(attn_weights, boxes, height, width, image_height, image_width):
+    """Does the attention map look at the object? Its peak, and its mass, against a box in pixels.
+
+    Cell (h, w) of the height x width grid covers the pixels ``[h * sy, (h + 1) * sy)`` x
+    ``[w * sx, (w + 1) * sx)``, with ``sy = image_height / height`` and ``sx = image_width / width``
+    (a CNN's stride, or a vision transformer's patch). The **peak** is the cell of largest weight
+    (the first one on ties); it is *in the box* when its centre ``((h + 0.5) sy, (w + 0.5) sx)`` is.
+    The **mass** in the box gives each cell's weight in proportion to the share of the cell's area
+    that the box covers, so uniform weights put exactly the box's share of the image in the box:
+    attention that finds the object puts more.
+
+    Args:
+        attn_weights: float tensor (B, height * width), positions row-major (``s = h * width + w``).
+        boxes: int or float tensor (B, 4), ``(top, left, bottom, right)`` in pixels, bottom and right
+            exclusive (as :func:`attn_course.data.images.cluttered_digits` returns them).
+        height, width: the grid's H and W.
+        image_height, image_width: the image's size in pixels.
+
+    Returns:
+        (peak_in_box, mass_in_box, box_share): bool (B,); float (B,), the weight inside the box;
+        float (B,), the box's area over the image's.
+
+    Raises:
+        ValueError: attn_weights not (B, height * width), or boxes not (B, 4).
+
+    >>> w = torch.zeros(1, 16); w[0, 5] = 1.0                 # all weight on cell (1, 1) of a 4x4 grid
+    >>> attention_in_box(w, torch.tensor([[4, 4, 12, 12]]), 4, 4, 16, 16)
+    (tensor([True]), tensor([1.]), tensor([0.2500]))
+    """
+    B = attn_weights.shape[0]
+    if attn_weights.dim() != 2 or attn_weights.shape[1] != height * width:
+        raise ValueError(f"attn_weights must be (B, height * width) = (B, {height * width}); "
+                         f"got {tuple(attn_weights.shape)}")
+    if boxes.shape != (B, 4):
+        raise ValueError(f"boxes must be (B, 4) = ({B}, 4), (top, left, bottom, right); got {tuple(boxes.shape)}")
+    top, left, bottom, right = boxes.to(attn_weights.dtype).unbind(-1)                   # (B,) each
+    sy, sx = image_height / height, image_width / width
+    y0 = torch.arange(height, dtype=attn_weights.dtype, device=attn_weights.device) * sy   # (H,) cell tops
+    x0 = torch.arange(width, dtype=attn_weights.dtype, device=attn_weights.device) * sx    # (W,) cell lefts
+    cover_y = ((y0 + sy).minimum(bottom[:, None]) - y0.maximum(top[:, None])).clamp(min=0) / sy     # (B, H)
+    cover_x = ((x0 + sx).minimum(right[:, None]) - x0.maximum(left[:, None])).clamp(min=0) / sx     # (B, W)
+    cover = (cover_y[:, :, None] * cover_x[:, None, :]).flatten(1)                       # (B, H, W) -> (B, S)
+    peak = attn_weights.argmax(-1)                                                       # (B,) s = h * W + w
+    peak_y, peak_x = (peak // width + 0.5) * sy, (peak % width + 0.5) * sx               # (B,) pixel centres
+    peak_in_box = (top <= peak_y) & (peak_y < bottom) & (left <= peak_x) & (peak_x < right)
+    box_share = (bottom - top) * (right - left) / (image_height * image_width)
+    return peak_in_box, (attn_weights * cover).sum(-1), box_share
+
+
 # ---------------------------------------------------------------------------------------------
 # Patch self-attention on a photograph (a vision transformer's first step, without training)
 # ---------------------------------------------------------------------------------------------
@@ -189,10 +239,8 @@ def image_patches(image, patch):
     if image.dim() != 3 or image.shape[1] % patch or image.shape[2] % patch:
         raise ValueError(f"image must be (3, H, W) with H and W multiples of patch={patch}; "
                          f"got {tuple(image.shape)}")
-    C, H, W = image.shape
-    rows, cols = H // patch, W // patch
-    patches = image.view(C, rows, patch, cols, patch).permute(1, 3, 0, 2, 4)    # (rows, cols, 3, p, p)
-    return patches.reshape(rows * cols, C * patch * patch), (rows, cols)        # (P, 3 p p)
+    grid = (image.shape[1] // patch, image.shape[2] // patch)
+    return patchify(image[None], patch)[0], grid                               # (1, P, 3 p p) -> (P, 3 p p)
 
 
 def colour_texture_features(patches):
@@ -235,3 +283,110 @@ def patch_self_attention(patches, temperature=0.1, cosine=True):
     else:
         attn_scores = x @ x.T / math.sqrt(x.shape[1])                        # (P, P), scaled dot product
     return torch.softmax(attn_scores / temperature, dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# A tiny vision transformer: patches -> tokens, a class token, learned positions, encoder blocks
+# ---------------------------------------------------------------------------------------------
+def patchify(images, patch):
+    """Cut images into non-overlapping patch x patch squares, one flattened row per patch, row-major.
+
+    ``patches[b, n] = images[b, :, i*p:(i+1)*p, j*p:(j+1)*p].flatten()`` for patch ``n = i * (W // p) + j``,
+    each row ordered (channel, row, column): the ``x_p`` of Dosovitskiy et al. 2021, sec. 3.1.
+
+    Args:
+        images: tensor (B, C, H, W).
+        patch: p, the side of a patch in pixels; H and W must be multiples of it.
+
+    Returns:
+        patches (B, N, C * p * p) with N = (H // p) * (W // p). Equal to
+        ``F.unfold(images, p, stride=p).transpose(1, 2)`` (tests/test_vision.py).
+
+    Raises:
+        ValueError: images not 4-D, patch not a positive int, or H or W not a multiple of patch.
+
+    >>> patchify(torch.arange(16.0).view(1, 1, 4, 4), 2)
+    tensor([[[ 0.,  1.,  4.,  5.],
+             [ 2.,  3.,  6.,  7.],
+             [ 8.,  9., 12., 13.],
+             [10., 11., 14., 15.]]])
+    """
+    if not isinstance(patch, int) or patch < 1:
+        raise ValueError(f"patch must be a positive int; got {patch!r}")
+    if images.dim() != 4 or images.shape[2] % patch or images.shape[3] % patch:
+        raise ValueError(f"images must be (B, C, H, W) with H and W multiples of patch={patch}; "
+                         f"got {tuple(images.shape)}")
+    B, C, H, W = images.shape
+    rows, cols = H // patch, W // patch
+    patches = images.reshape(B, C, rows, patch, cols, patch).permute(0, 2, 4, 1, 3, 5)   # (B, rows, cols, C, p, p)
+    return patches.reshape(B, rows * cols, C * patch * patch)                            # (B, N, C p p)
+
+
+class TinyViT(nn.Module):
+    """A vision transformer (Dosovitskiy et al. 2021, sec. 3.1, eqs. 1-4), small enough for a CPU.
+
+    ``z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos`` (eq. 1): the N patches (:func:`patchify`), each
+    embedded by one linear map, after a learned class token, plus a learned vector per position
+    (``transformer.LearnedPositionalEncoding``). ``num_layers`` pre-LN blocks
+    (``transformer.TransformerBlock``, GELU: eqs. 2-3). ``logits = head(LN(z_L^0))`` (eq. 4): only the
+    class token's output is classified, so everything the head sees reached the class token by attention.
+
+    Args:
+        image_size: side of the (square) input in pixels. patch: p, dividing image_size.
+        in_channels: C. d_model: E. num_heads: H. d_ff: the blocks' feed-forward width.
+        num_layers: blocks. num_classes: logits. dropout: as in ``TransformerBlock``.
+        positional: ``"learned"`` (the paper's) or ``"none"``: without positions the model sees a set of
+            patches, and permuting them changes no logit.
+
+    Forward args:
+        images: float (B, in_channels, image_size, image_size).
+
+    Returns:
+        ``(logits (B, num_classes), attn_weights (B, num_layers, H, 1 + N))``: in each layer and head, the
+        class token's attention weights over the 1 + N tokens (index 0 is the class token itself, 1 + n is
+        patch n), each row summing to 1. ``attn_weights[:, -1, :, 1:].mean(1)`` (B, N), shaped
+        ``(image_size // p, image_size // p)`` with :func:`attention_map`, is the last layer's
+        class-token map.
+
+    Raises:
+        ValueError: patch not dividing image_size, an unknown positional, or images of another shape.
+
+    >>> model = TinyViT(image_size=8, patch=2, d_model=16, num_heads=2, d_ff=32)
+    >>> logits, attn_weights = model(torch.rand(3, 1, 8, 8))
+    >>> tuple(logits.shape), tuple(attn_weights.shape)
+    ((3, 10), (3, 1, 2, 17))
+    """
+
+    def __init__(self, image_size=8, patch=2, in_channels=1, d_model=32, num_heads=2, d_ff=64, num_layers=1,
+                 num_classes=10, dropout=0.0, positional="learned"):
+        super().__init__()
+        if not isinstance(patch, int) or patch < 1 or image_size % patch:
+            raise ValueError(f"patch must be a positive int dividing image_size={image_size}; got {patch!r}")
+        if positional not in ("learned", "none"):
+            raise ValueError(f"positional must be 'learned' or 'none'; got {positional!r}")
+        self.image_size, self.patch, self.in_channels = image_size, patch, in_channels
+        self.pooling = "class token"                                          # for train_classifier's bar
+        num_patches = (image_size // patch) ** 2                              # N
+        self.patch_embedding = nn.Linear(in_channels * patch * patch, d_model)   # E of eq. 1: C p p -> E
+        self.class_token = nn.Parameter(torch.zeros(1, 1, d_model))           # x_class
+        self.positional = LearnedPositionalEncoding(1 + num_patches, d_model) if positional == "learned" \
+            else nn.Identity()
+        self.blocks = nn.ModuleList(TransformerBlock(d_model, num_heads, d_ff, dropout, norm_first=True,
+                                                     activation="gelu") for _ in range(num_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, num_classes)
+
+    def forward(self, images):
+        expected = (self.in_channels, self.image_size, self.image_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(f"images must be (B, {', '.join(map(str, expected))}); got {tuple(images.shape)}")
+        B = images.shape[0]
+        x = self.patch_embedding(patchify(images, self.patch))               # (B, C, H, W) -> (B, N, E)
+        x = torch.cat([self.class_token.expand(B, -1, -1), x], dim=1)        # (B, 1 + N, E)
+        x = self.positional(x)                                               # + E_pos, (B, 1 + N, E)
+        class_weights = []
+        for block in self.blocks:
+            x, attn_weights = block(x, need_weights=True)                    # (B, 1 + N, E), (B, H, 1 + N, 1 + N)
+            class_weights.append(attn_weights[:, :, 0])                      # the class token's row: (B, H, 1 + N)
+        logits = self.head(self.norm(x[:, 0]))                               # (B, E) -> (B, num_classes)
+        return logits, torch.stack(class_weights, dim=1)                     # (B, num_layers, H, 1 + N)

@@ -181,6 +181,97 @@ def digit_canvases(split="train", n=1000, min_digits=2, max_digits=5, width=56, 
     boxes = torch.stack([x_start, x_start + 8], -1).masked_fill(~real[..., None], -1)   # (n, K, 2)
     return images, labels, lengths, boxes
 
+
+def cluttered_digits(split="train", n=1000, size=24, num_distractors=8, distractor_size=4, seed=0,
+                     digit_subset=None):
+    """One real handwritten digit at a random place on a larger canvas, among crops of other digits.
+
+    The cluttered-digits recipe of Mnih et al. (2014), sec. 4.1, on the 8x8 digits: each canvas
+    (``size`` x ``size`` pixels, black = 0) holds one digit of ``digits(split)`` with its top-left
+    corner uniform in ``0 .. size - 8`` (rows and columns), and ``num_distractors`` squares of
+    ``distractor_size`` x ``distractor_size`` pixels, each cut at a random place from a digit image
+    *other* than the labelled one. Distractors never overlap the digit's 8x8 box (their corner is
+    uniform over the corners that keep them outside it), so the box holds exactly the digit; they
+    may overlap one another (pixel-wise maximum). A classifier must find the digit: pooling the
+    whole canvas mixes the digit with stroke fragments. Digits and crops come only from
+    ``digits(split)`` (narrowed by ``digit_subset``), so test canvases hold only held-out images.
+
+    Args:
+        split: ``"train"`` or ``"test"`` (the split of :func:`digits`).
+        n: number of canvases.
+        size: the canvas side in pixels; at least 8, and at least ``8 + 2 * distractor_size`` when
+            there are distractors (so that every place of the digit leaves room for them).
+        num_distractors: fragments per canvas (an int >= 0).
+        distractor_size: side of a fragment in pixels, 1 .. 8.
+        seed: seed of a ``torch.Generator``: the same seed gives the same canvases on every machine.
+        digit_subset: None (every digit of the split), or a slice or int64 index tensor into
+            ``digits(split)``: the labelled digits and the fragments come only from those images,
+            e.g. ``slice(0, 1150)`` for training and ``slice(1150, None)`` for validation.
+
+    Returns:
+        (images, labels, boxes): images float32 (n, 1, size, size) in [0, 1]; labels int64 (n,);
+        boxes int64 (n, 4), the digit's ``(top, left, bottom, right)`` in pixels, bottom and right
+        exclusive (``bottom = top + 8``): ``images[b, 0, top:bottom, left:right]`` is the digit.
+
+    Raises:
+        ValueError: split not train/test, n not a positive int, num_distractors < 0, distractor_size
+            outside 1..8, a size too small, or a digit_subset with fewer than 2 images.
+
+    References: Mnih, Heess, Graves & Kavukcuoglu 2014, "Recurrent Models of Visual Attention",
+    sec. 4.1 (cluttered translated MNIST: 8x8 fragments of other digits on a 60x60 canvas).
+
+    >>> x, y, boxes = cluttered_digits("test", n=2, size=24, num_distractors=4)
+    >>> tuple(x.shape), tuple(y.shape), tuple(boxes.shape)
+    ((2, 1, 24, 24), (2,), (2, 4))
+    >>> bool((boxes[:, 2:] - boxes[:, :2] == 8).all())
+    True
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int; got {n!r}")
+    if not isinstance(num_distractors, int) or num_distractors < 0:
+        raise ValueError(f"num_distractors must be an int >= 0; got {num_distractors!r}")
+    if not isinstance(distractor_size, int) or not 1 <= distractor_size <= 8:
+        raise ValueError(f"distractor_size must be an int in 1..8 (a crop of an 8x8 digit); got {distractor_size!r}")
+    least = 8 + 2 * distractor_size if num_distractors else 8
+    if not isinstance(size, int) or size < least:
+        raise ValueError(f"size must be an int >= {least} (8, plus room for a distractor on either side of "
+                         f"the digit); got {size!r}")
+    digit_images, digit_labels = digits(split)
+    if digit_subset is not None:
+        digit_images, digit_labels = digit_images[digit_subset], digit_labels[digit_subset]
+    N, d, M = len(digit_labels), distractor_size, num_distractors
+    if N < 2:
+        raise ValueError(f"digit_subset must select at least 2 digits of the {split!r} split (one to label, "
+                         f"others to cut fragments from); got {digit_subset!r} ({N} images)")
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randint(0, N, (n,), generator=g)                                       # (n,) the labelled digit
+    top, left = torch.randint(0, size - 7, (2, n), generator=g)                          # (n,) each
+    canvases = torch.zeros(n, size, size)
+    if M:
+        # a fragment's corner (r, c): uniform over the P corners that keep it outside the digit's box
+        r, c = torch.arange(size - d + 1).repeat_interleave(size - d + 1), torch.arange(size - d + 1).repeat(size - d + 1)
+        outside = ((r + d <= top[:, None]) | (r >= top[:, None] + 8)
+                   | (c + d <= left[:, None]) | (c >= left[:, None] + 8))              # (n, P) bool
+        corner = torch.multinomial(outside.float(), M, replacement=True, generator=g)  # (n, M) into P
+        other = (index[:, None] + torch.randint(1, N, (n, M), generator=g)) % N         # (n, M) never the digit
+        crop_r, crop_c = torch.randint(0, 9 - d, (2, n, M), generator=g)                # (n, M) each, in the source
+        within = torch.arange(d)
+        src_rows = (crop_r[..., None] + within)[..., :, None]                           # (n, M, d, 1)
+        src_cols = (crop_c[..., None] + within)[..., None, :]                           # (n, M, 1, d)
+        fragments = digit_images[other[..., None, None], 0, src_rows, src_cols]         # (n, M, d, d)
+        rows = (r[corner][..., None] + within)[..., :, None]                            # (n, M, d, 1)
+        cols = (c[corner][..., None] + within)[..., None, :]                            # (n, M, 1, d)
+        flat = torch.arange(n)[:, None, None, None] * size * size + rows * size + cols  # (n, M, d, d)
+        canvases.view(-1).scatter_reduce_(0, flat.flatten(), fragments.flatten(), reduce="amax")
+    within = torch.arange(8)
+    rows, cols = (top[:, None] + within)[:, :, None], (left[:, None] + within)[:, None, :]   # (n, 8, 1), (n, 1, 8)
+    canvases[torch.arange(n)[:, None, None], rows, cols] = digit_images[index, 0]           # the box: the digit
+    boxes = torch.stack([top, left, top + 8, left + 8], dim=1)                              # (n, 4)
+    return canvases.unsqueeze(1), digit_labels[index].clone(), boxes
+
+
 def caption(labels):
     """Digit labels -> words: ``[3, 1, 4]`` -> ``"three one four"``."""
     return " ".join(DIGIT_WORDS[int(d)] for d in labels)

@@ -66,24 +66,42 @@ def voices():
     return list(dict.fromkeys(load()["voice"]))
 
 
-def split_voices(test_fraction=0.25, seed=0):
+def split_voices(test_fraction=0.25, seed=0, validation_fraction=0.0):
     """Indices of the words, split by **voice**: no voice of the test set is heard in training.
 
     The voices are shuffled with ``random.Random(seed)``; the first ``round(88 * test_fraction)`` are
     the test voices. Returns ``(train_indices, test_indices)``, two sorted lists of ints.
 
+    With ``validation_fraction`` > 0, the next ``round(88 * validation_fraction)`` voices of the same
+    order are held out of training as well, and the call returns ``(train_indices, validation_indices,
+    test_indices)``: three sets of voices with nothing in common. The test voices are those of the
+    two-way split with the same ``test_fraction`` and ``seed``; the validation voices come out of training.
+
     Raises:
-        ValueError: ``test_fraction`` outside (0, 1).
+        ValueError: ``test_fraction`` outside (0, 1), ``validation_fraction`` outside [0, 1), or the two
+            leaving no training voice.
+
+    >>> train, validation, test = split_voices(validation_fraction=0.125)
+    >>> test == split_voices()[1], len(train) + len(validation) + len(test)
+    (True, 1760)
     """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie strictly between 0 and 1; got {test_fraction}")
     names = voices()
+    n_test, n_validation = round(len(names) * test_fraction), round(len(names) * validation_fraction)
+    if not 0 <= validation_fraction < 1 or n_test + n_validation >= len(names):
+        raise ValueError(f"validation_fraction must lie in [0, 1) and leave training voices: of {len(names)} voices "
+                         f"test_fraction={test_fraction} takes {n_test} and validation_fraction="
+                         f"{validation_fraction} takes {n_validation}")
     random.Random(seed).shuffle(names)
-    test_voices = set(names[:round(len(names) * test_fraction)])
+    held_out = {v: part for part, group in (("test", names[:n_test]), ("validation", names[n_test:n_test + n_validation]))
+                for v in group}
     voice = load()["voice"]
-    test = [i for i, v in enumerate(voice) if v in test_voices]
-    train = [i for i, v in enumerate(voice) if v not in test_voices]
-    return train, test
+    split = {part: [i for i, v in enumerate(voice) if held_out.get(v, "train") == part]
+             for part in ("train", "validation", "test")}
+    if validation_fraction == 0:
+        return split["train"], split["test"]
+    return split["train"], split["validation"], split["test"]
 
 
 @dataclass
@@ -134,3 +152,97 @@ def clips(indices, seed=0, min_silence=10, max_silence=40):
         frames.append(torch.cat([noise[start:start + before], word, noise[start + before:start + before + after]]))
         spans.append((before, before + len(word)))
     return Clips(frames, data["digit"][list(indices)], spans, [data["voice"][i] for i in indices], list(indices))
+
+
+@dataclass
+class Utterances:
+    """Connected digits: 2-4 words of one voice in one recording, with silence around and short pauses between.
+
+    ``frames``: list of N float32 dB tensors (T_i, 32), frames of 10 ms; ``labels`` (N, max_digits) int64,
+    the digits in the order said, padded with -1; ``lengths`` (N,) int64, the number of digits k_i;
+    ``spans``: per utterance a list of k_i ``(start, end)`` frame indices, word j is ``frames[i][start:end]``;
+    ``voice``: list of N str; ``index``: per utterance the k_i word indices (of ``load()["words"]``) said.
+    """
+    frames: list
+    labels: torch.Tensor
+    lengths: torch.Tensor
+    spans: list
+    voice: list
+    index: list
+
+    def __len__(self):
+        return len(self.frames)
+
+
+def utterances(indices, seed=0, n=1000, min_digits=2, max_digits=4, min_pause=5, max_pause=20, min_silence=10,
+               max_silence=40):
+    """Join words of one voice into utterances of ``min_digits``..``max_digits`` connected digits.
+
+    Each utterance draws, from ``random.Random(seed)``: a voice (uniformly among the voices of
+    ``indices``), its number of digits k, k different words of that voice among ``indices`` (so a
+    digit may come twice, in two renditions), ``min_silence``..``max_silence`` frames of silence
+    before the first word and after the last, ``min_pause``..``max_pause`` frames between two
+    words, and for each stretch of silence a random place in the stored noise (as ``clips``). The
+    same call gives the same utterances.
+
+    Args:
+        indices: word indices, e.g. one part of ``split_voices``: a test utterance then holds test voices only.
+        seed: int. n: the number of utterances.
+        min_digits, max_digits: the number of words per utterance, 1 <= min_digits <= max_digits; every
+            voice of ``indices`` must have at least ``max_digits`` words there.
+        min_pause, max_pause: frames (10 ms each) of silence between two words.
+        min_silence, max_silence: frames of silence before the first word and after the last.
+
+    Returns:
+        ``Utterances``; utterance i has ``T_i = before + sum of the word lengths + pauses + after`` frames.
+
+    Raises:
+        ValueError: an empty ``indices``, ``n`` < 0, digit counts or silence lengths out of order or
+            negative (or above 300 frames), or a voice with fewer than ``max_digits`` words in ``indices``.
+
+    >>> train, test = split_voices()
+    >>> batch = utterances(test, n=3)
+    >>> batch.labels.shape, batch.lengths.tolist(), [len(s) for s in batch.spans]
+    (torch.Size([3, 4]), [3, 2, 3], [3, 2, 3])
+    """
+    if not (isinstance(n, int) and n >= 0 and 1 <= min_digits <= max_digits and 0 <= min_pause <= max_pause <= 300
+            and 0 <= min_silence <= max_silence <= 300):
+        raise ValueError(f"need n >= 0, 1 <= min_digits <= max_digits, 0 <= min_pause <= max_pause <= 300 and "
+                         f"0 <= min_silence <= max_silence <= 300; got n={n!r}, digits {min_digits}..{max_digits}, "
+                         f"pause {min_pause}..{max_pause}, silence {min_silence}..{max_silence}")
+    data, rng = load(), random.Random(seed)
+    noise = data["noise"]
+    by_voice = {}
+    for i in indices:
+        by_voice.setdefault(data["voice"][i], []).append(i)
+    short = {v: len(words) for v, words in by_voice.items() if len(words) < max_digits}
+    if not by_voice or short:
+        raise ValueError(f"every voice of indices needs at least max_digits={max_digits} words; got "
+                         f"{len(list(indices))} indices, voices with fewer words: {short}")
+    names = sorted(by_voice)
+
+    def silence(lo, hi):
+        length = rng.randint(lo, hi)
+        start = rng.randint(0, len(noise) - length)
+        return noise[start:start + length]                                   # (length, 32)
+
+    frames, spans, voice, index = [], [], [], []
+    labels = torch.full((n, max_digits), -1, dtype=torch.long)
+    for u in range(n):
+        name = rng.choice(names)
+        words = rng.sample(by_voice[name], rng.randint(min_digits, max_digits))
+        pieces, span = [silence(min_silence, max_silence)], []
+        for j, i in enumerate(words):
+            if j > 0:
+                pieces.append(silence(min_pause, max_pause))
+            start = sum(len(p) for p in pieces)                              # frames before this word
+            pieces.append(data["words"][i])
+            span.append((start, start + len(data["words"][i])))
+        pieces.append(silence(min_silence, max_silence))
+        frames.append(torch.cat(pieces))                                     # (T_i, 32)
+        labels[u, :len(words)] = data["digit"][words]
+        spans.append(span)
+        voice.append(name)
+        index.append(words)
+    lengths = (labels != -1).sum(1)                                          # (N,)
+    return Utterances(frames, labels, lengths, spans, voice, index)
