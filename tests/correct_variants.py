@@ -614,6 +614,26 @@ def greedy_decode_row_by_row(step, state, batch_size, max_len):
     return words, weights
 
 
+def attention_on_ink_unfold(attn_weights, images, height, width, threshold=0.3):
+    """Cells cut out by hand with unfold (equal cells), the mask and sums in float64."""
+    B, _, H, W = images.shape
+    cells = images.unfold(2, H // height, H // height).unfold(3, W // width, W // width)   # (B, 1, h, w, sy, sx)
+    ink = cells.double().mean(dim=(-1, -2)).reshape(B, -1) > threshold                    # (B, h*w)
+    on_ink = torch.where(ink, attn_weights.double(), torch.zeros((), dtype=torch.float64)).sum(-1)
+    return on_ink.to(attn_weights.dtype), ink.double().mean(-1).to(images.dtype)
+
+
+def stack_frames_loop(x, key_padding_mask, factor=2):
+    """Group by group in Python: concatenate the frames that exist, zeros for those past the end."""
+    B, S, F_ = x.shape
+    groups, masks = [], []
+    for start in range(0, S, factor):
+        frames = [x[:, s] if s < S else x.new_zeros(B, F_) for s in range(start, start + factor)]
+        groups.append(torch.cat(frames, dim=-1))                                   # (B, factor * F)
+        masks.append(key_padding_mask[:, start])                                   # the group's first frame
+    return torch.stack(groups, 1), torch.stack(masks, 1)
+
+
 VARIANTS = {
     "check_pad_batch": [pad_batch_pad_sequence],
     "check_embedding_lookup": [embedding_lookup_one_hot],
@@ -644,10 +664,12 @@ VARIANTS = {
     "check_attention_pooling": [attention_pooling_loops],
     "check_spatial_attention_pool": [spatial_attention_pool_einsum],
     "check_attention_map": [attention_map_row_slices],
+    "check_attention_on_ink": [attention_on_ink_unfold],
     "check_soft_attention": [soft_attention_per_image],
     "check_greedy_decode": [greedy_decode_preallocated, greedy_decode_row_by_row],
     "check_query_attention_pool": [query_attention_pool_einsum_float64],
     "check_subsample_padding_mask": [subsample_padding_mask_conv],
+    "check_stack_frames": [stack_frames_loop],
     "check_rouge_1_f1": [rouge_1_f1_matching],
     "check_word_attention": [word_attention_masked_float64],
     "check_sample_next": [sample_next_gumbel_max],

@@ -667,3 +667,74 @@ def test_rescaling_is_none_for_equal_tensors_and_for_other_mistakes():
     assert rescaling(weights, weights, "weights") is None
     assert rescaling(torch.softmax(scores, -2), weights, "weights") is None            # wrong axis
     assert rescaling(torch.softmax(scores.flip(-1), -1), weights, "weights") is None   # keys permuted
+
+
+# ----------------------------------------------------------------- lesson 11: attention on ink
+def _ink(attn_weights, images, height, width, threshold, pool=F.adaptive_avg_pool2d, compare=torch.gt,
+         transpose=False):
+    cells = pool(images, (height, width))
+    ink = compare(cells.transpose(-1, -2) if transpose else cells, threshold).flatten(1)    # (B, h*w)
+    return (attn_weights * ink).sum(-1), ink.to(images.dtype).mean(-1)
+
+
+@pytest.mark.parametrize("thorough", [False, True])
+def test_check_attention_on_ink_passes_the_reference_and_a_hand_written_version(thorough):
+    from attn_course.apps import vision
+    checks.check_attention_on_ink(vision.attention_on_ink, thorough=thorough)
+    checks.check_attention_on_ink(_ink, thorough=thorough)
+
+
+@pytest.mark.parametrize("fn,kind,needle", [
+    (lambda w, im, h, ww, t: _ink(w, im, h, ww, t, pool=F.adaptive_max_pool2d), "values", "MEAN of its pixels"),
+    (lambda w, im, h, ww, t: _ink(w, im, h, ww, t, compare=torch.ge), "values", "ABOVE the threshold"),
+    (lambda w, im, h, ww, t: _ink(w, im, h, ww, t, transpose=True), "values", "row by row"),
+    (lambda w, im, h, ww, t: (_ink(w, im, h, ww, t)[0] / 2, _ink(w, im, h, ww, t)[1]), "values", "sum of the weights"),
+    (lambda w, im, h, ww, t: (_ink(w, im, h, ww, t)[0], _ink(w, im, h, ww, t)[1] * h * ww), "values", "fraction"),
+    (lambda w, im, h, ww, t: _ink(w, im, h, ww, t)[0], "type", "tuple"),
+])
+def test_check_attention_on_ink_names_the_slip(fn, kind, needle):
+    err = fails(checks.check_attention_on_ink, fn, True)
+    assert err.kind == kind and needle in str(err), str(err)
+
+
+# ----------------------------------------------------------------- lesson 13: the pyramid's frame stacking
+@pytest.mark.parametrize("thorough", [False, True])
+def test_check_stack_frames_passes_the_reference(thorough):
+    from attn_course.apps import speech
+    checks.check_stack_frames(speech.stack_frames, thorough=thorough)
+
+
+def _stack_with(x, key_padding_mask, factor, layout="time", mask="first"):
+    B, S, F_ = x.shape
+    S_out = -(-S // factor)
+    padded = F.pad(x, (0, 0, 0, S_out * factor - S))
+    if layout == "time":
+        stacked = padded.reshape(B, S_out, factor * F_)
+    elif layout == "bands":
+        stacked = padded.reshape(B, S_out, factor, F_).transpose(2, 3).reshape(B, S_out, factor * F_)
+    else:
+        stacked = padded.reshape(B, factor, S_out, F_).transpose(1, 2).reshape(B, S_out, factor * F_)
+    if mask == "first":
+        new_mask = key_padding_mask[:, ::factor]
+    elif mask == "any":
+        new_mask = F.pad(key_padding_mask, (0, S_out * factor - S), value=True).reshape(B, S_out, factor).any(-1)
+    else:
+        new_mask = key_padding_mask[:, :S_out]
+    return stacked, new_mask
+
+
+@pytest.mark.parametrize("options,kind,needle", [
+    (dict(layout="bands"), "values", "bands kept together"),
+    (dict(layout="far"), "values", "S' apart"),
+    (dict(mask="any"), "mask", "FIRST frame"),
+    (dict(mask="cut"), "mask", "mask[:, :S']"),
+])
+def test_check_stack_frames_names_the_slip(options, kind, needle):
+    err = fails(checks.check_stack_frames, lambda x, m, f: _stack_with(x, m, f, **options), True)
+    assert err.kind == kind and needle in str(err), str(err)
+    assert _stack_with(torch.zeros(1, 4, 2), torch.zeros(1, 4, dtype=torch.bool), 2)[0].shape == (1, 2, 4)
+
+
+def test_check_stack_frames_reports_a_missing_time_padding_as_an_error():
+    err = fails(checks.check_stack_frames, lambda x, m, f: (x.reshape(x.shape[0], -1, f * x.shape[2]), m[:, ::f]), False)
+    assert err.kind == "error"

@@ -60,11 +60,11 @@ from .multi_head_module import check_multi_head_attention_module
 from .rotary import check_apply_rotary
 from .rotary_weights import check_interleaved_to_half_split
 from .self_cross import check_cross_attention, check_self_attention
-from .speech import check_query_attention_pool, check_subsample_padding_mask
+from .speech import check_query_attention_pool, check_stack_frames, check_subsample_padding_mask
 from .summarization import check_rouge_1_f1, check_word_attention
 from .transformer import check_causal_mask, check_masked_softmax, check_positional_encoding, check_transformer_block
 from .translation import check_additive_attention, check_alignment_crosses, check_seq2seq_forward
-from .vision import check_attention_map, check_spatial_attention_pool
+from .vision import check_attention_map, check_attention_on_ink, check_spatial_attention_pool
 
 __all__ = [
     "KINDS", "CheckFailure", "call_learner", "call_learner_grad", "expect_rows_sum_to_one", "expect_tensor", "forbids", "format_shape",
@@ -78,8 +78,8 @@ __all__ = [
     "check_positional_encoding", "check_multi_head_attention_module",
     # lessons 09-15
     "check_additive_attention", "check_seq2seq_forward", "check_alignment_crosses", "check_attention_pooling",
-    "check_padding_probe", "check_spatial_attention_pool",
-    "check_attention_map", "check_soft_attention", "check_greedy_decode", "check_query_attention_pool", "check_subsample_padding_mask",
+    "check_padding_probe", "check_spatial_attention_pool", "check_attention_on_ink",
+    "check_attention_map", "check_soft_attention", "check_greedy_decode", "check_query_attention_pool", "check_subsample_padding_mask", "check_stack_frames",
     "check_rouge_1_f1", "check_word_attention", "check_sample_next", "check_lm_forward",
     # lesson 16
     "check_online_softmax_update", "check_cached_attention", "check_repeat_kv",

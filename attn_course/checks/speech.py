@@ -90,3 +90,76 @@ def check_subsample_padding_mask(fn, thorough=False, seed=131):
                                          f"{t} is centred on input frame {stride * t}, which is "
                                          f"{'padding' if expected[b, t] else 'real'}.")
         expect_tensor("key_padding_mask", got, expected, case, legend=f"(B, ceil(S / {stride}))")
+
+
+# ------------------------------------------------------------------------------- the pyramid's frame stacking
+
+def _stack_cases(thorough):
+    """(label, B, S, F, lengths, factor, dtype)."""
+    yield "3 clips of 7, 4 and 3 frames padded to S=7, F=2, factor 2 (S odd)", 3, 7, 2, [7, 4, 3], 2, torch.float32
+    if thorough:
+        yield "S=8 (even), lengths 8, 5, F=3, factor 2", 2, 8, 3, [8, 5], 2, torch.float32
+        yield "factor 4, S=10, lengths 10, 6, 1, F=2", 3, 10, 2, [10, 6, 1], 4, torch.float32
+        yield "float64, factor 3, S=9, lengths 9, 7, F=4", 2, 9, 4, [9, 7], 3, torch.float64
+        yield "factor 1: nothing to stack, S=5, lengths 5, 2", 2, 5, 3, [5, 2], 1, torch.float32
+
+
+def _stack_slips(x, key_padding_mask, factor):
+    """Outputs of the usual slips: {message: (stacked or None, mask or None)}."""
+    B, S, F_ = x.shape
+    S_out = -(-S // factor)
+    padded = torch.nn.functional.pad(x, (0, 0, 0, S_out * factor - S))               # (B, S' * factor, F)
+    mask_pad = torch.nn.functional.pad(key_padding_mask, (0, S_out * factor - S), value=True)
+    slips = {
+        "Stack neighbours in time: frames factor*t .. factor*t + factor - 1 form group t, each frame's F "
+        "bands kept together (reshape (B, S', factor * F) of the time-padded x, no transpose)":
+            (padded.reshape(B, S_out, factor, F_).transpose(2, 3).reshape(B, S_out, factor * F_), None),
+        "Group t holds frames factor*t .. factor*t + factor - 1, neighbours in time; reshaping to (B, factor, S', F) "
+        "first groups frames S' apart":
+            (padded.reshape(B, factor, S_out, F_).transpose(1, 2).reshape(B, S_out, factor * F_), None),
+        "Pad at the END of time (the right), where padding already sits, not at the start":
+            (torch.nn.functional.pad(x, (0, 0, S_out * factor - S, 0)).reshape(B, S_out, factor * F_), None),
+        "A group is padding only when its FIRST frame is: a group that straddles the clip's end still holds real "
+        "frames (mask[:, ::factor])":
+            (None, mask_pad.reshape(B, S_out, factor).any(-1)),
+        "The mask must follow the frames: keep every factor-th column (mask[:, ::factor]); mask[:, :S'] keeps "
+        "the first S' columns and unmasks padding":
+            (None, key_padding_mask[:, :S_out]),
+    }
+    return slips
+
+
+@forbids(*package(speech.stack_frames, speech.subsample_padding_mask))
+def check_stack_frames(fn, thorough=False, seed=132):
+    """``fn(x (B, S, F), key_padding_mask (B, S), factor) -> (stacked (B, S', factor*F), mask (B, S'))``,
+    S' = ceil(S / factor), against ``speech.stack_frames`` (Chan et al. 2016, sec. 3.1). Failures: ``type``,
+    ``shape``, ``dtype``, ``values`` (with a hint naming the usual slip: the bands interleaved, frames grouped
+    S' apart, zero frames put first) and ``mask`` (a group straddling the clip's end, the mask cut instead of
+    subsampled)."""
+    from ..checks import CheckFailure, expect_tensor
+    g = torch.Generator().manual_seed(seed)
+    for case, B, S, F_, lengths, factor, dtype in _stack_cases(thorough):
+        key_padding_mask = torch.arange(S) >= torch.tensor(lengths)[:, None]          # (B, S), True = padding
+        x = torch.randn(B, S, F_, generator=g, dtype=torch.float64).to(dtype).masked_fill(key_padding_mask[..., None], 0)
+        got = call_learner(fn, (x.clone(), key_padding_mask.clone(), factor), case)
+        if not isinstance(got, tuple) or len(got) != 2:
+            raise CheckFailure("type", f"{case}: return the tuple (stacked, key_padding_mask); got {type_name(got)}")
+        stacked, mask = speech.stack_frames(x, key_padding_mask, factor)
+        slips = _stack_slips(x, key_padding_mask, factor)
+
+        def hint(which):
+            def named(actual, expected):
+                matches = [text for text, answer in slips.items() if answer[which] is not None
+                           and answer[which].shape == actual.shape and torch.equal(actual.detach().cpu(), answer[which])
+                           and not torch.equal(answer[which], expected)]
+                if len(matches) == 1:
+                    return matches[0] + "."
+                return ("stacked[b, t] = the frames factor*t .. factor*t + factor - 1 side by side (zero frames added "
+                        "at the end so S divides); the new mask is mask[:, ::factor]." )
+            return named
+        expect_tensor("stacked", got[0], stacked, case, "(B, ceil(S / factor), factor * F)", hint=hint(0))
+        if isinstance(got[1], torch.Tensor) and got[1].shape == mask.shape and got[1].dtype == torch.bool \
+                and not torch.equal(got[1].cpu(), mask):
+            raise CheckFailure("mask", f"{case}: the new key_padding_mask differs from the reference "
+                                       f"{mask.int().tolist()}; got {got[1].int().tolist()}. {hint(1)(got[1], mask)}")
+        expect_tensor("key_padding_mask", got[1], mask, case, "(B, ceil(S / factor))")

@@ -2,6 +2,7 @@
 import math
 
 import torch
+from torch.nn import functional as F
 
 from ..apps import vision
 from ..apps.vision import attention_map, spatial_attention_pool
@@ -74,3 +75,73 @@ def check_attention_map(fn, thorough=False, seed=111):
                         "flattened row by row, s = h * W + w.")
             return "map[b, h, w] must be attn_weights[b, h * W + w]."
         expect_tensor("attention map", got, expected, case, legend="(B, H, W)", hint=hint)
+
+
+# ------------------------------------------------------------------------------- how much attention is on ink?
+
+def _ink_cases(thorough, g):
+    """(label, attn_weights (B, h*w), images (B, 1, H, W), h, w, threshold)."""
+    def make(B, H, W, h, w, dtype=torch.float32, level=None):
+        images = (torch.rand(B, 1, H, W, generator=g, dtype=torch.float64) ** 3).to(dtype)   # mostly dark
+        images[:, :, H // 4:H // 2, :W // 2] = 1.0                                          # a stroke off-centre
+        if level is not None:                                                                # one cell exactly at it
+            images[:, :, -(H // h):, -(W // w):] = level
+        attn_weights = torch.softmax(2 * torch.randn(B, h * w, generator=g, dtype=torch.float64), -1).to(dtype)
+        return attn_weights, images
+    yield ("B=2 images 8x12 on a 4x4 grid (cells of 2x3 pixels), threshold 0.5, the last cell's mean exactly 0.5",
+           *make(2, 8, 12, 4, 4, level=0.5), 4, 4, 0.5)
+    if thorough:
+        yield ("B=3 images 8x8 on their own 8x8 grid, threshold 0.3", *make(3, 8, 8, 8, 8), 8, 8, 0.3)
+        yield ("float64, B=2 images 12x6 on a 3x2 grid, threshold 0.25", *make(2, 12, 6, 3, 2, torch.float64), 3, 2,
+               0.25)
+        yield ("B=4 images 16x16 on a 2x8 grid, threshold 0.3", *make(4, 16, 16, 2, 8), 2, 8, 0.3)
+
+
+def _ink_hint(attn_weights, images, height, width, threshold):
+    """A hint naming the usual slip, when exactly one matches the wrong answer."""
+    B = len(images)
+    pooled = F.adaptive_avg_pool2d(images, (height, width))                                  # (B, 1, h, w)
+    slips = {
+        "a cell is ink when the MEAN of its pixels exceeds the threshold (adaptive_avg_pool2d, then compare), "
+        "not when any one pixel does":
+            F.adaptive_max_pool2d(images, (height, width)).flatten(1) > threshold,
+        "a cell is ink when its mean is ABOVE the threshold (>), not at or above it (>=)":
+            pooled.flatten(1) >= threshold,
+        "flatten the grid row by row (s = h * width + w), as the attention weights are":
+            pooled.transpose(-1, -2).flatten(1) > threshold,
+    }
+    answers = {text: (attn_weights * ink.reshape(B, -1)).sum(-1) for text, ink in slips.items()}   # (B,) each
+
+    def hint(actual, expected):
+        matches = [text for text, answer in answers.items()
+                   if answer.shape == actual.shape
+                   and torch.allclose(actual.detach().cpu().to(answer.dtype), answer, atol=1e-5)
+                   and not torch.allclose(answer, expected.cpu(), atol=1e-5)]
+        if len(matches) == 1:
+            return matches[0][0].upper() + matches[0][1:] + "."
+        return ("ink = adaptive_avg_pool2d(images, (height, width)).flatten(1) > threshold; on_ink = the sum of the "
+                "weights where ink is True, per image.")
+    return hint
+
+
+@forbids(*package(vision.attention_on_ink))
+def check_attention_on_ink(fn, thorough=False, seed=112):
+    """Check ``fn(attn_weights (B, h*w), images (B, 1, H, W), height, width, threshold)
+    -> (on_ink (B,), ink_share (B,))``.
+
+    A grid cell is ink when the mean intensity of its pixels (``adaptive_avg_pool2d``) exceeds ``threshold``;
+    ``on_ink`` is the attention mass on ink cells, ``ink_share`` the fraction of cells that are ink.
+    Failures: ``type``, ``shape``, ``dtype``; ``values`` with a hint naming the usual slip (any pixel rather than
+    the mean, ``>=``, column-major cells) when exactly one matches.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for case, attn_weights, images, height, width, threshold in _ink_cases(thorough, g):
+        got = call_learner(fn, (attn_weights.clone(), images.clone(), height, width, threshold), case)
+        if not isinstance(got, tuple) or len(got) != 2:
+            raise CheckFailure("type", f"{case}: return the tuple (on_ink, ink_share); got {type_name(got)}")
+        on_ink, ink_share = vision.attention_on_ink(attn_weights, images, height, width, threshold)
+        expect_tensor("on_ink", got[0], on_ink, case, legend="(B,)",
+                      hint=_ink_hint(attn_weights, images, height, width, threshold))
+        expect_tensor("ink_share", got[1], ink_share.to(images.dtype), case, legend="(B,)",
+                      hint=lambda a, e: "ink_share[b] = the fraction of the height * width cells that are ink: "
+                                        "ink.float().mean(-1), in the images' dtype.")
