@@ -134,7 +134,9 @@ class DigitCNN(nn.Module):
 @replayable
 def train_classifier(model, images, labels, epochs=8, batch_size=64, lr=1e-2, seed=0, progress=True):
     """Adam with a one-cycle learning rate (Smith & Topin 2017), mini-batches shuffled each epoch by
-    ``torch.Generator().manual_seed(seed)``; a tqdm bar. Returns the loss per step (list of float)."""
+    ``torch.Generator().manual_seed(seed)``; a tqdm bar. ``model(images)`` returns ``(logits, attn_weights)``
+    (:class:`DigitCNN`, :class:`TinyViT`); the cross-entropy of the logits is minimised. Returns the loss per
+    step (list of float)."""
     device = next(model.parameters()).device
     steps = epochs * math.ceil(len(labels) / batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -144,8 +146,9 @@ def train_classifier(model, images, labels, epochs=8, batch_size=64, lr=1e-2, se
         logits, _ = model(images[batch].to(device))                       # (b, 10)
         return F.cross_entropy(logits, labels[batch].to(device))
 
+    desc = f"training ({getattr(model, 'pooling', type(model).__name__)})"
     history = fit(model, shuffled_batches(len(labels), batch_size, seed), batch_loss, opt, epochs,
-                  scheduler=schedule, desc=f"training ({getattr(model, 'pooling', type(model).__name__)})", progress=progress)
+                  scheduler=schedule, desc=desc, progress=progress)
     return history.step_loss
 
 
@@ -170,7 +173,7 @@ def attention_on_ink(attn_weights, images, height, width, threshold=0.3):
     its mass on ink; attention that looks at the digit puts more.
     """
     ink = F.adaptive_avg_pool2d(images, (height, width)).flatten(1) > threshold    # (B, S) bool
-    return (attn_weights * ink).sum(-1), ink.float().mean(-1)                       # (B,), (B,)
+    return (attn_weights * ink).sum(-1), ink.to(images.dtype).mean(-1)                     # (B,), (B,)
 
 
 def attention_in_box(attn_weights, boxes, height, width, image_height, image_width):
@@ -365,7 +368,6 @@ class TinyViT(nn.Module):
         if positional not in ("learned", "none"):
             raise ValueError(f"positional must be 'learned' or 'none'; got {positional!r}")
         self.image_size, self.patch, self.in_channels = image_size, patch, in_channels
-        self.pooling = "class token"                                          # for train_classifier's bar
         num_patches = (image_size // patch) ** 2                              # N
         self.patch_embedding = nn.Linear(in_channels * patch * patch, d_model)   # E of eq. 1: C p p -> E
         self.class_token = nn.Parameter(torch.zeros(1, 1, d_model))           # x_class

@@ -251,7 +251,8 @@ def cluttered_digits(split="train", n=1000, size=24, num_distractors=8, distract
     canvases = torch.zeros(n, size, size)
     if M:
         # a fragment's corner (r, c): uniform over the P corners that keep it outside the digit's box
-        r, c = torch.arange(size - d + 1).repeat_interleave(size - d + 1), torch.arange(size - d + 1).repeat(size - d + 1)
+        corners = torch.arange(size - d + 1)                                            # a corner's row or column
+        r, c = corners.repeat_interleave(len(corners)), corners.repeat(len(corners))    # (P,) each, row-major
         outside = ((r + d <= top[:, None]) | (r >= top[:, None] + 8)
                    | (c + d <= left[:, None]) | (c >= left[:, None] + 8))              # (n, P) bool
         corner = torch.multinomial(outside.float(), M, replacement=True, generator=g)  # (n, M) into P
@@ -267,7 +268,8 @@ def cluttered_digits(split="train", n=1000, size=24, num_distractors=8, distract
         canvases.view(-1).scatter_reduce_(0, flat.flatten(), fragments.flatten(), reduce="amax")
     within = torch.arange(8)
     rows, cols = (top[:, None] + within)[:, :, None], (left[:, None] + within)[:, None, :]   # (n, 8, 1), (n, 1, 8)
-    canvases[torch.arange(n)[:, None, None], rows, cols] = digit_images[index, 0]           # the box: the digit
+    b = torch.arange(n)[:, None, None]
+    canvases[b, rows, cols] = canvases[b, rows, cols].maximum(digit_images[index, 0])       # the box: only the digit
     boxes = torch.stack([top, left, top + 8, left + 8], dim=1)                              # (n, 4)
     return canvases.unsqueeze(1), digit_labels[index].clone(), boxes
 
