@@ -9,6 +9,15 @@ Attention pooling is scaled dot-product attention (Vaswani et al. 2017, eq. 1) w
 query, the "attention pooling" of Yang et al. (2016, hierarchical attention networks, eqs. 8-10)
 and of speech models such as Chorowski et al. (2015) and Okabe et al. (2018, attentive statistics
 pooling). The baseline replaces it with the masked mean over frames.
+
+The second model, for connected digits (``spoken_digits.utterances``: 2-4 digits in one utterance),
+is "Listen, Attend and Spell" (Chan et al. 2016) in small:
+
+    frames (B, S, F) -> normalisation -> stack 8 frames (stack_frames) -> Linear -> BiGRU   (B, S', E), S' = ceil(S / 8)
+    -> GRU speller: before each token, additive attention over the S' states (masked) -> digits, then <eos>
+
+``train_recogniser`` and ``predict_sequences`` train and run it; ``sequence_accuracy``,
+``alignment_is_monotone`` and ``attention_on_words`` score its transcripts and where it listened.
 """
 import math
 
@@ -301,41 +310,50 @@ def sequence_targets(labels):
 class ConnectedDigitRecogniser(nn.Module):
     """Listen, Attend and Spell in small: log-mel frames -> the digits said, one at a time, then ``<eos>``.
 
-    The **listener** normalises each band, stacks frames twice (``stack_frames``, factor 2 each: 40 ms
-    per encoder frame), maps each stacked frame to E channels and runs a bidirectional GRU over the
-    real frames only (packed): encoder states (B, S', E), S' = ceil(S / 4), each knowing the whole
-    utterance and where it stands in it. The **speller** is a GRU that, before each token, attends over
-    the states with additive attention (Bahdanau et al. 2015; ``pooling.AdditiveAttention``), padding
-    masked to weight 0:
+    The **listener** normalises each band (the training set's mean and spread, then, with
+    ``utterance_mean``, minus the utterance's own mean per band), stacks each ``stride`` frames into
+    one (``stack_frames``; 8 frames = 80 ms per encoder frame), maps it to E channels and runs a
+    bidirectional GRU over the real frames only (packed): encoder states (B, S', E), S' = ceil(S / stride),
+    each knowing the whole utterance and where it stands in it. The **speller** is a GRU that, before
+    each token, attends over the states with additive attention (Bahdanau et al. 2015;
+    ``pooling.AdditiveAttention``), padding masked to weight exactly 0:
 
         attn_weights_t = softmax_s(v . tanh(W_query h_{t-1} + W_key enc_s)),  context_t = sum_s attn_weights_ts enc_s,
-        h_t = GRU([embed(y_{t-1}); context_t], h_{t-1}),  logits_t = W_out [h_t; context_t].
+        h_t = GRU([embed(y_{t-1}); context_t], h_{t-1}),  logits_t = W_out [h_t; context_t],
 
-    ``context="mean"`` is the baseline without attention: every step gets the masked mean of the states.
+    with h_0 = tanh(W_init mean_s enc_s). ``context="mean"`` is the baseline without attention: every
+    step gets the masked mean of the states (attn_weights 1/n on the real frames).
 
     Args:
         band_mean, band_std: (F,) float, per-band statistics of the training frames (``band_stats``).
         d_model: E, the size of an encoder state (E / 2 per direction of the GRU).
         hidden: Hd, the speller's state. attn_dim: A, the width of the scoring layer. embed: the size of a
-            token's embedding.
+            token's embedding. stride: input frames (10 ms) per encoder frame.
+        utterance_mean: subtract each utterance's mean over its real frames, per band: log-mel's
+            cepstral mean normalisation (Atal 1974), which removes a voice's constant spectral tilt.
+        context: "attention" or "mean".
 
-    ``forward(x (B, S, F), key_padding_mask (B, S), targets (B, T))`` (teacher forcing: step t reads
-    ``<bos>`` or ``targets[:, t-1]``) returns ``(logits (B, T, V), attn_weights (B, T, S'))``, V = 12;
-    :meth:`generate` decodes greedily.
+    ``forward(x (B, S, F), key_padding_mask (B, S) bool **True = padding**, targets (B, T))`` (teacher
+    forcing: step t reads ``<bos>`` at t = 0, else ``targets[:, t-1]``) returns
+    ``(logits (B, T, V), attn_weights (B, T, S'))``, V = 12 (``TOKENS``); :meth:`generate` decodes greedily.
 
     Raises:
-        ValueError: an unknown ``context``, or an odd ``d_model``.
+        ValueError: an unknown ``context``, an odd ``d_model`` or a ``stride`` that is not an int >= 1.
+
+    References: Chan et al. 2016, "Listen, Attend and Spell", sections 3.1-3.2 (there a pyramid of
+    three BLSTMs, stride 8, and an attention of dot products of two MLPs); Bahdanau et al. 2015, eq. 6.
     """
 
-    def __init__(self, band_mean, band_std, d_model=64, hidden=64, attn_dim=32, embed=16, stride=4,
-                 context="attention"):
+    def __init__(self, band_mean, band_std, d_model=128, hidden=64, attn_dim=32, embed=16, stride=8,
+                 utterance_mean=True, context="attention"):
         super().__init__()
-        if context not in ("attention", "mean") or d_model % 2:
-            raise ValueError(f"context must be 'attention' or 'mean' and d_model even; got {context!r}, {d_model}")
-        self.context, self.stride = context, stride
+        if context not in ("attention", "mean") or d_model % 2 or not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"need context 'attention' or 'mean', an even d_model and an int stride >= 1; got "
+                             f"context={context!r}, d_model={d_model}, stride={stride!r}")
+        self.context, self.stride, self.utterance_mean = context, stride, utterance_mean
         self.register_buffer("band_mean", torch.as_tensor(band_mean, dtype=torch.float32))
         self.register_buffer("band_std", torch.as_tensor(band_std, dtype=torch.float32))
-        self.input_proj = nn.Linear(self.stride * self.band_mean.shape[-1], d_model)
+        self.input_proj = nn.Linear(stride * self.band_mean.shape[-1], d_model)
         self.listener = nn.GRU(d_model, d_model // 2, batch_first=True, bidirectional=True)
         self.embed = nn.Embedding(len(TOKENS), embed)
         self.init_h = nn.Linear(d_model, hidden)
@@ -345,7 +363,10 @@ class ConnectedDigitRecogniser(nn.Module):
 
     def listen(self, x, key_padding_mask):
         """(B, S, F) dB frames -> encoder states (B, S', E), zero on padding, and their mask (B, S')."""
-        x = ((x - self.band_mean) / self.band_std).masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
+        padding = key_padding_mask.unsqueeze(-1)                                     # (B, S, 1)
+        x = ((x - self.band_mean) / self.band_std).masked_fill(padding, 0.0)        # (B, S, F)
+        if self.utterance_mean:
+            x = (x - mean_pool(x, key_padding_mask)[0].unsqueeze(1)).masked_fill(padding, 0.0)   # minus (B, 1, F)
         x, key_padding_mask = stack_frames(x, key_padding_mask, self.stride)        # (B, S, F) -> (B, S', stride*F)
         h = F.relu(self.input_proj(x))                                               # (B, S', stride*F) -> (B, S', E)
         lengths = (~key_padding_mask).sum(1).cpu()                                   # (B,) real frames
@@ -404,7 +425,7 @@ class ConnectedDigitRecogniser(nn.Module):
 
 
 @replayable
-def train_recogniser(model, utterances, epochs=10, batch_size=32, lr=3e-3, seed=0, clip_grad_norm=1.0,
+def train_recogniser(model, utterances, epochs=6, batch_size=32, lr=3e-3, seed=0, clip_grad_norm=1.0,
                      progress=True):
     """Teacher forcing, cross-entropy over every digit and the ``<eos>`` (``PAD`` ignored), Adam with a
     one-cycle schedule, gradients clipped to norm ``clip_grad_norm``, mini-batches of ``utterances``
