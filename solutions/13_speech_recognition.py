@@ -548,9 +548,10 @@ plt.show()
 
 # %% [markdown]
 # Alone, both agree: a clip with no padding has nothing to mask. Batched, `_v2` lets the model
-# attend to padding — a large share of its weight lands after the clip has ended — and the
-# probabilities, and some predictions, change with the company a clip keeps. Accuracy alone would
-# hardly have told you: test a model's outputs alone and batched. Find the bug:
+# attend to padding — about a third of its weight lands after the clip has ended — and the
+# probabilities change with the company a clip keeps (one by 0.34), enough here to flip one
+# prediction. Accuracy alone would hardly have told you: test a model's outputs alone and batched.
+# Find the bug:
 #
 # 1. Make a batch of one 9-frame clip and one 5-frame clip and print both masks.
 # 2. Which input frame is each encoder frame centred on? (`Conv1d(kernel_size=5, stride=2, padding=2)`.)
