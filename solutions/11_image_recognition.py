@@ -292,8 +292,15 @@ try:
           "yes" if torch.allclose(yours[0], on_ink, atol=1e-5) and torch.allclose(yours[1], ink_share) else "no")
 except NotImplementedError:
     print("Exercise 1 not written yet: the figures above came from vision.attention_on_ink.")
+except Exception as err:                                       # a wrong answer should not stop the lesson
+    print(f"your attention_on_ink raised {type(err).__name__}: {err}")
 
 # %% [markdown]
+# On validation, attention puts 0.768 of its weight on ink cells that are 0.420 of the grid, 1.83
+# times their share (test: 1.89 times), well above the target; average pooling puts exactly the
+# share there. A typical map is peaked: the median map puts 0.395 of its weight on its single
+# largest cell, 25 times the uniform 1/64.
+#
 # The maps are a description of *this* model, not an explanation of digits: a cell can get weight
 # because its features are distinctive (a stroke ending, a loop) or because the network found the
 # background near a stroke useful. The text-classification lesson tests how far attention weights

@@ -277,10 +277,10 @@ print(f"'{images.caption(test_y[0, :2])}' -> '{images.caption(test_y[0, [1, 0]])
 # trained on the same 1,150 training digits), which is *given* the true box of every digit and reads
 # each one alone: the captioner, which must find the digits, can hardly beat it.
 #
-# **Targets**, set on the validation split over three training seeds (the lowest seed's figure, less a
-# margin): the attention captioner gets at least **95 %** of the words and **85 %** of the whole
-# captions right (a caption is right when its length and every word are), and beats the baseline by at
-# least **20 points** of caption accuracy. Words are compared position by position; a missing or
+# **Targets**, asserted on the validation split and set there over three training seeds (whole
+# captions right: 0.942, 0.922 and 0.934 for seeds 0, 1, 2): the attention captioner gets at least
+# **95 %** of the words and **90 %** of the whole captions right (a caption is right when its length
+# and every word are), and beats the baseline by at least **20 points** of caption accuracy. Words are compared position by position; a missing or
 # extra word counts as wrong.
 
 # %% tags=["otter_ignore"]
@@ -314,6 +314,8 @@ def caption_results(x, y, lengths, boxes):
 val_results, _ = caption_results(val_x, val_y, val_k, val_boxes)
 for name, (word_acc, caption_acc) in val_results.items():
     print(f"validation  {name:30s} words {word_acc:.3f}   captions {caption_acc:.3f}")
+assert val_results["attention"][0] >= 0.95 and val_results["attention"][1] >= 0.90, val_results
+assert val_results["attention"][1] >= val_results["flatten"][1] + 0.20, val_results
 
 # %% [markdown]
 # The test split, once:
@@ -325,9 +327,6 @@ for name, (word_acc, caption_acc) in results.items():
     print(f"test        {name:30s} words {word_acc:.3f}   captions {caption_acc:.3f}")
 lengths_right = (captioning.caption_lengths(words) == test_k).float().mean()
 print(f"attention captions of the right length: {lengths_right:.3f}")
-word_acc, caption_acc = results["attention"]
-assert word_acc >= 0.95 and caption_acc >= 0.85, results
-assert caption_acc >= results["flatten"][1] + 0.20, results
 
 # %% [markdown]
 # Your loop from Exercise 1 on the trained captioner, against `generate`:
@@ -341,6 +340,8 @@ try:
           "yes" if torch.equal(yours.cpu(), words) else "no")
 except NotImplementedError:
     print("Exercise 1 not written yet: the captions above came from captioning.greedy_decode.")
+except Exception as err:                                       # a wrong answer should not stop the lesson
+    print(f"your greedy_decode raised {type(err).__name__}: {err}")
 
 # %% [markdown]
 # With attention the decoder writes 0.987 of the test words and 0.952 of the captions right; the
@@ -508,8 +509,8 @@ test_q2_hidden(fixed_soft_attention)
 # - Show, Attend and Tell: a CNN gives S feature vectors; before each word the decoder's state
 #   scores every position (additive score), softmaxes over the **positions**, and reads the
 #   context $z_t = \sum_s \alpha_{t,s} f_s$. One attention map per word.
-- Writing a caption is a loop: start from `<bos>`, take the argmax, feed it back, pass the state on,
-  and end each caption at its own `<eos>` (then `PAD` and no attention) while the batch goes on.
+# - Writing a caption is a loop: start from `<bos>`, take the argmax, feed it back, pass the state on,
+#   and end each caption at its own `<eos>` (then `PAD` and no attention) while the batch goes on.
 # - On strips of two to five held-out handwritten digits at random places, attention took the same
 #   decoder from about 3 captions in 5 (the whole feature map in one vector, position kept) to about
 #   9 in 10, near a CNN that is given every digit's box. Averaging the features instead would cancel

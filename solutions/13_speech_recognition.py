@@ -350,9 +350,10 @@ print(f"test utterance {i}: voice {test_utt.voice[i]}, {len(test_utt.frames[i])}
 # `key_padding_mask (B, S)`, True = padding. Return `(stacked (B, S', factor * F), mask (B, S'))`
 # with $S' = \lceil S / \text{factor} \rceil$: stacked frame *t* is input frames
 # `factor*t, ..., factor*t + factor - 1` side by side. When S is not a multiple of `factor`, first
-# add zero frames **at the end** (`F.pad` or `torch.cat`); then a single `reshape` does the rest.
-# A stacked frame is padding when its *first* input frame is: that is the mask of section 2's
-# strided convolution, `speech.subsample_padding_mask(key_padding_mask, factor)`, which you may call.
+# add zero frames **at the end** (`torch.cat` with `x.new_zeros(...)`); then a single `reshape` does
+# the rest. A stacked frame is padding when its *first* input frame is: that is the mask the
+# classifier of section 2 uses after its strided convolution,
+# `speech.subsample_padding_mask(key_padding_mask, factor)`, which you may call.
 
 # %% [raw]
 # # BEGIN QUESTION
