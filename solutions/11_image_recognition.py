@@ -333,7 +333,8 @@ for ax, image, label, (top, left, bottom, right) in zip(axes, *[t[:8] for t in c
     ax.imshow(image[0].numpy(), cmap="gray_r")
     ax.add_patch(plt.Rectangle((left - 0.5, top - 0.5), 8, 8, fill=False, edgecolor="tab:green", linewidth=1.2))
     ax.set_title(f"label {label.item()}", fontsize=9)
-    ax.axis("off")
+    ax.set_xticks([])
+    ax.set_yticks([])                                          # the frame is the canvas's edge
 plt.show()
 
 # %% [markdown]
