@@ -26,6 +26,27 @@ from tqdm.auto import tqdm
 CACHE_ENV = "ATTN_COURSE_TRAINING_CACHE"
 
 
+def eos_targets(labels, eos, pad=-1):
+    """Label ids (B, K), ``pad`` after each row's k-th -> decoder targets (B, K + 1): the labels, ``eos``, ``pad``.
+
+    The targets of a decoder trained with teacher forcing to write a variable-length sequence and stop:
+    the captions of lesson 12 and the digit sequences of lesson 13.
+
+    Raises:
+        ValueError: a row with ``pad`` before one of its labels.
+
+    >>> eos_targets(torch.tensor([[3, 1, 4], [2, 7, -1]]), eos=10)
+    tensor([[ 3,  1,  4, 10],
+            [ 2,  7, 10, -1]])
+    """
+    real = labels != pad                                                    # (B, K)
+    if (real[:, 1:] & ~real[:, :-1]).any():
+        raise ValueError(f"labels must hold their ids first and the padding ({pad}) only after them")
+    targets = torch.cat([labels, torch.full_like(labels[:, :1], pad)], 1)   # (B, K) -> (B, K + 1)
+    targets[torch.arange(len(labels)), real.sum(1)] = eos
+    return targets
+
+
 @dataclasses.dataclass
 class History:
     """What ``fit`` measured: ``step_loss`` (float per step), ``epoch_loss`` (per epoch, the mean over its

@@ -252,3 +252,15 @@ def test_models_from_outside_the_package_and_runs_without_the_variable_always_tr
     assert not list(tmp_path.iterdir())
     monkeypatch.delenv(training.CACHE_ENV)
     assert all(_run()[1] for _ in range(2))
+
+
+def test_eos_targets_against_a_python_loop_and_refuses_a_gap():
+    from attn_course.training import eos_targets
+    labels = torch.tensor([[4, 2, 9], [1, -1, -1], [-1, -1, -1], [0, 0, 5]])
+    expected = []
+    for row in labels.tolist():                                   # by hand: the real ids, then eos, then padding
+        real = [t for t in row if t != -1]
+        expected.append(real + [99] + [-1] * (len(row) - len(real)))
+    assert eos_targets(labels, eos=99).tolist() == expected
+    with pytest.raises(ValueError, match="padding"):
+        eos_targets(torch.tensor([[3, -1, 4]]), eos=99)

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from ..data.images import DIGIT_WORDS
 from ..pooling import attention_pool
 from ..scoring import additive_scores
-from ..training import fit, replayable, shuffled_batches
+from ..training import eos_targets, fit, replayable, shuffled_batches
 
 WORDS = DIGIT_WORDS + ["<eos>", "<bos>"]     # ids 0..9 are the digits, 10 = <eos>, 11 = <bos>
 EOS, BOS = 10, 11
@@ -245,12 +245,7 @@ def targets(labels):
     tensor([[ 3,  1,  4, 10],
             [ 2,  7, 10, -1]])
     """
-    real = labels != PAD                                                    # (B, N)
-    if (real[:, 1:] & ~real[:, :-1]).any():
-        raise ValueError("labels must hold their digits first and PAD (-1) only after them")
-    captions = torch.cat([labels, torch.full_like(labels[:, :1], PAD)], 1)  # (B, N) -> (B, N + 1)
-    captions[torch.arange(len(labels)), real.sum(1)] = EOS
-    return captions
+    return eos_targets(labels, EOS, PAD)                                    # (B, N) -> (B, N + 1)
 
 
 @replayable

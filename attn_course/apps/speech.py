@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from ..data import spoken_digits
 from ..pooling import AdditiveAttention, attention_pool, mean_pool
-from ..training import fit, replayable, shuffled_batches
+from ..training import eos_targets, fit, replayable, shuffled_batches
 
 
 def pad_frames(frames, pad_value=0.0):
@@ -299,12 +299,7 @@ def sequence_targets(labels):
     tensor([[ 3,  1,  4, 10],
             [ 2,  7, 10, -1]])
     """
-    real = labels != PAD                                                         # (B, K)
-    if (real[:, 1:] & ~real[:, :-1]).any():
-        raise ValueError("labels must hold their digits first and PAD (-1) only after them")
-    targets = torch.cat([labels, torch.full_like(labels[:, :1], PAD)], 1)       # (B, K) -> (B, K + 1)
-    targets[torch.arange(len(labels)), real.sum(1)] = EOS
-    return targets
+    return eos_targets(labels, EOS, PAD)                                         # (B, K) -> (B, K + 1)
 
 
 class ConnectedDigitRecogniser(nn.Module):

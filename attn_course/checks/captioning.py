@@ -121,12 +121,11 @@ _DECODE_SLIPS = {
 
 
 def _decode_cases(thorough, g):
-    E, P = captioning.EOS, captioning.PAD
+    E = captioning.EOS
     plan = torch.tensor([[3, 1, 4, E, 5, 9, 2],        # ends at word 4, then goes on writing digits
                          [2, 7, E, 1, 8, 2, 8],        # ends at word 3
                          [E, 6, 6, 6, 6, 6, 6],        # ends at once: an empty caption
                          [9, 9, 8, 8, 7, 7, 6]])       # never ends within max_len = 6
-    assert P == -1
     yield "B=4 captions of 3, 2, 0 and 6+ words, max_len=6, S=5", plan, 6, 5
     if thorough:
         yield "B=3, every caption ends before max_len=8 (loop may stop early), S=7", \
