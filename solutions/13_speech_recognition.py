@@ -194,8 +194,8 @@ for name, key in [("attention pooling", "attention"), ("mean pooling", "mean"), 
           f"test ({len(test_voices)} voices) {accuracy[key]:.3f}")
 
 # %% [markdown]
-# **The targets**, set on validation. Over three training seeds (0–2) attention scored 0.89–0.93 on
-# the validation voices and mean pooling 0.82–0.90, attention ahead in every seed by 2 to 6 points;
+# **The targets**, set on validation. Over three training seeds (0–2) attention scored 0.886–0.932 on
+# the validation voices and mean pooling 0.823–0.900, attention ahead in every seed by 2 to 6 points;
 # the nearest neighbour gets 0.745. Two of the 11 validation voices are `flite` voices, which the
 # models find hardest, so validation is harder than test here. With 220 validation clips one clip
 # is 0.45 points. So we assert: attention reaches **at least 0.85** on the validation voices, beats
@@ -410,7 +410,7 @@ test_q1_hidden(stack_frames)
 # batches of 32, teacher forcing), and the same model without attention: `context="mean"` gives
 # the speller the mean of the listener's states at every step, the fair baseline (it keeps the
 # bidirectional GRU, which knows the order of the words). **Targets**, set on validation over three
-# seeds (attention scored 0.86–0.93 of the sequences there; two of the validation voices are
+# seeds (attention scored 0.858–0.925 of the sequences there; two of the validation voices are
 # `flite` voices, the hardest): at least **80 %** of the validation utterances written exactly
 # right, at least **92 %** of the digits, at least **15 points** of sequences above the baseline,
 # and alignments monotone on at least **90 %** of the utterances.
